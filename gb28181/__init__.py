@@ -1,0 +1,1 @@
+"""GB/T 28181 on top of `sip`, `rtp` and `registry`: MANSCDP, device access, cascade, daemon."""

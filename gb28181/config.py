@@ -1,0 +1,320 @@
+"""The gateway's configuration: YAML in, validated dataclasses out.
+
+Every error names the key (as a dotted path), the value found and what was expected, because the person
+reading it is an administrator at a console, not a developer with a traceback. With no file at all the
+embedded defaults run a working gateway on loopback with SQLite in the working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+_ID_RE = re.compile(r"\d{20}")
+_DOMAIN_RE = re.compile(r"\d{10}")
+STREAM_TRANSPORTS = ("udp", "tcp-passive", "tcp-active")
+ENCODINGS = ("GB2312", "GBK", "GB18030", "UTF-8")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as ``key: value is wrong: expected ...``."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        self.key = key
+        self.value = value
+        self.expected = expected
+        shown = "missing" if value is _MISSING else repr(value)
+        super().__init__(f"{key}: {shown} is not valid: expected {expected}")
+
+
+_MISSING: Any = object()
+
+
+@dataclass(slots=True, frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class SipConfig:
+    id: str = "34020000002000000001"
+    domain: str = "3402000000"
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 5060))
+    password: str = field(default="12345678", repr=False)
+    realm: str = ""
+    allowlist: bool = False
+    register_min_expires: int = 60
+    register_max_expires: int = 86400
+    keepalive_interval: int = 60
+    keepalive_misses: int = 3
+    lockout_failures: int = 5
+    lockout_seconds: int = 300
+    nonce_ttl: int = 300
+    encoding: str = "GB2312"
+    max_message_size: int = 65535
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    catalog_subscribe: bool = True
+    catalog_subscribe_expires: int = 3600
+    catalog_first_wait: float = 30.0
+    catalog_gap_timeout: float = 5.0
+    query_timeout: float = 10.0
+    user_agent: str = "gb28181-gateway"
+
+
+@dataclass(slots=True)
+class StorageConfig:
+    backend: str = "sqlite"
+    path: str = "gateway.db"
+
+
+@dataclass(slots=True)
+class ApiConfig:
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(slots=True)
+class DeviceCredential:
+    id: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    name: str | None = None
+    stream_transport: str | None = None
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    sip: SipConfig = field(default_factory=SipConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    devices: list[DeviceCredential] = field(default_factory=list)
+
+    @property
+    def realm(self) -> str:
+        return self.sip.realm or self.sip.domain
+
+    def credential(self, device_id: str) -> DeviceCredential | None:
+        for cred in self.devices:
+            if cred.id == device_id:
+                return cred
+        return None
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+class _Section:
+    """Typed reads from one mapping, with errors that carry the dotted key."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if data is None or data is _MISSING:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(path or "(top level)", data, "a mapping of keys to values")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def raw(self, name: str) -> Any:
+        self.used.add(name)
+        return self.data.get(name, _MISSING)
+
+    def get(self, name: str, default: T, convert: Callable[[str, Any], T]) -> T:
+        value = self.raw(name)
+        if value is _MISSING or value is None:
+            return default
+        return convert(self.key(name), value)
+
+    def section(self, name: str) -> _Section:
+        return _Section(self.raw(name), self.key(name))
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                known = ", ".join(sorted(self.used))
+                raise ConfigError(self.key(str(name)), self.data[name], f"a known key here ({known})")
+
+
+def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable[[str, Any], str]:
+    def convert(key: str, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ConfigError(key, value, what)
+        text = str(value)
+        if pattern is not None and pattern.fullmatch(text) is None:
+            raise ConfigError(key, value, what)
+        return text
+
+    return convert
+
+
+def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> Callable[[str, Any], str]:
+    def convert(key: str, value: Any) -> str:
+        if not isinstance(value, str) or fold(value) not in options:
+            raise ConfigError(key, value, "one of " + ", ".join(options))
+        return fold(value)
+
+    return convert
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
+    def convert(key: str, value: Any) -> Any:
+        ok_types = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok_types) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(key, value, f"{what} from {low:g} to {high:g}")
+        return kind(value)
+
+    return convert
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+def parse_host_port(key: str, value: Any) -> HostPort:
+    """``host:port`` or ``[v6]:port``; the host must be an address we can bind, given explicitly."""
+    if not isinstance(value, str):
+        raise ConfigError(key, value, 'an address "host:port", e.g. "127.0.0.1:5060"')
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value.strip())
+    if match is None:
+        raise ConfigError(key, value, 'an address "host:port", e.g. "127.0.0.1:5060"')
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 < port < 65536:
+        raise ConfigError(key, value, "a port from 1 to 65535")
+    return HostPort(host, port)
+
+
+def _read_sip(sec: _Section) -> SipConfig:
+    d = SipConfig()
+    cfg = SipConfig(
+        id=sec.get("id", d.id, _string(_ID_RE, "a 20-digit GB/T 28181 ID")),
+        domain=sec.get("domain", d.domain, _string(_DOMAIN_RE, "a 10-digit SIP domain")),
+        listen=sec.get("listen", d.listen, parse_host_port),
+        password=sec.get("password", d.password, _string(re.compile(r".{1,128}"), "a password of 1 to 128 characters")),
+        realm=sec.get("realm", d.realm, _string()),
+        allowlist=sec.get("allowlist", d.allowlist, _bool),
+        register_min_expires=sec.get("register_min_expires", d.register_min_expires, _number(int, 10, 86400)),
+        register_max_expires=sec.get("register_max_expires", d.register_max_expires, _number(int, 10, 604800)),
+        keepalive_interval=sec.get("keepalive_interval", d.keepalive_interval, _number(int, 5, 3600)),
+        keepalive_misses=sec.get("keepalive_misses", d.keepalive_misses, _number(int, 1, 100)),
+        lockout_failures=sec.get("lockout_failures", d.lockout_failures, _number(int, 0, 1000)),
+        lockout_seconds=sec.get("lockout_seconds", d.lockout_seconds, _number(int, 1, 86400)),
+        nonce_ttl=sec.get("nonce_ttl", d.nonce_ttl, _number(int, 10, 3600)),
+        encoding=sec.get("encoding", d.encoding, _choice(ENCODINGS, str.upper)),
+        max_message_size=sec.get("max_message_size", d.max_message_size, _number(int, 1024, 1 << 20)),
+        t1=sec.get("t1", d.t1, _number(float, 0.05, 10)),
+        t2=sec.get("t2", d.t2, _number(float, 0.5, 60)),
+        t4=sec.get("t4", d.t4, _number(float, 0.5, 60)),
+        catalog_subscribe=sec.get("catalog_subscribe", d.catalog_subscribe, _bool),
+        catalog_subscribe_expires=sec.get(
+            "catalog_subscribe_expires", d.catalog_subscribe_expires, _number(int, 60, 86400)
+        ),
+        catalog_first_wait=sec.get("catalog_first_wait", d.catalog_first_wait, _number(float, 0.1, 600)),
+        catalog_gap_timeout=sec.get("catalog_gap_timeout", d.catalog_gap_timeout, _number(float, 0.1, 600)),
+        query_timeout=sec.get("query_timeout", d.query_timeout, _number(float, 0.1, 600)),
+        user_agent=sec.get("user_agent", d.user_agent, _string()),
+    )
+    if cfg.register_min_expires > cfg.register_max_expires:
+        raise ConfigError(
+            sec.key("register_min_expires"), cfg.register_min_expires,
+            f"a value no greater than sip.register_max_expires ({cfg.register_max_expires})",
+        )
+    sec.finish()
+    return cfg
+
+
+def _read_devices(value: Any) -> list[DeviceCredential]:
+    if value is _MISSING or value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError("devices", value, "a list of devices, each with at least an id")
+    devices: list[DeviceCredential] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        sec = _Section(item, f"devices[{i}]")
+        device_id = sec.get("id", "", _string(_ID_RE, "a 20-digit GB/T 28181 ID"))
+        if not device_id:
+            raise ConfigError(sec.key("id"), _MISSING, "a 20-digit GB/T 28181 ID")
+        if device_id in seen:
+            raise ConfigError(sec.key("id"), device_id, "an ID listed only once")
+        seen.add(device_id)
+        devices.append(
+            DeviceCredential(
+                id=device_id,
+                username=sec.get("username", None, _string()),
+                password=sec.get("password", None, _string()),
+                name=sec.get("name", None, _string()),
+                stream_transport=sec.get("stream_transport", None, _choice(STREAM_TRANSPORTS)),
+            )
+        )
+        sec.finish()
+    return devices
+
+
+def load_config(data: Any) -> GatewayConfig:
+    """Validate a parsed YAML document (None means: all defaults)."""
+    top = _Section(data, "")
+    storage = top.section("storage")
+    storage_cfg = StorageConfig(
+        backend=storage.get("backend", "sqlite", _choice(("sqlite", "memory"))),
+        path=storage.get("path", "gateway.db", _string()),
+    )
+    storage.finish()
+    api = top.section("api")
+    api_cfg = ApiConfig(listen=api.get("listen", ApiConfig().listen, parse_host_port))
+    api.finish()
+    logsec = top.section("log")
+    log_cfg = LogConfig(
+        level=logsec.get("level", "info", _choice(("debug", "info", "warning", "error"))),
+        format=logsec.get("format", "auto", _choice(("auto", "console", "json"))),
+    )
+    logsec.finish()
+    cfg = GatewayConfig(
+        sip=_read_sip(top.section("sip")),
+        storage=storage_cfg,
+        api=api_cfg,
+        log=log_cfg,
+        devices=_read_devices(top.raw("devices")),
+    )
+    top.finish()
+    return cfg
+
+
+def load_config_file(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--config", str(path), f"a readable file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(str(path), "(file contents)", f"valid YAML{where}: {exc}") from exc
+    return load_config(data)

@@ -1,0 +1,324 @@
+"""SQLite backend of `Storage` (stdlib sqlite3).
+
+Every call runs in one dedicated worker thread: the sqlite3 connection stays in the thread that
+created it, calls are serialised without locks, and the event loop never waits on disk.
+WAL with synchronous=NORMAL: a committed transaction survives the process being killed (kill -9,
+OOM); only a power loss or OS crash can lose the last transactions before a checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from operator import attrgetter
+from typing import Any, TypeVar
+
+from registry.model import Alarm, Channel, Device, MobilePosition
+from registry.storage import OutboxItem, Storage, StorageBatch, StorageError
+
+_T = TypeVar("_T")
+
+# Columns in the order of the tables below. `online` is runtime state and is not stored.
+_DEVICE_COLUMNS = (
+    "id", "name", "manufacturer", "model", "firmware", "transport", "host", "port", "username",
+    "registered_at", "expires_at", "last_keepalive", "channel_count", "catalog_partial",
+    "stream_transport", "keepalive_interval", "charset",
+)
+_CHANNEL_COLUMNS = (
+    "device_id", "id", "name", "parent_id", "manufacturer", "model", "owner", "civil_code", "address",
+    "status", "longitude", "latitude", "ptz_type", "parental", "business_group_id",
+)
+_ALARM_COLUMNS = (
+    "device_id", "channel_id", "sn", "priority", "method", "alarm_type", "time", "description",
+    "longitude", "latitude", "received_at",
+)
+_POSITION_COLUMNS = (
+    "device_id", "time", "longitude", "latitude", "speed", "direction", "altitude", "received_at",
+)
+
+# One entry per schema version; entry N-1 migrates version N-1 to N. Append, never edit.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, manufacturer TEXT NOT NULL, model TEXT NOT NULL,
+            firmware TEXT NOT NULL, transport TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,
+            username TEXT, registered_at REAL NOT NULL, expires_at REAL NOT NULL,
+            last_keepalive REAL NOT NULL, channel_count INTEGER NOT NULL, catalog_partial INTEGER NOT NULL,
+            stream_transport TEXT, keepalive_interval REAL, charset TEXT
+        ) WITHOUT ROWID""",
+        """CREATE TABLE channels (
+            device_id TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, parent_id TEXT NOT NULL,
+            manufacturer TEXT NOT NULL, model TEXT NOT NULL, owner TEXT NOT NULL, civil_code TEXT NOT NULL,
+            address TEXT NOT NULL, status TEXT NOT NULL, longitude REAL, latitude REAL, ptz_type INTEGER,
+            parental INTEGER NOT NULL, business_group_id TEXT NOT NULL, raw TEXT NOT NULL,
+            PRIMARY KEY (device_id, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE alarms (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, channel_id TEXT NOT NULL,
+            sn TEXT NOT NULL, priority TEXT NOT NULL, method TEXT NOT NULL, alarm_type TEXT NOT NULL,
+            time TEXT NOT NULL, description TEXT NOT NULL, longitude REAL, latitude REAL,
+            received_at REAL NOT NULL
+        )""",
+        "CREATE INDEX alarms_by_device ON alarms (device_id, id)",
+        "CREATE INDEX alarms_by_received ON alarms (received_at)",
+        """CREATE TABLE mobile_positions (
+            id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, time TEXT NOT NULL, longitude REAL NOT NULL,
+            latitude REAL NOT NULL, speed REAL, direction REAL, altitude REAL, received_at REAL NOT NULL
+        )""",
+        "CREATE INDEX mobile_positions_by_device ON mobile_positions (device_id, id)",
+        "CREATE INDEX mobile_positions_by_received ON mobile_positions (received_at)",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, dedup_key TEXT NOT NULL,
+            payload BLOB NOT NULL, created_at REAL NOT NULL, next_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (topic, dedup_key)
+        )""",
+        "CREATE INDEX outbox_due ON outbox (topic, next_at, id) WHERE acked = 0",
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_device_values = attrgetter(*_DEVICE_COLUMNS)
+_channel_values = attrgetter(*_CHANNEL_COLUMNS)
+_alarm_values = attrgetter(*_ALARM_COLUMNS)
+_position_values = attrgetter(*_POSITION_COLUMNS)
+
+
+def _insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_UPSERT_DEVICE = _insert("devices", _DEVICE_COLUMNS, "INSERT OR REPLACE")
+_UPSERT_CHANNEL = _insert("channels", (*_CHANNEL_COLUMNS, "raw"), "INSERT OR REPLACE")
+_INSERT_ALARM = _insert("alarms", _ALARM_COLUMNS)
+_INSERT_POSITION = _insert("mobile_positions", _POSITION_COLUMNS)
+
+
+def _channel_row(channel: Channel) -> tuple[Any, ...]:
+    return (*_channel_values(channel), json.dumps(channel.raw, ensure_ascii=False))
+
+
+def _device_from_row(row: tuple[Any, ...]) -> Device:
+    device = Device(**dict(zip(_DEVICE_COLUMNS, row, strict=True)))
+    device.catalog_partial = bool(device.catalog_partial)
+    return device
+
+
+def _channel_from_row(row: tuple[Any, ...]) -> Channel:
+    channel = Channel(**dict(zip(_CHANNEL_COLUMNS, row[:-1], strict=True)), raw=json.loads(row[-1]))
+    channel.parental = bool(channel.parental)
+    return channel
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Connection]:
+    db.execute(begin)
+    try:
+        yield db
+    except BaseException:
+        # SQLite may already have rolled back by itself (e.g. disk full); don't mask the cause.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class SqliteStorage(Storage):
+    """`Storage` in one SQLite file; the schema is created or migrated by `open()`."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = os.fspath(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+        """Only ever touched from the worker thread."""
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-storage")
+        try:
+            await self._call(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._call(self._close)
+        finally:
+            # Jobs run in order: by now every earlier call has finished, so this join is short.
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            raise StorageError(f"storage {self._path} is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError(f"storage {self._path} is not open")
+        return self._db
+
+    def _open(self) -> None:
+        # isolation_level=None: the module does not open transactions behind our back;
+        # writes are grouped by explicit BEGIN/COMMIT and single statements autocommit.
+        db = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        with _transaction(db, "BEGIN IMMEDIATE"):
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (0)")
+                version = 0
+            else:
+                version = row[0]
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self._path} has schema version {version}, newer than this release "
+                    f"understands ({SCHEMA_VERSION}); refusing to touch it"
+                )
+            for statements in _MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def load_devices(self) -> list[Device]:
+        return await self._call(self._load_devices)
+
+    def _load_devices(self) -> list[Device]:
+        rows = self._conn().execute(f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices")
+        return [_device_from_row(row) for row in rows]
+
+    async def load_channels(self) -> list[Channel]:
+        return await self._call(self._load_channels)
+
+    def _load_channels(self) -> list[Channel]:
+        rows = self._conn().execute(f"SELECT {', '.join(_CHANNEL_COLUMNS)}, raw FROM channels")
+        return [_channel_from_row(row) for row in rows]
+
+    async def write(self, batch: StorageBatch) -> None:
+        if len(batch) or batch.catalogs:
+            await self._call(self._write, batch)
+
+    def _write(self, batch: StorageBatch) -> None:
+        with _transaction(self._conn()) as db:
+            if batch.deleted_devices:
+                ids = [(device_id,) for device_id in batch.deleted_devices]
+                db.executemany("DELETE FROM channels WHERE device_id = ?", ids)
+                db.executemany("DELETE FROM devices WHERE id = ?", ids)
+            if batch.devices:
+                db.executemany(_UPSERT_DEVICE, map(_device_values, batch.devices))
+            for device_id, channels in batch.catalogs.items():
+                db.execute("DELETE FROM channels WHERE device_id = ?", (device_id,))
+                db.executemany(_UPSERT_CHANNEL, map(_channel_row, channels))
+            if batch.channels:
+                db.executemany(_UPSERT_CHANNEL, map(_channel_row, batch.channels))
+            if batch.deleted_channels:
+                db.executemany("DELETE FROM channels WHERE device_id = ? AND id = ?", batch.deleted_channels)
+
+    async def add_alarm(self, alarm: Alarm) -> int:
+        alarm.id = await self._call(self._add_alarm, _alarm_values(alarm))
+        return alarm.id
+
+    def _add_alarm(self, values: tuple[Any, ...]) -> int:
+        alarm_id = self._conn().execute(_INSERT_ALARM, values).lastrowid
+        assert alarm_id is not None  # an INSERT into a rowid table always sets it
+        return alarm_id
+
+    async def list_alarms(self, device_id: str | None = None, limit: int = 100) -> list[Alarm]:
+        return await self._call(self._list_alarms, device_id, limit)
+
+    def _list_alarms(self, device_id: str | None, limit: int) -> list[Alarm]:
+        select = f"SELECT id, {', '.join(_ALARM_COLUMNS)} FROM alarms"
+        if device_id is None:
+            rows = self._conn().execute(f"{select} ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._conn().execute(
+                f"{select} WHERE device_id = ? ORDER BY id DESC LIMIT ?", (device_id, limit)
+            )
+        return [Alarm(id=row[0], **dict(zip(_ALARM_COLUMNS, row[1:], strict=True))) for row in rows]
+
+    async def add_mobile_position(self, position: MobilePosition) -> None:
+        await self._call(self._execute, _INSERT_POSITION, _position_values(position))
+
+    def _execute(self, sql: str, values: tuple[Any, ...]) -> None:
+        self._conn().execute(sql, values)
+
+    async def list_mobile_positions(self, device_id: str, limit: int = 100) -> list[MobilePosition]:
+        return await self._call(self._list_mobile_positions, device_id, limit)
+
+    def _list_mobile_positions(self, device_id: str, limit: int) -> list[MobilePosition]:
+        rows = self._conn().execute(
+            f"SELECT {', '.join(_POSITION_COLUMNS)} FROM mobile_positions "
+            "WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+            (device_id, limit),
+        )
+        return [MobilePosition(**dict(zip(_POSITION_COLUMNS, row, strict=True))) for row in rows]
+
+    async def enqueue(self, topic: str, dedup_key: str, payload: bytes, now: float) -> bool:
+        return await self._call(self._enqueue, topic, dedup_key, payload, now)
+
+    def _enqueue(self, topic: str, dedup_key: str, payload: bytes, now: float) -> bool:
+        cursor = self._conn().execute(
+            "INSERT INTO outbox (topic, dedup_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (topic, dedup_key) DO NOTHING",
+            (topic, dedup_key, payload, now, now),
+        )
+        return cursor.rowcount == 1
+
+    async def due(self, topic: str, now: float, limit: int = 100) -> list[OutboxItem]:
+        return await self._call(self._due, topic, now, limit)
+
+    def _due(self, topic: str, now: float, limit: int) -> list[OutboxItem]:
+        rows = self._conn().execute(
+            "SELECT id, topic, dedup_key, payload, created_at, next_at, attempts FROM outbox "
+            "WHERE topic = ? AND acked = 0 AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+            (topic, now, limit),
+        )
+        return [
+            OutboxItem(id=r[0], topic=r[1], dedup_key=r[2], payload=r[3], created_at=r[4], next_at=r[5],
+                       attempts=r[6])
+            for r in rows
+        ]
+
+    async def ack(self, item_id: int) -> None:
+        await self._call(self._execute, "UPDATE outbox SET acked = 1 WHERE id = ?", (item_id,))
+
+    async def retry(self, item_id: int, next_at: float) -> None:
+        await self._call(
+            self._execute,
+            "UPDATE outbox SET next_at = ?, attempts = attempts + 1 WHERE id = ? AND acked = 0",
+            (next_at, item_id),
+        )
+
+    async def prune(self, before: float) -> None:
+        await self._call(self._prune, before)
+
+    def _prune(self, before: float) -> None:
+        with _transaction(self._conn()) as db:
+            db.execute("DELETE FROM alarms WHERE received_at < ?", (before,))
+            db.execute("DELETE FROM mobile_positions WHERE received_at < ?", (before,))
+            db.execute("DELETE FROM outbox WHERE acked = 1 AND created_at < ?", (before,))

@@ -1,0 +1,171 @@
+"""One SIP endpoint as a sans-IO object: bytes in, new server transactions and events out, bytes to send.
+
+It is the request path every message takes, whatever the transport: parse, validate (a readable but
+invalid request gets a 4xx whose reason names the problem), stamp ``received``/``rport`` on the top Via,
+match transactions, answer OPTIONS. What is left for the transaction user (TU) is a
+:class:`~sip.transaction.ServerTransaction` to answer, and client-side events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import SipError, SipParseError
+from .headers import split_commas
+from .message import Request, Response, make_response, new_tag, parse_message
+from .transaction import ServerTransaction, Timers, TransactionLayer
+
+
+class Peer(NamedTuple):
+    """Where a message came from or goes to.
+
+    ``conn`` names the TCP connection a message arrived on (0 for UDP), so responses and later
+    requests reuse it: a device behind NAT can only be reached over the connection it opened.
+    """
+
+    transport: str
+    host: str
+    port: int
+    conn: int = 0
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "UDP"
+
+
+@dataclass(slots=True)
+class EndpointConfig:
+    """Behaviour that differs between deployments; defaults suit devices behind NAT."""
+
+    user_agent: str = "gb28181-gateway"
+    allow: tuple[str, ...] = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO", "NOTIFY",
+                              "SUBSCRIBE", "REGISTER")
+    accept: tuple[str, ...] = ("application/sdp", "application/manscdp+xml")
+    supported_extensions: frozenset[str] = frozenset()
+    max_message_size: int = 65535
+    # RFC 3581 sends responses to the source port only when the client asked with `rport`; cameras behind
+    # NAT often do not ask, and answering to the Via port then loses the response, so answer the source.
+    force_rport: bool = True
+    timers: Timers = field(default_factory=Timers)
+
+
+@dataclass(slots=True)
+class EndpointCounters:
+    received: int = 0
+    unparseable: int = 0
+    rejected: int = 0
+    options: int = 0
+
+
+class SipEndpoint:
+    """Parsing, validation and transactions for one local SIP address."""
+
+    def __init__(self, config: EndpointConfig | None = None) -> None:
+        self.config = config or EndpointConfig()
+        self.local_tag = new_tag()
+        self.transactions = TransactionLayer(self.config.timers, local_tag=self.local_tag)
+        self.counters = EndpointCounters()
+        self.last_error: str | None = None
+
+    def receive(self, data: bytes, source: Peer, now: float) -> ServerTransaction | None:
+        """Feed one datagram or stream frame. Returns a new transaction for the TU to answer, if any."""
+        self.counters.received += 1
+        try:
+            msg = parse_message(data, max_size=self.config.max_message_size)
+        except SipParseError as exc:
+            # Nothing trustworthy to answer to: drop and count (RFC 3261 §16.3 spirit for garbage).
+            self.counters.unparseable += 1
+            self.last_error = exc.reason
+            return None
+        if isinstance(msg, Response):
+            self.transactions.receive_response(msg, source, now)
+            return None
+        return self.receive_request(msg, source, now)
+
+    def receive_request(self, request: Request, source: Peer, now: float) -> ServerTransaction | None:
+        try:
+            request.check()
+            reply_to = self._stamp_via(request, source)
+            extensions = self._unsupported(request)
+        except SipError as exc:
+            self.reject(request, source, exc)
+            return None
+        layer = self.transactions
+        if extensions:
+            self._stateless(request, reply_to, 420, headers=[("Unsupported", ", ".join(extensions))])
+            return None
+        txn = layer.receive_request(request, reply_to, source.reliable, now)
+        if txn is not None and request.method == "OPTIONS" and not _in_dialog(request):
+            self.counters.options += 1
+            txn.reply(200, now=now, headers=self._capabilities())
+            return None
+        return txn
+
+    def reject(self, request: Request, source: Peer, exc: SipError) -> None:
+        """Answer an invalid request statelessly when the fields a response needs are readable."""
+        self.counters.rejected += 1
+        self.last_error = exc.reason
+        if request.method == "ACK" or any(request.get(name) is None for name in _NEEDED_TO_ANSWER):
+            return
+        self._stateless(request, source, exc.status, reason=_reason(exc))
+
+    def _stateless(
+        self,
+        request: Request,
+        to: Peer,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        response = make_response(request, status, reason, to_tag=self.local_tag, headers=headers or ())
+        response.add("Server", self.config.user_agent)
+        self.transactions.send_stateless(response.serialize(), to)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        cfg = self.config
+        return [
+            ("Allow", ", ".join(cfg.allow)),
+            ("Accept", ", ".join(cfg.accept)),
+            ("Server", cfg.user_agent),
+        ]
+
+    def _unsupported(self, request: Request) -> list[str]:
+        required: list[str] = []
+        for name in ("Require", "Proxy-Require"):
+            for value in request.get_all(name):
+                required.extend(split_commas(value))
+        return [opt for opt in required if opt.lower() not in self.config.supported_extensions]
+
+    def _stamp_via(self, request: Request, source: Peer) -> Peer:
+        """Record where the request really came from (RFC 3261 §18.2.1, RFC 3581) and pick the reply peer."""
+        via = request.via
+        params = via.params
+        changed = False
+        if via.host != source.host:
+            params["received"] = source.host
+            changed = True
+        if "rport" in params:
+            params["rport"] = str(source.port)
+            changed = True
+        if changed:
+            request.replace_top_via(via)
+        if source.reliable or self.config.force_rport or "rport" in params:
+            return source
+        return Peer(source.transport, source.host, via.port or 5060, source.conn)
+
+
+_NEEDED_TO_ANSWER = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def _in_dialog(request: Request) -> bool:
+    try:
+        return request.to.tag is not None
+    except SipError:
+        return False
+
+
+def _reason(exc: SipError) -> str:
+    """A reason phrase must be one line of printable text; the error text names the problem."""
+    text = " ".join(exc.reason.split())
+    return text[:120] if text else "Bad Request"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs what the tests need on a fresh machine, then runs them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+
+python3 -m ruff check sip rtp registry gb28181 tests
+python3 -m mypy sip rtp registry gb28181
+python3 -m pytest "$@"
