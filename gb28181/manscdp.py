@@ -139,10 +139,13 @@ def _str(tag: str, text: str | None) -> str | None:
     if text is None:
         return None
     value = text.strip()
-    if not value:
+    length = len(value)
+    if not length:
         return None
-    lowered = value.lower()
-    if lowered in _PLACEHOLDERS or lowered == tag.lower():
+    # Lower-casing only when the length could match keeps this cheap: it runs for every catalog field.
+    if length <= 6 and value.lower() in _PLACEHOLDERS:
+        return None
+    if length == len(tag) and value.lower() == tag.lower():
         return None
     return value
 
@@ -151,11 +154,13 @@ def _int(tag: str, text: str | None) -> int | None:
     if text is None:
         return None
     value = text.strip()
-    digits = value[1:] if value[:1] in ("-", "+") else value
     # The length cap keeps int() away from its quadratic-time conversion of huge digit strings.
-    if not digits or len(digits) > 18 or not (digits.isascii() and digits.isdigit()):
-        return None
-    return int(value)
+    if value.isdigit() and len(value) <= 18 and value.isascii():
+        return int(value)
+    digits = value[1:] if value[:1] in ("-", "+") else ""
+    if digits.isdigit() and len(digits) <= 18 and digits.isascii():
+        return int(value)
+    return None
 
 
 def _float(tag: str, text: str | None) -> float | None:
@@ -435,12 +440,20 @@ class CatalogItem:
     def from_element(cls, item: ET.Element) -> CatalogItem:
         values: dict[str, Any] = {}
         extra: dict[str, str] = {}
-        for child in item:
-            if len(child):
-                for grandchild in child:
-                    _put_item_value(grandchild, values, extra)
-            else:
-                _put_item_value(child, values, extra)
+        by_tag = _ITEM_BY_TAG
+        # iter() walks the subtree in C and in document order, so <Info> fields are found wherever
+        # the device put them; the first occurrence of a tag wins.
+        for node in item.iter():
+            tag = node.tag
+            spec = by_tag.get(tag)
+            if spec is None:
+                text = node.text
+                if text and not len(node) and not text.isspace() and tag not in extra:
+                    extra[tag] = text.strip()
+                continue
+            attr, convert = spec
+            if attr not in values:
+                values[attr] = convert(tag, node.text)
         device_id = values.pop("device_id", None) or ""
         return cls(device_id, **values, extra=extra)
 
@@ -462,18 +475,6 @@ class CatalogItem:
         if info is not None:
             item.append(info)
         return item
-
-
-def _put_item_value(node: ET.Element, values: dict[str, Any], extra: dict[str, str]) -> None:
-    spec = _ITEM_BY_TAG.get(node.tag)
-    if spec is None:
-        text = (node.text or "").strip()
-        if text and not len(node):
-            extra.setdefault(node.tag, text)
-        return
-    attr, convert = spec
-    if attr not in values:
-        values[attr] = convert(node.tag, node.text)
 
 
 def _items(element: ET.Element, list_tag: str) -> tuple[ET.Element | None, list[ET.Element]]:

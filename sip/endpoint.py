@@ -73,10 +73,10 @@ class SipEndpoint:
         self.counters.received += 1
         try:
             msg = parse_message(data, max_size=self.config.max_message_size)
-        except SipParseError as exc:
+        except ValueError as exc:
             # Nothing trustworthy to answer to: drop and count (RFC 3261 §16.3 spirit for garbage).
             self.counters.unparseable += 1
-            self.last_error = exc.reason
+            self.last_error = _as_sip_error(exc).reason
             return None
         if isinstance(msg, Response):
             self.transactions.receive_response(msg, source, now)
@@ -84,31 +84,48 @@ class SipEndpoint:
         return self.receive_request(msg, source, now)
 
     def receive_request(self, request: Request, source: Peer, now: float) -> ServerTransaction | None:
+        layer = self.transactions
         try:
             request.check()
             reply_to = self._stamp_via(request, source)
-            extensions = self._unsupported(request)
-        except SipError as exc:
-            self.reject(request, source, exc)
+            method = request.method
+            # Require in an ACK or CANCEL is ignored (§8.2.2.3): neither may be refused for it.
+            extensions = self._unsupported(request) if method != "ACK" and method != "CANCEL" else None
+            if extensions:
+                self._stateless(request, reply_to, 420, headers=[("Unsupported", ", ".join(extensions))])
+                return None
+            answer_options = method == "OPTIONS" and not _in_dialog(request)
+            if answer_options:
+                # We answer it ourselves, so every address in it must be readable before we do.
+                request.check_addresses()
+            # Cookie-less (RFC 2543) requests are keyed by From/To tags, whose parse may fail here.
+            txn = layer.receive_request(request, reply_to, source.reliable, now)
+        except ValueError as exc:
+            self.reject(request, source, _as_sip_error(exc))
             return None
-        layer = self.transactions
-        if extensions:
-            self._stateless(request, reply_to, 420, headers=[("Unsupported", ", ".join(extensions))])
-            return None
-        txn = layer.receive_request(request, reply_to, source.reliable, now)
-        if txn is not None and request.method == "OPTIONS" and not _in_dialog(request):
+        if txn is not None and answer_options:
             self.counters.options += 1
             txn.reply(200, now=now, headers=self._capabilities())
             return None
         return txn
 
     def reject(self, request: Request, source: Peer, exc: SipError) -> None:
-        """Answer an invalid request statelessly when the fields a response needs are readable."""
+        """Answer an invalid request statelessly, naming the problem in the reason phrase.
+
+        Only a Via is needed: without it the peer could not match the answer, and nobody answers an ACK.
+        A request missing Call-ID, From, To or CSeq still gets its 400 (RFC 4475 §3.1.2.18).
+        """
         self.counters.rejected += 1
         self.last_error = exc.reason
-        if request.method == "ACK" or any(request.get(name) is None for name in _NEEDED_TO_ANSWER):
+        if request.method == "ACK" or request.get("Via") is None:
             return
         self._stateless(request, source, exc.status, reason=_reason(exc))
+
+    def fail(self, txn: ServerTransaction, exc: SipError, now: float) -> None:
+        """Answer a transaction whose TU raised :class:`SipError`: its status, its text as the reason."""
+        self.counters.rejected += 1
+        self.last_error = exc.reason
+        txn.reply(exc.status, _reason(exc), now=now, headers=[("Server", self.config.user_agent)])
 
     def _stateless(
         self,
@@ -118,7 +135,12 @@ class SipEndpoint:
         reason: str | None = None,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        response = make_response(request, status, reason, to_tag=self.local_tag, headers=headers or ())
+        try:
+            request.to  # noqa: B018 - a To we cannot read is echoed as is, without our tag
+            to_tag: str | None = self.local_tag
+        except SipError:
+            to_tag = None
+        response = make_response(request, status, reason, to_tag=to_tag, headers=headers or ())
         response.add("Server", self.config.user_agent)
         self.transactions.send_stateless(response.serialize(), to)
 
@@ -130,19 +152,29 @@ class SipEndpoint:
             ("Server", cfg.user_agent),
         ]
 
-    def _unsupported(self, request: Request) -> list[str]:
-        required: list[str] = []
-        for name in ("Require", "Proxy-Require"):
-            for value in request.get_all(name):
-                required.extend(split_commas(value))
-        return [opt for opt in required if opt.lower() not in self.config.supported_extensions]
+    def _unsupported(self, request: Request) -> list[str] | None:
+        """The option tags a request requires that we lack; None (no allocation) in the usual case."""
+        supported = self.config.supported_extensions
+        missing: list[str] | None = None
+        for name, value in request.headers:
+            if name == "Require" or name == "Proxy-Require":
+                for option in split_commas(value):
+                    if option.lower() not in supported:
+                        if missing is None:
+                            missing = []
+                        missing.append(option)
+        return missing
 
     def _stamp_via(self, request: Request, source: Peer) -> Peer:
         """Record where the request really came from (RFC 3261 §18.2.1, RFC 3581) and pick the reply peer."""
         via = request.via
         params = via.params
         changed = False
-        if via.host != source.host:
+        host = via.host
+        if host.startswith("["):
+            # An IPv6 sent-by is bracketed (RFC 5118); the packet's source address is not.
+            host = host[1:-1]
+        if host != source.host:
             params["received"] = source.host
             changed = True
         if "rport" in params:
@@ -155,14 +187,16 @@ class SipEndpoint:
         return Peer(source.transport, source.host, via.port or 5060, source.conn)
 
 
-_NEEDED_TO_ANSWER = ("Via", "From", "To", "Call-ID", "CSeq")
-
-
 def _in_dialog(request: Request) -> bool:
     try:
         return request.to.tag is not None
     except SipError:
         return False
+
+
+def _as_sip_error(exc: ValueError) -> SipError:
+    """Any ValueError out of a parser means bad input (an ``int()`` a syntax check let through, say)."""
+    return exc if isinstance(exc, SipError) else SipParseError(f"Unreadable value: {exc}")
 
 
 def _reason(exc: SipError) -> str:

@@ -2,7 +2,7 @@
 
 Sans-IO: bytes in, objects out, bytes back. Parsing is liberal because real cameras bend the format
 (empty addresses, LF line ends, trailing blanks, `a=setup` on UDP, empty `f=`, `y=` in odd places): only
-a missing `v=` or an `m=` line whose port or payload types are not numbers is fatal. Any other line that
+a missing or non-numeric `v=` and an `m=` line whose port or payload types are not numbers are fatal. Any other line that
 cannot be understood is kept verbatim as an unknown line of its section, so it survives a round trip and
 can be logged. Serializing is canonical: RFC 4566 line order, CRLF, and the GB lines after the media
 section, where GB/T 28181 devices look for them (Annex F).
@@ -23,10 +23,9 @@ _SECRET_ATTRIBUTES = frozenset({"username", "password"})
 _ADDRTYPES = frozenset({"IP4", "IP6"})
 _UNSPECIFIED_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 # GB/T 28181-2016 Annex F: v/codec/resolution/frame rate/bitrate type/bitrate a/codec/bitrate/sample rate,
-# every field may be empty but no separator may be left out.
-_MEDIA_PARAMS = re.compile(
-    r"v/([0-9]*)/([0-9]*)/([0-9]*)/([0-9]*)/([0-9]*)a/([0-9]*)/([0-9]*)/([0-9]*)", re.ASCII
-)
+# every field may be empty but no separator may be left out. A field is at most "4294967296".
+_PARAM = r"([0-9]{0,10})"
+_MEDIA_PARAMS = re.compile("v/" + "/".join([_PARAM] * 5) + "a/" + "/".join([_PARAM] * 3))
 _MAX_LINE_IN_ERROR = 200
 
 
@@ -56,9 +55,6 @@ class Attribute(NamedTuple):
         if self.value and self.name.lower() in _SECRET_ATTRIBUTES:
             return f"Attribute(name={self.name!r}, value='***')"
         return f"Attribute(name={self.name!r}, value={self.value!r})"
-
-    def serialize(self) -> str:
-        return _attribute_line(self)
 
 
 @dataclass(slots=True)
@@ -510,9 +506,9 @@ class SessionDescription:
 
     @property
     def ssrc_int(self) -> int | None:
-        """The `y=` SSRC as a number, None when absent or not decimal."""
+        """The `y=` SSRC as a number, None when absent or not up to ten decimal digits."""
         ssrc = self.ssrc
-        if ssrc and ssrc.isascii() and ssrc.isdigit():
+        if ssrc and len(ssrc) <= 10 and ssrc.isascii() and ssrc.isdigit():
             return int(ssrc)
         return None
 

@@ -80,6 +80,7 @@ class ServerTransaction:
 
     __slots__ = (
         "_deadline_g",
+        "_deadline_h",
         "_interval",
         "_layer",
         "key",
@@ -102,6 +103,8 @@ class ServerTransaction:
         self.last_response: bytes | None = None
         self._interval = 0.0
         self._deadline_g = 0.0
+        # The one live timeout (the TU's answer deadline, then Timer H or L): older heap entries are stale.
+        self._deadline_h = 0.0
 
     @property
     def is_invite(self) -> bool:
@@ -111,8 +114,11 @@ class ServerTransaction:
         """Send ``response`` and move the state machine on; the layer keeps it for retransmissions."""
         self._layer._respond(self, response, now)
 
-    def reply(self, status: int, reason: str | None = None, now: float = 0.0, **kwargs: Any) -> Response:
-        """Build a response to this request (a To tag is added) and send it."""
+    def reply(self, status: int, reason: str | None = None, *, now: float, **kwargs: Any) -> Response:
+        """Build a response to this request (a To tag is added) and send it.
+
+        ``now`` is required: a final answer to an INVITE starts Timers G and H from it.
+        """
         response = make_response(self.request, status, reason, to_tag=self._layer.local_tag, **kwargs)
         self._layer._respond(self, response, now)
         return response
@@ -247,12 +253,11 @@ class TransactionLayer:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        deadlines = []
-        if self._heap:
-            deadlines.append(self._heap[0][0])
-        if self._expiry:
-            deadlines.append(self._expiry[0][0])
-        return min(deadlines) if deadlines else None
+        # Called after every datagram by the adapter, so no temporary list.
+        heap, expiry = self._heap, self._expiry
+        if heap:
+            return min(heap[0][0], expiry[0][0]) if expiry else heap[0][0]
+        return expiry[0][0] if expiry else None
 
     @property
     def server_count(self) -> int:
@@ -281,7 +286,13 @@ class TransactionLayer:
         txn = self._server.get(key)
         if txn is not None:
             if request.method == "ACK":
-                self._ack_for_final(txn, now)
+                if txn.state is State.ACCEPTED:
+                    # An ACK for our 2xx that reuses the INVITE's branch (RFC 2543 peers, and the §17.2.3
+                    # key of cookie-less ones) still ends the 2xx retransmissions and belongs to the dialog.
+                    self._end_server(txn)
+                    self._events.append(AckReceived(request, remote))
+                else:
+                    self._ack_for_final(txn, now)
             else:
                 self.absorbed += 1
                 if txn.last_response is not None:
@@ -302,7 +313,8 @@ class TransactionLayer:
             txn.last_response = trying
             self._output.append((trying, remote))
             # A TU that never answers must not leak the transaction.
-            self._schedule(now + self.timers.b, _TIMER_TIMEOUT, txn)
+            txn._deadline_h = now + self.timers.b
+            self._schedule(txn._deadline_h, _TIMER_TIMEOUT, txn)
         else:
             self._expiry.append((now + self.timers.b, key))
         return txn
@@ -341,7 +353,8 @@ class TransactionLayer:
             txn._interval = t.t1
             txn._deadline_g = now + t.t1
             self._schedule(txn._deadline_g, _TIMER_RETRANSMIT, txn)
-        self._schedule(now + t.b, _TIMER_TIMEOUT, txn)
+        txn._deadline_h = now + t.b
+        self._schedule(txn._deadline_h, _TIMER_TIMEOUT, txn)
 
     def _ack_for_final(self, txn: ServerTransaction, now: float) -> None:
         if txn.state is State.COMPLETED:
@@ -467,11 +480,12 @@ class TransactionLayer:
                 self._schedule(txn._deadline_g, _TIMER_RETRANSMIT, txn)
             return
         if kind == _TIMER_TIMEOUT:
+            if now < txn._deadline_h:
+                return
             if state in (State.TRYING, State.PROCEEDING, State.COMPLETED, State.ACCEPTED):
-                if state is not State.ACCEPTED or txn.last_response is not None:
-                    self.timeouts += 1
-                    if state in (State.COMPLETED, State.ACCEPTED):
-                        self._events.append(TransactionTimeout(txn))
+                self.timeouts += 1
+                if state in (State.COMPLETED, State.ACCEPTED):
+                    self._events.append(TransactionTimeout(txn))
                 self._end_server(txn)
             return
         self._end_server(txn)

@@ -25,6 +25,7 @@ from .transaction import (
     ClientTransaction,
     ResponseReceived,
     ServerTransaction,
+    State,
     StrayResponse,
     TransactionTimeout,
 )
@@ -34,6 +35,8 @@ log = structlog.get_logger("sip.transport")
 
 RequestHandler = Callable[[ServerTransaction], None]
 AckHandler = Callable[[Request, Peer], None]
+
+_UNANSWERED = (State.TRYING, State.PROCEEDING)
 
 
 class SipTimeout(SipError):
@@ -201,13 +204,12 @@ class SipTransport:
             try:
                 self.on_request(txn)
             except SipError as exc:
-                if txn.state.value in ("Trying", "Proceeding"):
-                    endpoint.reject(txn.request, source, exc)
-                    txn.reply(exc.status, None, self._loop.time())
+                if txn.state in _UNANSWERED:
+                    endpoint.fail(txn, exc, self._loop.time())
             except Exception:
                 log.exception("request handler failed", method=txn.request.method)
-                if txn.state.value in ("Trying", "Proceeding"):
-                    txn.reply(500, None, self._loop.time())
+                if txn.state in _UNANSWERED:
+                    txn.reply(500, now=self._loop.time())
         self._flush()
 
     def _flush(self) -> None:
@@ -287,10 +289,18 @@ class SipTransport:
 
     async def _connect(self, key: tuple[str, int]) -> None:
         try:
-            await self._loop.create_connection(lambda: _TcpConnection(self), key[0], key[1])
+            _, conn = await self._loop.create_connection(lambda: _TcpConnection(self), key[0], key[1])
         except OSError as exc:
             log.warning("tcp connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
             self._connecting.pop(key, None)
+            return
+        # _register flushed the queue if the peer's address reads as we dialled it; a host name or another
+        # spelling of an IPv6 address does not, so flush here and remember that name for this connection.
+        for data in self._connecting.pop(key, []):
+            conn.write(data)
+        if conn.conn_id and key not in self._by_addr:
+            self._by_addr[key] = conn.conn_id
+            conn.dialled = key
 
     def _register(self, conn: _TcpConnection) -> bool:
         host = conn.peer_host
@@ -312,9 +322,9 @@ class SipTransport:
     def _unregister(self, conn: _TcpConnection) -> None:
         if self._conns.pop(conn.conn_id, None) is None:
             return
-        key = (conn.peer_host, conn.peer_port)
-        if self._by_addr.get(key) == conn.conn_id:
-            del self._by_addr[key]
+        for key in ((conn.peer_host, conn.peer_port), conn.dialled):
+            if key is not None and self._by_addr.get(key) == conn.conn_id:
+                del self._by_addr[key]
         self._per_ip[conn.peer_host] -= 1
         if self._per_ip[conn.peer_host] <= 0:
             del self._per_ip[conn.peer_host]
@@ -357,6 +367,7 @@ class _TcpConnection(asyncio.Protocol):
         self.conn_id = 0
         self.peer_host = ""
         self.peer_port = 0
+        self.dialled: tuple[str, int] | None = None
         self.last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

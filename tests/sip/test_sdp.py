@@ -318,6 +318,23 @@ def test_non_decimal_ssrc_is_kept_as_text() -> None:
     assert desc.ssrc_int is None
 
 
+def test_huge_numbers_do_not_raise() -> None:
+    digits = "9" * 5000
+    desc = SessionDescription.parse(
+        f"v=0\r\nt={digits} 0\r\nm=video 9 RTP/AVP 96\r\na=filesize:{digits}\r\na=rtpmap:{digits} PS/90000\r\n"
+        f"y={digits}\r\nf=v/{digits}/////a///\r\n"
+    )
+    assert desc.timing is None
+    assert desc.media[0].filesize is None
+    assert desc.media[0].rtpmap == {}
+    assert desc.ssrc_int is None
+    assert desc.media_params is None
+    with pytest.raises(SdpError):
+        SessionDescription.parse(f"v={digits}\r\n")
+    with pytest.raises(SdpError):
+        SessionDescription.parse(f"v=0\r\nm=video {digits} RTP/AVP 96\r\n")
+
+
 def test_y_and_f_at_session_level_are_written_after_theone_media() -> None:
     body = "v=0\r\ns=Play\r\ny=0100000002\r\nf=v/2/4/25/1/4096a///\r\nm=video 9000 RTP/AVP 96\r\na=recvonly\r\n"
     desc = SessionDescription.parse(body)
@@ -546,6 +563,7 @@ def test_serialize_refuses_injected_lines() -> None:
         ("v/2/4/25/1/4096", None),
         ("v/2/4/25/1/4096a/1/8/1/9", None),
         ("v/２/4/25/1/4096a/1/8/1", None),  # full-width digit
+        ("v/2/4/25/1/12345678901a///", None),  # longer than any 32-bit value
     ],
 )
 def test_media_params_parse(text: str, expected: MediaParams | None) -> None:

@@ -1,0 +1,233 @@
+"""The HTTP API (aiohttp, JSON) and the Prometheus endpoint.
+
+Errors are JSON objects ``{"error": ..., "stage": ...}``: "stage" names the step that failed (device
+offline, request rejected, no answer) so an integrator sees where a request died without reading logs.
+Nothing secret is ever serialised: devices carry no password, nonce or digest field at all.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from registry.model import Channel, Device
+
+from .access import AccessError
+from .ids import GbId, InvalidGbId
+
+if TYPE_CHECKING:
+    from .daemon import Gateway
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
+
+
+def _iso(ts: float) -> str | None:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds") if ts else None
+
+
+def decoded_id(value: str) -> dict[str, Any] | None:
+    try:
+        gb = GbId.parse(value)
+    except InvalidGbId:
+        return None
+    return {
+        "industry": gb.industry,
+        "industry_name": gb.industry_name,
+        "type": gb.type,
+        "type_name": gb.type_name,
+        "network": gb.network,
+        "network_name": gb.network_name,
+        "civil_code": gb.civil_code,
+    }
+
+
+def device_json(device: Device, registered: bool) -> dict[str, Any]:
+    host = f"[{device.host}]" if ":" in device.host else device.host
+    return {
+        "id": device.id,
+        "name": device.name or None,
+        "manufacturer": device.manufacturer or None,
+        "model": device.model or None,
+        "firmware": device.firmware or None,
+        "online": device.online,
+        "registered": registered,
+        "transport": device.transport,
+        "address": f"{host}:{device.port}" if device.host else None,
+        "registered_at": _iso(device.registered_at),
+        "expires_at": _iso(device.expires_at),
+        "last_keepalive": _iso(device.last_keepalive),
+        "channel_count": device.channel_count,
+        "catalog_partial": device.catalog_partial,
+        "stream_transport": device.stream_transport,
+        "id_info": decoded_id(device.id),
+    }
+
+
+def channel_json(channel: Channel) -> dict[str, Any]:
+    return {
+        "id": channel.id,
+        "device_id": channel.device_id,
+        "name": channel.name or None,
+        "parent_id": channel.parent_id or None,
+        "status": channel.status,
+        "manufacturer": channel.manufacturer or None,
+        "model": channel.model or None,
+        "civil_code": channel.civil_code or None,
+        "address": channel.address or None,
+        "longitude": channel.longitude,
+        "latitude": channel.latitude,
+        "ptz_type": channel.ptz_type,
+        "business_group_id": channel.business_group_id or None,
+        "id_info": decoded_id(channel.id),
+    }
+
+
+def _error(status: int, message: str, stage: str | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if stage is not None:
+        body["stage"] = stage
+    body.update(extra)
+    return web.json_response(body, status=status)
+
+
+def _access_error(exc: AccessError) -> web.Response:
+    status = {"device offline": 409, "no answer": 504, "request rejected": 502}.get(exc.stage, 502)
+    return _error(status, exc.detail, exc.stage, device_status=exc.status)
+
+
+def _device_or_404(request: web.Request) -> Device | web.Response:
+    gw = request.app[GATEWAY_KEY]
+    device_id = request.match_info["device_id"]
+    device = gw.registry.get(device_id)
+    if device is None:
+        return _error(404, f"no device {device_id}")
+    return device
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    now = gw.access.clock()
+    online = request.query.get("online")
+    devices = gw.registry.devices()
+    if online is not None:
+        want = online.lower() in ("1", "true", "yes")
+        devices = [d for d in devices if d.online == want]
+    return web.json_response([device_json(d, gw.registry.is_registered(d.id, now)) for d in devices])
+
+
+async def get_device(request: web.Request) -> web.Response:
+    found = _device_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    gw = request.app[GATEWAY_KEY]
+    return web.json_response(device_json(found, gw.registry.is_registered(found.id, gw.access.clock())))
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    found = _device_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    channels = request.app[GATEWAY_KEY].registry.channels(found.id)
+    return web.json_response([channel_json(c) for c in channels])
+
+
+async def refresh_catalog(request: web.Request) -> web.Response:
+    found = _device_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    gw = request.app[GATEWAY_KEY]
+    if request.query.get("wait", "true").lower() in ("0", "false", "no"):
+        gw.access.spawn(gw.access.refresh_catalog(found.id))
+        return web.json_response({"device_id": found.id, "state": "requested"}, status=202)
+    try:
+        result = await gw.access.refresh_catalog(found.id)
+    except AccessError as exc:
+        return _access_error(exc)
+    return web.json_response(
+        {
+            "device_id": found.id,
+            "complete": result.complete,
+            "sum_num": result.sum_num,
+            "received": len(result.items),
+            "channel_count": found.channel_count,
+        }
+    )
+
+
+async def device_status(request: web.Request) -> web.Response:
+    found = _device_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    gw = request.app[GATEWAY_KEY]
+    try:
+        status = await gw.access.device_status(found.id)
+    except AccessError as exc:
+        return _access_error(exc)
+    return web.json_response(
+        {
+            "device_id": found.id,
+            "online": status.is_online,
+            "result": status.result,
+            "status": status.status,
+            "reason": status.reason,
+            "encode": status.encode,
+            "record": status.record,
+            "device_time": status.device_time,
+            "alarms": [{"id": a.device_id, "state": a.duty_status} for a in status.alarm_status],
+        }
+    )
+
+
+async def list_alarms(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    try:
+        limit = min(int(request.query.get("limit", "100")), 1000)
+    except ValueError:
+        return _error(400, "limit must be a whole number")
+    alarms = await gw.storage.list_alarms(request.query.get("device_id"), limit)
+    return web.json_response(
+        [
+            {
+                "id": a.id,
+                "device_id": a.device_id,
+                "channel_id": a.channel_id,
+                "priority": a.priority,
+                "method": a.method,
+                "type": a.alarm_type,
+                "time": a.time,
+                "description": a.description,
+                "longitude": a.longitude,
+                "latitude": a.latitude,
+                "received_at": _iso(a.received_at),
+            }
+            for a in alarms
+        ]
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    return web.json_response(
+        {"status": "ok", "devices": len(gw.registry), "online": gw.registry.online_count}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    return web.Response(body=gw.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    app = web.Application()
+    app[GATEWAY_KEY] = gateway
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/devices", list_devices)
+    app.router.add_get("/api/devices/{device_id}", get_device)
+    app.router.add_get("/api/devices/{device_id}/channels", list_channels)
+    app.router.add_post("/api/devices/{device_id}/catalog/refresh", refresh_catalog)
+    app.router.add_get("/api/devices/{device_id}/status", device_status)
+    app.router.add_get("/api/alarms", list_alarms)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,184 @@
+"""The daemon: wires storage, registry, the device-side SIP transport, the API and the periodic work.
+
+``run`` stays in the foreground (systemd and containers supervise it). SIGTERM/SIGINT stop it cleanly,
+flushing the registry; SIGHUP re-reads the configuration file and applies the credentials (global password,
+per-device entries, allowlist) without touching registrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from registry.devices import DeviceRegistry
+from registry.model import Device
+from registry.sqlite import SqliteStorage
+from registry.storage import MemoryStorage, Storage
+from sip.endpoint import EndpointConfig, SipEndpoint
+from sip.transaction import Timers
+from sip.transport import SipTransport
+
+from .access import DeviceAccess
+from .api import make_app
+from .config import ConfigError, GatewayConfig, load_config_file
+from .metrics import GatewayMetrics
+
+log = structlog.get_logger("gb28181.daemon")
+
+
+class Gateway:
+    """One running gateway. ``start`` binds everything; ``stop`` undoes it in reverse order."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.storage: Storage = (
+            MemoryStorage() if config.storage.backend == "memory" else SqliteStorage(config.storage.path)
+        )
+        sip = config.sip
+        self.registry = DeviceRegistry(
+            self.storage, keepalive_interval=float(sip.keepalive_interval), keepalive_misses=sip.keepalive_misses
+        )
+        self.metrics = GatewayMetrics()
+        self.access = DeviceAccess(config, self.registry, self.storage, self.metrics)
+        self.endpoint = SipEndpoint(
+            EndpointConfig(
+                user_agent=sip.user_agent,
+                max_message_size=sip.max_message_size,
+                timers=Timers(sip.t1, sip.t2, sip.t4),
+            )
+        )
+        self.transport: SipTransport | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.api_port = 0
+        self.sip_port = 0
+
+    async def start(self) -> None:
+        cfg = self.config
+        await self.storage.open()
+        await self.registry.load()
+        now = self.access.clock()
+        self.metrics.bind_gauges(
+            registered=lambda: sum(1 for d in self.registry.devices() if d.expires_at > self.access.clock()),
+            online=lambda: self.registry.online_count,
+            dropped=lambda: self.endpoint.counters.unparseable,
+        )
+        self.registry.add_status_listener(self._on_status)
+        registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
+        transport = SipTransport(self.endpoint, self.access.on_request)
+        _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
+        self.transport = transport
+        self.access.attach(transport)
+        self._runner = web.AppRunner(make_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.api_port = sockets[0].getsockname()[1] if sockets else cfg.api.listen.port
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.registry.run_flusher(0.5)),
+            loop.create_task(self._ticker()),
+        ]
+        log.info(
+            "gateway started",
+            id=cfg.sip.id,
+            sip=f"{cfg.sip.listen.host}:{self.sip_port}",
+            api=f"{cfg.api.listen.host}:{self.api_port}",
+            storage=cfg.storage.path if cfg.storage.backend == "sqlite" else "memory",
+            devices_known=len(self.registry),
+            devices_registered=registered,
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.transport is not None:
+            await self.transport.close()
+        await self.access.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.registry.flush()
+        await self.storage.close()
+        log.info("gateway stopped")
+
+    def reload(self, config: GatewayConfig) -> None:
+        """Apply new credentials; addresses, storage and timers need a restart and are left alone."""
+        old = self.config
+        changed = [
+            key
+            for key, before, after in (
+                ("sip.listen", old.sip.listen, config.sip.listen),
+                ("api.listen", old.api.listen, config.api.listen),
+                ("storage", old.storage, config.storage),
+            )
+            if before != after
+        ]
+        if changed:
+            log.warning("reload: these settings need a restart to change", keys=changed)
+        old.sip.password = config.sip.password
+        old.sip.allowlist = config.sip.allowlist
+        old.devices = config.devices
+        log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
+
+    def _on_status(self, device: Device, online: bool, reason: str) -> None:
+        state = "online" if online else "offline"
+        self.metrics.transitions.labels(state, str(reason)).inc()
+        log.info(f"device {state}", device=device.id, reason=str(reason),
+                 address=f"{device.host}:{device.port}/{device.transport}")
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.access.tick()
+            except Exception:
+                log.exception("periodic work failed")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: GatewayConfig, config_path: Path | None) -> int:
+    gateway = Gateway(config)
+    await gateway.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        if config_path is None:
+            log.info("SIGHUP ignored: running on embedded defaults, there is no file to re-read")
+            return
+        try:
+            gateway.reload(load_config_file(config_path))
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration", error=str(exc))
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await gateway.stop()
+    return 0
+
+
+def run(config: GatewayConfig, config_path: Path | None) -> int:
+    _install_uvloop()
+    return asyncio.run(serve(config, config_path))
