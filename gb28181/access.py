@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from registry.devices import DeviceRegistry
+from registry.devices import CHANNEL_EVENTS, DeviceRegistry
 from registry.model import Alarm, Channel, Device, MobilePosition
 from registry.storage import Storage
 from sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
@@ -106,6 +106,9 @@ class DeviceAccess:
             "MESSAGE": self._on_message,
             "NOTIFY": self._on_notify,
         }
+        # What Allow says, in OPTIONS answers and in 405s alike (the endpoint answers OPTIONS itself).
+        self.methods: tuple[str, ...] = (*self._handlers, "OPTIONS")
+        self._allow = ", ".join(self.methods)
 
     # -- wiring --------------------------------------------------------------------------------------
 
@@ -122,8 +125,7 @@ class DeviceAccess:
         self.metrics.request(method)
         handler = self._handlers.get(method)
         if handler is None:
-            allow = ", ".join(self._handlers) + ", OPTIONS"
-            self._t().reply(txn, 405, headers=[("Allow", allow)])
+            self._t().reply(txn, 405, headers=[("Allow", self._allow)])
             return
         handler(txn)
 
@@ -423,6 +425,9 @@ class DeviceAccess:
             return
         for item in notify.items:
             event = (item.event or "UPDATE").upper()
+            if event not in CHANNEL_EVENTS or not item.device_id:
+                log.info("catalog change ignored", device=device_id, channel=item.device_id, event=event[:20])
+                continue
             channel = channel_from_item(device_id, item)
             if self.registry.apply_channel_event(device_id, event, channel):
                 log.info("catalog change", device=device_id, channel=channel.id, event=event)

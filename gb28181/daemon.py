@@ -48,6 +48,7 @@ class Gateway:
         self.endpoint = SipEndpoint(
             EndpointConfig(
                 user_agent=sip.user_agent,
+                allow=self.access.methods,
                 max_message_size=sip.max_message_size,
                 timers=Timers(sip.t1, sip.t2, sip.t4),
             )

@@ -31,9 +31,6 @@ class StreamType(IntEnum):
     SVAC_AUDIO = 0x9B
 
 
-VIDEO_TYPES = frozenset({StreamType.MPEG4, StreamType.H264, StreamType.H265, StreamType.SVAC_VIDEO})
-
-
 @dataclass(slots=True)
 class AccessUnit:
     """One coded picture (video) or one PES worth of audio frames, with 90 kHz timestamps.
@@ -131,20 +128,39 @@ def _mpeg4_keyframe(data: bytes) -> bool:
     return pos >= 0 and pos + 4 < len(data) and data[pos + 4] >> 6 == 0
 
 
+def _nal_starts(data: bytes) -> Iterator[int]:
+    """Positions of NAL unit headers, found lazily so a caller can stop before scanning a large slice."""
+    pos = data.find(START_CODE)
+    while 0 <= pos < len(data) - 3:
+        yield pos + 3
+        pos = data.find(START_CODE, pos + 3)
+
+
 def is_keyframe(data: bytes, stream_type: int | None) -> bool:
     """Whether a decoder can start at this access unit.
 
     H.264: an IDR slice (5) or an SPS (7); H.265: an IRAP picture (16-21) or a VPS (32); MPEG-4: an
     I-VOP. Parameter sets count because cameras put them only in front of keyframes, and a
     truncated keyframe still lets a decoder resynchronise. Unknown and audio types are never keyframes.
+    The first slice settles it (all slices of a picture share IDR-ness), so the scan stops there
+    instead of searching a 100 kB slice for further start codes.
     """
     if stream_type == StreamType.H264:
-        return any(data[start] & 0x1F in (5, 7) for start, _end in iter_nal_units(data))
+        for start in _nal_starts(data):
+            nal_type = data[start] & 0x1F
+            if nal_type in (5, 7):
+                return True
+            if 1 <= nal_type <= 4:
+                return False
+        return False
     if stream_type == StreamType.H265:
-        return any(
-            16 <= (data[start] >> 1) & 0x3F <= 21 or (data[start] >> 1) & 0x3F == 32
-            for start, _end in iter_nal_units(data)
-        )
+        for start in _nal_starts(data):
+            nal_type = (data[start] >> 1) & 0x3F
+            if 16 <= nal_type <= 21 or nal_type == 32:
+                return True
+            if nal_type <= 31:
+                return False
+        return False
     if stream_type == StreamType.MPEG4:
         return _mpeg4_keyframe(data)
     return False

@@ -50,7 +50,9 @@ class PsRtpPacketizer:
         for start in range(0, max(size, 1), step):
             last = start + step >= size
             second = self.payload_type | 0x80 if last else self.payload_type
-            packets.append(_RTP_HEADER.pack(0x80, second, seq, timestamp, self.ssrc) + view[start : start + step])
+            packets.append(
+                _RTP_HEADER.pack(0x80, second, seq, timestamp, self.ssrc) + view[start : start + step]
+            )
             seq = (seq + 1) & 0xFFFF
         self.sequence = seq
         return packets
@@ -148,6 +150,7 @@ class H264RtpDepacketizer:
                 self.stats.dropped_fragments += 1
                 self._complete = False
             # Rebuild the NAL header from the FU indicator's F/NRI bits and the FU header's type.
+            # Pieces are copied because the caller may reuse its receive buffer for the next packet.
             self._fragments = [bytes(((payload[0] & 0xE0) | (fu_header & 0x1F),)), bytes(payload[2:])]
         elif self._fragments is None:
             self.stats.dropped_fragments += 1

@@ -33,10 +33,12 @@ class ReorderStats:
 class ReorderWindow(Generic[T]):
     """Orders packets by 16-bit RTP sequence number, with wrap-around.
 
-    ``max_jump`` bounds what is treated as reordering or loss: a packet further than that from the
-    expected sequence number is held on probation, and the window restarts at it only if the next
-    packet follows it (RFC 3550 A.1 does the same), so one corrupt sequence number cannot derail a
-    stream.
+    The first packet fixes where numbering starts: one that arrives later with a lower number
+    counts as late. ``max_jump`` bounds what is treated as reordering or loss: a packet further
+    than that from the expected sequence number is held on probation, and the window restarts at
+    it only if the next packet follows it (RFC 3550 A.1 does the same), so one corrupt sequence
+    number cannot derail a stream. Duplicates are told from late packets for the last
+    ``4 * capacity`` released numbers; older repeats count as late.
     """
 
     def __init__(self, capacity: int = 64, max_delay: float = 0.1, max_jump: int = 3000) -> None:
@@ -48,7 +50,7 @@ class ReorderWindow(Generic[T]):
         self.stats = ReorderStats()
         self._slots: list[T | None] = [None] * capacity
         self._slot_seq = [-1] * capacity
-        history = 1 << (max_jump * 2).bit_length()
+        history = 1 << (capacity * 4 - 1).bit_length()
         self._released_seq = [-1] * history
         self._history_mask = history - 1
         self._arrivals: deque[tuple[float, int]] = deque()

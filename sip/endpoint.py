@@ -8,6 +8,7 @@ match transactions, answer OPTIONS. What is left for the transaction user (TU) i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -169,22 +170,35 @@ class SipEndpoint:
         """Record where the request really came from (RFC 3261 §18.2.1, RFC 3581) and pick the reply peer."""
         via = request.via
         params = via.params
+        top = request.get("Via") or ""
+        if "," in top:
+            top = split_commas(top)[0]
         changed = False
+        if "rport" in params:
+            if params["rport"] is None and _BARE_RPORT.search(top) is not None:
+                top = _BARE_RPORT.sub(f";rport={source.port}", top, count=1)
+            else:
+                top = ""
+            params["rport"] = str(source.port)
+            changed = True
         host = via.host
         if host.startswith("["):
             # An IPv6 sent-by is bracketed (RFC 5118); the packet's source address is not.
             host = host[1:-1]
         if host != source.host:
             params["received"] = source.host
-            changed = True
-        if "rport" in params:
-            params["rport"] = str(source.port)
+            if top:
+                top = f"{top};received={source.host}"
             changed = True
         if changed:
-            request.replace_top_via(via)
+            # Edit what the peer sent rather than re-serialize it: cheaper, and keeps its spelling.
+            request.replace_top_via(via, top or None)
         if source.reliable or self.config.force_rport or "rport" in params:
             return source
         return Peer(source.transport, source.host, via.port or 5060, source.conn)
+
+
+_BARE_RPORT = re.compile(r";\s*rport(?=\s*(?:;|$))", re.IGNORECASE)
 
 
 def _in_dialog(request: Request) -> bool:

@@ -119,6 +119,10 @@ def split_commas(value: str) -> list[str]:
     return parts
 
 
+# Parameter names seen on every message: known tokens, so the syntax check can be skipped for them.
+_COMMON_PARAMS = frozenset({"branch", "rport", "received", "tag", "lr", "transport", "expires", "maddr"})
+
+
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` (leading ``;`` optional) with LWS around ``;`` and ``=``.
 
@@ -128,24 +132,34 @@ def parse_params(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if '"' not in text:
         # Fast path: no quoted values, so ';' and '=' cannot appear inside a value.
-        for part in text.split(";"):
+        parts = text.split(";")
+        last = len(parts) - 1
+        for k, part in enumerate(parts):
             name, sep, raw = part.partition("=")
             name = name.strip()
             if not name:
-                if sep or part.strip():
+                # Only the optional leading ';' and one trailing ';' may enclose nothing: an empty
+                # parameter between two others is RFC 4475 §3.1.2.1's extraneous separator.
+                if sep or part.strip() or 0 < k < last:
                     raise SipParseError(f"Bad parameter in {text!r}")
                 continue
-            if _TOKEN_RE.fullmatch(name) is None:
+            if name not in _COMMON_PARAMS and _TOKEN_RE.fullmatch(name) is None:
                 raise SipParseError(f"Bad parameter in {text!r}")
             params[name.lower()] = raw.strip() if sep else None
         return params
     i = 0
     n = len(text)
     while i < n:
-        while i < n and text[i] in " \t;":
+        while i < n and text[i] in " \t":
             i += 1
+        if i < n and text[i] == ";":
+            i += 1
+            while i < n and text[i] in " \t":
+                i += 1
         if i >= n:
             break
+        if text[i] == ";":
+            raise SipParseError(f"Bad parameter in {text!r}")
         start = i
         while i < n and text[i] not in "=; \t":
             i += 1
@@ -324,12 +338,14 @@ class CSeq(NamedTuple):
 
     @classmethod
     def parse(cls, value: str) -> CSeq:
-        number, _, method = value.strip().partition(" ")
+        # LWS between number and method may be a tab as well as a space.
+        number, _, method = value.strip().replace("\t", " ").partition(" ")
         method = method.strip()
-        if not number.isdigit() or _TOKEN_RE.fullmatch(method) is None:
+        if not number.isascii() or not number.isdigit() or _TOKEN_RE.fullmatch(method) is None:
             raise SipParseError(f"Bad CSeq {value!r}")
         seq = int(number)
-        if seq >= 2**31:
+        # Any 32-bit unsigned value is valid (RFC 3261 §20.16); only a sender's first must be < 2**31.
+        if seq >= 2**32:
             raise SipParseError(f"CSeq number too large: {number}")
         return cls(seq, method)
 

@@ -95,7 +95,7 @@ def new_call_id(host: str) -> str:
 class Message:
     """What requests and responses share: headers and body."""
 
-    __slots__ = ("_cache", "_cseq", "_via", "body", "headers")
+    __slots__ = ("_cache", "_cseq", "_first", "_multi", "_via", "body", "headers")
 
     def __init__(self, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
@@ -104,16 +104,36 @@ class Message:
         # The two values every message's processing reads get plain slots instead of the cache dict.
         self._via: Via | None = None
         self._cseq: CSeq | None = None
+        # First value of each header and the names that occur more than once: built by the parser in the
+        # same pass that reads the lines, so lookups on the hot path are one dict access.
+        self._first: dict[str, str] | None = None
+        self._multi: set[str] | None = None
 
     # -- raw access ----------------------------------------------------------------------------------
 
+    def _index(self) -> dict[str, str]:
+        first = self._first
+        if first is None:
+            first = {}
+            multi: set[str] = set()
+            for n, v in self.headers:
+                if n in first:
+                    multi.add(n)
+                else:
+                    first[n] = v
+            self._first = first
+            self._multi = multi or None
+        return first
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (names are case-insensitive; compact forms are accepted)."""
-        name = _EXACT_NAMES.get(name) or canonical_name(name)
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return default
+        value = self._index().get(_EXACT_NAMES.get(name) or canonical_name(name))
+        return default if value is None else value
+
+    def repeated(self, name: str) -> bool:
+        """Whether the header occurs on more than one line."""
+        self._index()
+        return self._multi is not None and canonical_name(name) in self._multi
 
     def get_all(self, name: str) -> list[str]:
         """Every line of a header, in order, without splitting on commas."""
@@ -164,14 +184,23 @@ class Message:
         self._cache = None
         self._via = None
         self._cseq = None
+        self._first = None
+        self._multi = None
 
-    def replace_top_via(self, via: Via) -> None:
-        """Write back a modified top Via (``received``/``rport``), keeping the entries after it."""
+    def replace_top_via(self, via: Via, text: str | None = None) -> None:
+        """Write back a modified top Via (``received``/``rport``), keeping the entries after it.
+
+        ``text`` is the new top entry as it should appear on the wire (default: ``str(via)``); the
+        endpoint passes an edited copy of what the peer sent, which is cheaper and keeps its spelling.
+        """
         headers = self.headers
         for i, (name, value) in enumerate(headers):
             if name == "Via":
                 rest = split_commas(value)[1:] if "," in value else []
-                headers[i] = ("Via", ", ".join([str(via), *rest]))
+                value = ", ".join([text or str(via), *rest]) if rest else text or str(via)
+                headers[i] = ("Via", value)
+                if self._first is not None:
+                    self._first["Via"] = value
                 break
         if self._cache is not None:
             self._cache.pop("vias", None)
@@ -296,26 +325,26 @@ class Request(Message):
         Contact are parsed when first used, and a syntax error there raises the same way then, so the
         hot keepalive path does not pay for two name-addr parses it may not need.
         """
-        seen: set[str] = set()
-        for name, _ in self.headers:
-            if name in SINGLE_HEADERS:
-                if name in seen:
-                    raise SipParseError(f"Multiple {name} headers")
-                seen.add(name)
-            elif name == "Via":
-                seen.add(name)
+        first = self._index()
+        multi = self._multi
+        if multi is not None:
+            for name in sorted(multi & SINGLE_HEADERS):
+                raise SipParseError(f"Multiple {name} headers")
         for name in _REQUIRED_IN_REQUEST:
-            if name not in seen:
+            if name not in first:
                 raise SipParseError(f"Missing {name} header")
         if self.cseq.method != self.method:
             raise SipParseError("CSeq method does not match the request method")
         self.via  # noqa: B018 - parsing is the check
-        self.max_forwards  # noqa: B018
-        self.expires  # noqa: B018
+        for name, limit in _NUMERIC_LIMITS:
+            value = first.get(name)
+            if value is not None and (not value.isascii() or not value.isdigit() or int(value) > limit):
+                raise SipParseError(f"Bad {name} value {value!r}")
         scheme = self.uri.partition(":")[0].lower()
         if scheme not in SUPPORTED_SCHEMES:
             raise SipParseError(f"Unsupported URI scheme {scheme!r}", status=416)
-        if "?" in self.uri:
+        # Headers follow the host; a '?' in the user part is legal (RFC 4475 §3.1.1.2).
+        if "?" in self.uri[self.uri.rfind("@") + 1 :]:
             raise SipParseError("Request-URI must not contain headers")
 
     def check_addresses(self) -> None:
@@ -357,12 +386,26 @@ def make_response(
 
     ``to_tag`` is added to To unless the request already has one (in-dialog) or the response is 100.
     """
-    copied: list[tuple[str, str]] = []
-    for n, v in request.headers:
-        if n in _COPIED_TO_RESPONSE:
-            if n == "To" and to_tag is not None and status > 100 and not _has_tag(v):
-                v = f"{v};tag={to_tag}"
-            copied.append((n, v))
+    first = request._index()
+    if request._multi is None and len(first) >= 5 and all(n in first for n in _COPIED_TO_RESPONSE):
+        # Every header once (the usual case): copy by lookup instead of scanning the list.
+        to = first["To"]
+        if to_tag is not None and status > 100 and not _has_tag(to):
+            to = f"{to};tag={to_tag}"
+        copied = [
+            ("Via", first["Via"]),
+            ("From", first["From"]),
+            ("To", to),
+            ("Call-ID", first["Call-ID"]),
+            ("CSeq", first["CSeq"]),
+        ]
+    else:
+        copied = []
+        for n, v in request.headers:
+            if n in _COPIED_TO_RESPONSE:
+                if n == "To" and to_tag is not None and status > 100 and not _has_tag(v):
+                    v = f"{v};tag={to_tag}"
+                copied.append((n, v))
     copied.extend((canonical_name(n), v) for n, v in headers)
     return Response(status, reason, copied, body)
 
@@ -371,7 +414,16 @@ def _has_tag(value: str) -> bool:
     """Whether a From/To value carries a tag, without a full parse (hot path)."""
     gt = value.rfind(">")
     tail = value[gt + 1 :] if gt >= 0 else value
-    return "tag" in tail.lower() and "tag" in NameAddr.parse(value).params
+    if "tag" not in tail.lower():
+        return False
+    try:
+        return "tag" in NameAddr.parse(value).params
+    except SipParseError:
+        # The request is being refused for this very field: copy it as sent rather than fail to answer.
+        return True
+
+
+_NUMERIC_LIMITS = (("Max-Forwards", 255), ("Expires", 2**32 - 1))
 
 
 def _int_header(msg: Message, name: str, limit: int) -> int | None:
@@ -379,7 +431,7 @@ def _int_header(msg: Message, name: str, limit: int) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    if not value.isdigit() or int(value) > limit:
+    if not value.isascii() or not value.isdigit() or int(value) > limit:
         raise SipParseError(f"Bad {name} value {value!r}")
     return int(value)
 
@@ -419,14 +471,21 @@ _PARSERS = {
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    """Split at the blank line; accept bare-LF messages some embedded stacks send."""
+def _blank_line(data: bytes | bytearray) -> tuple[int, int]:
+    """Where the header block ends and the length of the blank line that ends it (-1 if none yet).
+
+    Bare-LF messages, which some embedded stacks send, end with LFLF; the earlier of the two wins, so a
+    CRLFCRLF in a bare-LF message's body or in the next message on a stream is not taken for it.
+    """
     end = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
+    return (lf, 2) if lf >= 0 else (end, 4)
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    end, sep = _blank_line(data)
     if end >= 0:
-        return data[:end], data[end + 4 :]
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], data[end + 2 :]
+        return data[:end], data[end + sep :]
     # No blank line: a header-only datagram whose sender dropped the final CRLF.
     return data.rstrip(b"\r\n"), b""
 
@@ -468,7 +527,7 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         if len(parts) < 2 or parts[0].upper() != SIP_VERSION:
             raise SipParseError(f"Bad status line {first!r}")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
             raise SipParseError(f"Bad status code {code!r}")
         msg = Response(int(code), parts[2] if len(parts) == 3 else "")
     else:
@@ -487,6 +546,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         msg = Request(method, uri)
 
     headers = msg.headers
+    index: dict[str, str] = {}
+    multi: set[str] | None = None
     content_length: int | None = None
     exact = _EXACT_NAMES
     for line in lines[1:]:
@@ -508,11 +569,19 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         if cname == "Content-Length":
             if content_length is not None:
                 raise SipParseError("Multiple Content-Length headers")
-            if not value.isdigit():
+            if not value.isascii() or not value.isdigit():
                 raise SipParseError(f"Bad Content-Length {value!r}")
             content_length = int(value)
             continue
         headers.append((cname, value))
+        if cname in index:
+            if multi is None:
+                multi = set()
+            multi.add(cname)
+        else:
+            index[cname] = value
+    msg._first = index
+    msg._multi = multi
 
     if content_length is not None:
         if content_length > len(body):
@@ -533,12 +602,13 @@ class StreamFramer:
     caller closes the connection since the stream can no longer be trusted to be in step.
     """
 
-    __slots__ = ("_buf", "max_size", "pings")
+    __slots__ = ("_buf", "_crlf_run", "max_size", "pings")
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self._buf = bytearray()
         self.max_size = max_size
         self.pings = 0
+        self._crlf_run = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
@@ -549,25 +619,28 @@ class StreamFramer:
             while start < len(buf) and buf[start] in (13, 10):
                 start += 1
             if start:
-                # Bare CRLFs between messages are RFC 5626 keep-alive pings.
-                self.pings += start // 4 if start >= 4 else 0
+                # Bare CRLFs between messages are RFC 5626 keep-alive pings (CRLFCRLF each), counted
+                # across reads since a ping may arrive split.
+                run = self._crlf_run + start
+                self.pings += run // 4 - self._crlf_run // 4
+                self._crlf_run = run
                 del buf[:start]
                 continue
-            end = buf.find(b"\r\n\r\n")
-            sep = 4
-            if end < 0:
-                end = buf.find(b"\n\n")
-                sep = 2
+            self._crlf_run = 0
+            end, sep = _blank_line(buf)
             if end < 0:
                 if len(buf) > self.max_size:
                     raise SipParseError("Message too large", status=513)
                 break
             head = bytes(buf[:end])
-            match = _CONTENT_LENGTH_RE.search(head)
+            found = _CONTENT_LENGTH_RE.findall(head)
             length = 0
-            if match is not None:
-                text = match.group(1).strip()
-                if not text.isdigit():
+            if found:
+                if len(found) > 1:
+                    # Which one frames the body is unknowable (RFC 4475 §3.3.9): the stream is lost.
+                    raise SipParseError("Multiple Content-Length headers")
+                text = found[0].strip()
+                if not text.isascii() or not text.isdigit():
                     raise SipParseError(f"Bad Content-Length {text!r}")
                 length = int(text)
             total = end + sep + length

@@ -66,6 +66,11 @@ class Registration:
     ``peer`` and ``registrar_uri`` are where REGISTER goes now: a 301/302 moves them to the Contact the
     registrar names (GB/T 28181-2022 register redirect), and any failure moves them back to the
     configured registrar, which is the one that knows where we should be.
+
+    ``state``/``reason`` say where things stand; ``granted`` is the last expiry the registrar granted and
+    ``expires_at`` (transport clock) when that binding lapses. Call :meth:`register` for one attempt, or
+    :meth:`start`/:meth:`stop` to keep the binding alive; do not mix :meth:`unregister` with a running
+    :meth:`start` (the next refresh would register again).
     """
 
     def __init__(
@@ -143,8 +148,8 @@ class Registration:
                 if granted <= 0:
                     raise RegistrationError("registrar granted expires 0: binding not kept", response.status)
             except RegistrationError as exc:
+                # expires_at stays: a binding granted earlier lives on at the registrar until then.
                 self.failures += 1
-                self.expires_at = None
                 self._go_home()
                 self._set_state(RegistrationState.FAILED, exc.reason)
                 raise

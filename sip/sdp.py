@@ -404,10 +404,13 @@ class SessionDescription:
                 unknown.append(line)
         if not has_version:
             raise SdpError("no v= line in session description")
-        # The later slot first, in case both are in the same section.
+        # Delete the later slot first: when both are in one section, the other's index stays valid.
+        slots: tuple[tuple[list[str], int] | None, ...]
         if ssrc_slot is not None and params_slot is not None and ssrc_slot[1] > params_slot[1]:
-            ssrc_slot, params_slot = params_slot, ssrc_slot
-        for slot in (params_slot, ssrc_slot):
+            slots = (ssrc_slot, params_slot)
+        else:
+            slots = (params_slot, ssrc_slot)
+        for slot in slots:
             if slot is not None:
                 del slot[0][slot[1]]
         return desc

@@ -13,7 +13,7 @@ import socket
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -371,13 +371,13 @@ class _TcpConnection(asyncio.Protocol):
         self.last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # Not an isinstance check: uvloop's TCPTransport does not subclass asyncio.Transport.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_host, self.peer_port = peer[0], peer[1]
         self.last_activity = self._owner.now()
         if not self._owner._register(self):
-            transport.abort()
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._owner.now()

@@ -35,7 +35,7 @@ def split_host_port(hostport: str) -> tuple[str, int | None]:
         if ":" in port_text:
             raise SipParseError(f"IPv6 address without brackets in {hostport!r}")
     port_text = port_text.strip()
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise SipParseError(f"Bad port in {hostport!r}")
     return host.strip(), int(port_text)
 
@@ -89,9 +89,10 @@ class SipUri:
         if scheme not in ("sip", "sips"):
             # Callers decide what an unknown scheme means (416 for a Request-URI); keep it opaque.
             return cls(scheme=scheme, host=rest)
-        rest, qmark, headers = rest.partition("?")
         user: str | None = None
         password: str | None = None
+        # '@' cannot appear unescaped after the userinfo, while '?' and ';' can appear inside it
+        # (RFC 4475 §3.1.1.2), so the userinfo is cut off before looking for headers or parameters.
         at = rest.rfind("@")
         if at >= 0:
             userinfo, rest = rest[:at], rest[at + 1 :]
@@ -100,6 +101,7 @@ class SipUri:
                 password = pw
             if not user:
                 raise SipParseError(f"Empty user part in URI {text!r}")
+        rest, qmark, headers = rest.partition("?")
         if rest.startswith("["):
             close = rest.find("]")
             semi = rest.find(";", close if close >= 0 else 0)

@@ -247,14 +247,17 @@ def test_domain_codes() -> None:
     assert domain.as_dict()["industry_name"] == "road"
 
 
-@pytest.mark.parametrize("value", ["340200000", "34020000000", "3402000000.example.cn", "abcdefghij.spvmn.cn"])
+@pytest.mark.parametrize(
+    "value", ["340200000", "34020000000", "3402000000.example.cn", "abcdefghij.spvmn.cn"]
+)
 def test_invalid_domains(value: str) -> None:
     with pytest.raises(InvalidGbId):
         parse_domain(value)
 
 
 @pytest.mark.parametrize(
-    ("value", "level"), [("34", "province"), ("3402", "city"), ("340201", "district"), ("34020105", "grassroots")]
+    ("value", "level"),
+    [("34", "province"), ("3402", "city"), ("340201", "district"), ("34020105", "grassroots")],
 )
 def test_civil_code_prefixes(value: str, level: str) -> None:
     code = parse_civil_code(value)

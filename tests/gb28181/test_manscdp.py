@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -19,7 +20,9 @@ from gb28181.xmltext import decode_body, read_element, read_tolerant
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 INTEROP = SHARED / "interop"
-HIK_MD = INTEROP / "hikvision" / "codeindex-32433344081_feiyangqingyun_hik-IPC_DS-2CD5024EFWD_full-exchange.md"
+HIK_MD = (
+    INTEROP / "hikvision" / "codeindex-32433344081_feiyangqingyun_hik-IPC_DS-2CD5024EFWD_full-exchange.md"
+)
 SRS_TXT = INTEROP / "hikvision" / "srs-gb28181_deprecated-branch_code-comments_hik-IPC-NVR.txt"
 DAHUA_RAW = INTEROP / "dahua" / "FlyLab_demo-gb28181_Example-g28181.reconstructed-raw.txt"
 DAHUA_DUMP = INTEROP / "dahua" / "FlyLab_demo-gb28181_Example-g28181.wireshark.txt"
@@ -161,7 +164,11 @@ def test_non_standard_ids_pass_through_the_codec() -> None:
 def find_body(source: str, root: str, cmd_type: str, contains: bytes = b"") -> bytes:
     bodies = dict(INTEROP_SOURCES)[source]
     for body in bodies:
-        if f"<{root}>".encode() in body and f"<CmdType>{cmd_type}</CmdType>".encode() in body and contains in body:
+        if (
+            f"<{root}>".encode() in body
+            and f"<CmdType>{cmd_type}</CmdType>".encode() in body
+            and contains in body
+        ):
             return body
     raise AssertionError(f"no {root} {cmd_type} in {source}")
 
@@ -400,7 +407,8 @@ def test_broken_bytes_are_replaced_counted_and_reported() -> None:
     # A truncated UTF-8 sequence under a UTF-8 label
     utf8 = keepalive_named("大".encode()[:2] + "门".encode(), b'<?xml version="1.0" encoding="UTF-8"?>')
     assert decode_body(utf8).replaced >= 1
-    assert m.parse(utf8).text("Name", ).endswith("门")  # type: ignore[union-attr]
+    name = m.parse(utf8).text("Name")
+    assert name is not None and name.endswith("门")
 
 
 def test_genuine_replacement_character_is_not_counted() -> None:
@@ -410,7 +418,12 @@ def test_genuine_replacement_character_is_not_counted() -> None:
 
 def test_encode_body_gb2312_keeps_characters_outside_gb2312() -> None:
     doc = m.notify_alarm(
-        5, "34020000001340000001", priority=1, method=2, time="2025-01-02T03:04:05", description="大门堃\U00020000"
+        5,
+        "34020000001340000001",
+        priority=1,
+        method=2,
+        time="2025-01-02T03:04:05",
+        description="大门堃\U00020000",
     )
     body = m.encode_body(doc)
     assert body.startswith(b'<?xml version="1.0" encoding="GB2312"?>\n<Notify>')
@@ -423,8 +436,540 @@ def test_encode_body_in_the_devices_charset() -> None:
     answer = m.encode_body(m.response_device_info(1, request.device_id, device_name="大门"), request.encoding)
     assert answer.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
     assert "<DeviceName>大门</DeviceName>".encode() in answer
-    ascii_body = m.encode_body(m.response_device_info(1, "34020000001320000001", device_name="大门"), "US-ASCII")
+    ascii_body = m.encode_body(
+        m.response_device_info(1, "34020000001320000001", device_name="大门"), "US-ASCII"
+    )
     assert b"&#22823;&#38376;" in ascii_body
     assert m.parse(ascii_body).text("DeviceName") == "大门"
     with pytest.raises(LookupError):
         m.encode_body(request, "no-such-charset")
+
+
+# --- hostile and broken input -----------------------------------------------------------------------------
+
+CATALOG_HEAD = (
+    '<?xml version="1.0" encoding="GB2312"?>\n<Response>\n<CmdType>Catalog</CmdType>\n<SN>3</SN>\n'
+    "<DeviceID>34020000001110000001</DeviceID>\n<SumNum>2</SumNum>\n"
+)
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE Notify [\n<!ENTITY lol "lol">\n'
+    + b"".join(
+        b'<!ENTITY lol%d "' % n + (b"&lol%d;" % (n - 1) if n > 1 else b"&lol;") * 10 + b'">\n'
+        for n in range(1, 10)
+    )
+    + b"]>\n<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol9;</DeviceID></Notify>"
+)
+
+
+def test_entity_bomb_is_refused_without_expansion() -> None:
+    started = time.perf_counter()
+    with pytest.raises(m.ManscdpError) as caught:
+        m.parse(BILLION_LAUGHS)
+    assert "DOCTYPE" in caught.value.reason
+    assert caught.value.status == 400
+    assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE Notify [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+        b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&xxe;</DeviceID></Notify>",
+        b'<!DOCTYPE Notify SYSTEM "http://127.0.0.1:1/evil.dtd"><Notify><CmdType>Keepalive</CmdType></Notify>',
+        b"<!-- hidden --><!DOCTYPE Notify [<!ENTITY % p SYSTEM 'file:///etc/passwd'> %p;]><Notify/>",
+        b"<Notify><CmdType>Keepalive</CmdType><!ENTITY x 'y'><SN>1</SN></Notify>",
+        b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify junk <!DOCTYPE x>",
+        b"<!doctype notify><Notify><CmdType>Keepalive</CmdType></Notify>",
+    ],
+)
+def test_external_entities_and_any_dtd_are_refused(body: bytes) -> None:
+    with pytest.raises(m.ManscdpError) as caught:
+        m.parse(body)
+    assert "refused" in caught.value.reason
+
+
+def test_entity_references_without_declaration_stay_text() -> None:
+    doc = m.parse(keepalive_named(b"&xxe;&lol9;&amp;&lt;&#x5927;&#38376;"))
+    assert doc.text("Name") == "&xxe;&lol9;&<大门"
+
+
+def test_size_limit() -> None:
+    big = keepalive_named(b"x" * (1024 * 1024))
+    with pytest.raises(m.ManscdpError) as caught:
+        m.parse(big)
+    assert caught.value.status == 413
+    assert str(len(big)) in caught.value.reason
+    small = keepalive_named(b"x")
+    assert m.parse(small, max_size=len(small)).sn == 7
+    with pytest.raises(m.ManscdpError):
+        m.parse(small, max_size=len(small) - 1)
+
+
+def test_stray_ampersand_in_text() -> None:
+    body = CATALOG_HEAD + (
+        '<DeviceList Num="1"><Item><DeviceID>34020000001320000001</DeviceID><Name>A&B 大门&</Name>'
+        "<Address>Gate & Co &amp; Sons</Address></Item></DeviceList>\n</Response>\n"
+    )
+    doc = m.parse(body.encode("gb18030"))
+    catalog = doc.typed()
+    assert isinstance(catalog, m.CatalogResponse)
+    assert catalog.items[0].name == "A&B 大门&"
+    assert catalog.items[0].address == "Gate & Co & Sons"
+    assert doc.repairs == ["3 stray '&' kept as text"]
+
+
+def test_broken_bytes_inside_a_catalog_item() -> None:
+    body = (
+        CATALOG_HEAD.encode()
+        + b'<DeviceList Num="2"><Item><DeviceID>34020000001320000001</DeviceID><Name>'
+        + DAMEN_GB2312[:3]
+        + b"</Name><Status>ON</Status></Item><Item><DeviceID>34020000001320000002</DeviceID><Name>"
+        + DAMEN_GB2312
+        + b"\x01</Name></Item></DeviceList></Response>"
+    )
+    doc = m.parse(body)
+    catalog = doc.typed()
+    assert isinstance(catalog, m.CatalogResponse)
+    assert [item.device_id for item in catalog.items] == ["34020000001320000001", "34020000001320000002"]
+    assert catalog.items[0].status == "ON"
+    assert catalog.items[1].name == "大门\ufffd"  # the control character XML forbids
+    assert len(doc.repairs) >= 2
+
+
+def test_unclosed_and_mismatched_tags_are_recovered() -> None:
+    truncated = CATALOG_HEAD + (
+        '<DeviceList Num="2"><Item><DeviceID>34020000001320000001</DeviceID><Name>a</Name></Item>'
+        "<Item><DeviceID>34020000001320000002</DeviceID><Name>b</name>"
+    )
+    doc = m.parse(truncated.encode())
+    catalog = doc.typed()
+    assert isinstance(catalog, m.CatalogResponse)
+    assert [(item.device_id, item.name) for item in catalog.items] == [
+        ("34020000001320000001", "a"),
+        ("34020000001320000002", "b"),
+    ]
+    assert catalog.sum_num == 2
+    assert any("read tolerantly" in repair for repair in doc.repairs)
+    assert any("left open" in repair for repair in doc.repairs)
+
+
+def test_bare_less_than_and_unquoted_attribute() -> None:
+    # The standard's own example (J.11.5) writes <Alarmstatus Num=2>.
+    body = (
+        b"<Response><CmdType>DeviceStatus</CmdType><SN>248</SN><DeviceID>34020000001130000001</DeviceID>"
+        b"<Result>OK</Result><Online>ONLINE</Online><Reason>a<b</Reason><Alarmstatus Num=2>"
+        b"<Item><DeviceID>34020000001340000001</DeviceID><DutyStatus>OFFDUTY</DutyStatus></Item>"
+        b"<Item><DeviceID>34020000001340000002</DeviceID><DutyStatus>OFFDUTY</DutyStatus></Item>"
+        b"</Alarmstatus></Response>"
+    )
+    doc = m.parse(body)
+    status = doc.typed()
+    assert isinstance(status, m.DeviceStatusResponse)
+    assert status.reason == "a<b"
+    assert [a.device_id for a in status.alarm_status] == ["34020000001340000001", "34020000001340000002"]
+    assert doc.element.find("Alarmstatus").get("Num") == "2"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"<Message><CmdType>Keepalive</CmdType><SN>1</SN></Message>", "<Message>"),
+        (b"<html><body>502 Bad Gateway</body></html>", "<html>"),
+        (b"<Notify><SN>1</SN></Notify>", "CmdType"),
+        (b"<Notify><CmdType> </CmdType><SN>1</SN></Notify>", "CmdType"),
+        (b"", "no XML element"),
+        (b"hello", "no XML element"),
+        (b"\xff\xfe\x00<", "no XML element"),
+    ],
+)
+def test_unusable_bodies_raise_with_a_reason(body: bytes, fragment: str) -> None:
+    with pytest.raises(m.ManscdpError) as caught:
+        m.parse(body)
+    assert fragment in caught.value.reason
+    assert isinstance(caught.value, ValueError)
+
+
+def test_root_and_cmd_type_case_and_spaces() -> None:
+    doc = m.parse(b"<notify><CmdType>keepalive </CmdType><SN>1</SN><DeviceID>1</DeviceID></notify>")
+    assert (doc.root, doc.cmd_type) == ("Notify", "Keepalive")
+    assert isinstance(doc.typed(), m.KeepaliveNotify)
+    assert any("root <notify>" in repair for repair in doc.repairs)
+
+
+@pytest.mark.parametrize(
+    ("sn", "repair"),
+    [(None, "SN missing"), (b"abc", "'abc'"), (b"-5", "'-5'"), (b"9" * 40, "not a number"), (b"", "''")],
+)
+def test_missing_or_bad_sn(sn: bytes | None, repair: str) -> None:
+    sn_element = b"" if sn is None else b"<SN>" + sn + b"</SN>"
+    doc = m.parse(b"<Notify><CmdType>Keepalive</CmdType>" + sn_element + b"<DeviceID>1</DeviceID></Notify>")
+    assert doc.sn is None
+    assert any(repair in r for r in doc.repairs)
+    keepalive = doc.typed()
+    assert isinstance(keepalive, m.KeepaliveNotify) and keepalive.sn is None
+
+
+@pytest.mark.parametrize("well_formed", [True, False])
+def test_deep_nesting_is_refused(well_formed: bool) -> None:
+    depth = 5000
+    inner = b"<a>" * depth + (b"</a>" * depth if well_formed else b"")
+    with pytest.raises(m.ManscdpError) as caught:
+        m.parse(b"<Notify><CmdType>Keepalive</CmdType>" + inner + b"</Notify>")
+    assert "nested" in caught.value.reason
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
+    with contextlib.suppress(m.ManscdpError):
+        m.parse(data)
+
+
+REAL_CATALOG = find_body("hikvision-srs", "Response", "Catalog")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(REAL_CATALOG)), st.integers(0, 40), st.binary(max_size=6)), max_size=6
+    )
+)
+def test_mutated_real_catalog_never_raises_anything_else(edits: list[tuple[int, int, bytes]]) -> None:
+    body = REAL_CATALOG
+    for position, cut, insert in edits:
+        body = body[:position] + insert + body[position + cut :]
+    try:
+        doc = m.parse(body)
+    except m.ManscdpError:
+        return
+    doc.typed()
+    m.encode_body(doc)
+
+
+# --- builders and round trips -----------------------------------------------------------------------------
+
+DEVICE = "34020000001320000001"
+CHANNEL = "34020000001310000001"
+
+
+def round_trip(doc: m.ManscdpDocument, encoding: str = "GB2312") -> m.ManscdpDocument:
+    back = m.parse(m.encode_body(doc, encoding))
+    assert (back.root, back.cmd_type, back.sn, back.device_id) == (
+        doc.root,
+        doc.cmd_type,
+        doc.sn,
+        doc.device_id,
+    )
+    assert back.repairs == []
+    assert tree_shape(back.element) == tree_shape(doc.element)
+    return back
+
+
+def test_response_result_has_the_standard_shape() -> None:
+    doc = m.response_result("DeviceControl", 10022, CHANNEL)
+    assert [(child.tag, child.text) for child in doc.element] == [
+        ("CmdType", "DeviceControl"),
+        ("SN", "10022"),
+        ("DeviceID", CHANNEL),
+        ("Result", "OK"),
+    ]
+    answer = round_trip(doc).typed()
+    assert isinstance(answer, m.ResultResponse) and answer.ok
+    failed = round_trip(m.response_result("DeviceConfig", 3, CHANNEL, ok=False)).typed()
+    assert isinstance(failed, m.ResultResponse) and not failed.ok and failed.result == "ERROR"
+
+
+def test_queries_round_trip() -> None:
+    assert round_trip(m.query_catalog(1, DEVICE)).text("StartTime") is None
+    timed = round_trip(
+        m.query_catalog(2, DEVICE, start_time=datetime(2025, 1, 2, 3, 4, 5), end_time="2025-01-03T00:00:00")
+    )
+    assert (timed.text("StartTime"), timed.text("EndTime")) == ("2025-01-02T03:04:05", "2025-01-03T00:00:00")
+    assert round_trip(m.query_device_info(3, DEVICE)).cmd_type == "DeviceInfo"
+    assert round_trip(m.query_device_status(4, DEVICE)).cmd_type == "DeviceStatus"
+    record = round_trip(
+        m.query_record_info(5, CHANNEL, datetime(2025, 4, 18), datetime(2025, 4, 19, 23, 59, 59), secrecy=0)
+    )
+    assert [child.tag for child in record.element] == [
+        "CmdType",
+        "SN",
+        "DeviceID",
+        "StartTime",
+        "EndTime",
+        "Secrecy",
+        "Type",
+    ]
+    assert (record.text("StartTime"), record.text("Type")) == ("2025-04-18T00:00:00", "all")
+    assert round_trip(m.query_preset(6, CHANNEL)).cmd_type == "PresetQuery"
+    config = round_trip(m.query_config_download(7, DEVICE, ["BasicParam", "VideoParamOpt"]))
+    assert config.text("ConfigType") == "BasicParam/VideoParamOpt"
+    assert round_trip(m.query_mobile_position(8, DEVICE, interval=5)).text("Interval") == "5"
+    alarm = round_trip(
+        m.query_alarm(9, CHANNEL, start_priority=0, end_priority=0, method="0", alarm_type="all")
+    )
+    assert (alarm.text("StartAlarmPriority"), alarm.text("AlarmType")) == ("0", "all")
+
+
+def test_controls_round_trip() -> None:
+    ptz = round_trip(
+        m.control_ptz(10, CHANNEL, m.PtzCmd.move(pan=1, tilt=1, zoom=-1), control_priority=5)
+    ).typed()
+    assert isinstance(ptz, m.DeviceControl)
+    assert ptz.control_priority == 5
+    assert ptz.ptz_cmd is not None and m.PtzCmd.parse(ptz.ptz_cmd).instruction == 0x29  # A.5 example 8
+    assert isinstance(boot := round_trip(m.control_tele_boot(11, DEVICE)).typed(), m.DeviceControl)
+    assert boot.tele_boot and boot.ptz_cmd is None
+    record = round_trip(m.control_record(12, CHANNEL, record=False)).typed()
+    assert isinstance(record, m.DeviceControl) and record.record_cmd == "StopRecord"
+    guard = round_trip(m.control_guard(13, CHANNEL, guard=True)).typed()
+    assert isinstance(guard, m.DeviceControl) and guard.guard_cmd == "SetGuard"
+    reset = round_trip(m.control_alarm_reset(14, CHANNEL, alarm_method="2", alarm_type="1")).typed()
+    assert isinstance(reset, m.DeviceControl)
+    assert (reset.alarm_cmd, reset.alarm_method, reset.alarm_type) == ("ResetAlarm", "2", "1")
+    iframe = round_trip(m.control_iframe(15, CHANNEL))
+    assert iframe.text("IFameCmd") == "Send"
+    assert isinstance(typed_iframe := iframe.typed(), m.DeviceControl) and typed_iframe.iframe
+    box = m.DragZoom(1920, 1080, 960, 540, 100, 80)
+    zoom = round_trip(m.control_drag_zoom(16, CHANNEL, box, zoom_in=False)).typed()
+    assert isinstance(zoom, m.DeviceControl) and zoom.drag_zoom_out == box and zoom.drag_zoom_in is None
+    home = round_trip(m.control_home_position(17, CHANNEL, m.HomePosition(1, 30, 2))).typed()
+    assert isinstance(home, m.DeviceControl) and home.home_position == m.HomePosition(1, 30, 2)
+    config = round_trip(
+        m.device_config(18, DEVICE, {"BasicParam": {"Name": "大门", "HeartBeatInterval": 60}})
+    )
+    assert (config.text("BasicParam/Name"), config.text("BasicParam/HeartBeatInterval")) == ("大门", "60")
+
+
+def test_notifies_round_trip() -> None:
+    keepalive = round_trip(m.notify_keepalive(20, DEVICE, ok=False, fault_devices=[CHANNEL])).typed()
+    assert isinstance(keepalive, m.KeepaliveNotify)
+    assert (keepalive.ok, keepalive.fault_devices) == (False, [CHANNEL])
+    alarm = round_trip(
+        m.notify_alarm(
+            21,
+            "34020000001340000001",
+            priority=1,
+            method=5,
+            time=datetime(2025, 4, 22, 11, 26, 2),
+            description="周界入侵",
+            longitude=117.2271,
+            latitude=31.8206,
+            alarm_type=6,
+            event_type=1,
+        ),
+        "UTF-8",
+    ).typed()
+    assert alarm == m.AlarmNotify(
+        21, "34020000001340000001", 1, 5, "2025-04-22T11:26:02", "周界入侵", 117.2271, 31.8206, 6, 1
+    )
+    broadcast = round_trip(m.notify_broadcast(22, "34020000002000000001", CHANNEL))
+    assert (broadcast.device_id, broadcast.text("TargetID")) == ("", CHANNEL)
+    media = round_trip(m.notify_media_status(23, CHANNEL)).typed()
+    assert isinstance(media, m.MediaStatusNotify) and media.end_of_file
+
+
+def test_device_answers_round_trip() -> None:
+    info = round_trip(
+        m.response_device_info(
+            30, DEVICE, device_name="网关", manufacturer="x", model="gw", firmware="1", channel=4
+        )
+    ).typed()
+    assert info == m.DeviceInfoResponse(30, DEVICE, "OK", "网关", "x", "gw", "1", 4)
+    status = round_trip(
+        m.response_device_status(
+            31,
+            DEVICE,
+            online=True,
+            encode=True,
+            record=False,
+            device_time="2025-01-01T00:00:00",
+            alarm_status=[m.AlarmStatusItem("34020000001340000001", "ALARM")],
+        )
+    ).typed()
+    assert isinstance(status, m.DeviceStatusResponse)
+    assert (status.is_online, status.status, status.encode, status.record) == (True, "OK", "ON", "OFF")
+    assert status.alarm_status == [m.AlarmStatusItem("34020000001340000001", "ALARM")]
+
+
+def test_catalog_pages_and_notify() -> None:
+    items = [m.CatalogItem(f"3402000000131000000{n}", name=f"通道{n}", status="ON") for n in range(7)]
+    pages = m.catalog_pages(40, DEVICE, items, per_page=3)
+    typed = [round_trip(page).typed() for page in pages]
+    assert all(isinstance(page, m.CatalogResponse) for page in typed)
+    assert [(p.sum_num, p.num, len(p.items)) for p in typed] == [(7, 3, 3), (7, 3, 3), (7, 1, 1)]  # type: ignore[union-attr]
+    assert [i for p in typed for i in p.items] == items  # type: ignore[union-attr]
+    empty = round_trip(m.catalog_pages(41, DEVICE, [], per_page=3)[0]).typed()
+    assert isinstance(empty, m.CatalogResponse) and (empty.sum_num, empty.num, empty.items) == (0, 0, [])
+    change = m.CatalogItem(CHANNEL, event="DEL")
+    notified = round_trip(m.notify_catalog(42, DEVICE, [change])).typed()
+    assert isinstance(notified, m.CatalogNotify) and notified.items == [change]
+    with pytest.raises(ValueError):
+        m.catalog_pages(43, DEVICE, items, per_page=0)
+
+
+def test_standard_catalog_notify_example() -> None:
+    # J.22.5 of the standard, trailing space in Event included.
+    body = (
+        '<?xml version="1.0"?>\n<Notify>\n  <CmdType>Catalog</CmdType>\n  <SN>213</SN>\n'
+        '  <DeviceID>65010200002000000001</DeviceID>\n  <SumNum>2</SumNum>\n  <DeviceList Num="2">\n'
+        "    <Item>\n      <DeviceID>65010200001320000001</DeviceID>\n      <Event>OFF </Event>\n    </Item>\n"
+        "    <Item>\n      <DeviceID>65010200001320000002</DeviceID>\n      <Event>OFF </Event>\n   </Item>\n"
+        "  </DeviceList>\n</Notify>"
+    )
+    notify = m.parse(body.encode()).typed()
+    assert isinstance(notify, m.CatalogNotify)
+    assert [(item.device_id, item.event) for item in notify.items] == [
+        ("65010200001320000001", "OFF"),
+        ("65010200001320000002", "OFF"),
+    ]
+
+
+def test_with_header_relays_under_a_new_sn() -> None:
+    original = m.parse(find_body("hikvision-md", "Query", "RecordInfo"))
+    relayed = original.with_header(sn=5, device_id="34020000001310000009")
+    assert (relayed.sn, relayed.device_id, relayed.text("SN")) == (5, "34020000001310000009", "5")
+    assert relayed.text("StartTime") == "2025-04-18T00:00:00"
+    assert (original.sn, original.text("SN")) == (10035, "10035")
+    bare = m.build("Query", "Catalog", None, None).with_header(sn=9, device_id=DEVICE)
+    assert [child.tag for child in bare.element] == ["CmdType", "SN", "DeviceID"]
+
+
+def test_builder_refuses_what_manscdp_cannot_say() -> None:
+    with pytest.raises(ValueError):
+        m.build("Message", "Keepalive", 1, DEVICE)
+    with pytest.raises(TypeError):
+        m.build("Notify", "Keepalive", 1, DEVICE, [("Status", True)])
+
+
+def test_builder_text_is_always_valid_xml() -> None:
+    doc = m.build("Notify", "Alarm", 1, DEVICE, [("AlarmDescription", "a\x00b<c>&d\"e'")])
+    back = m.parse(m.encode_body(doc))
+    assert back.text("AlarmDescription") == "a\ufffdb<c>&d\"e'"
+
+
+def test_placeholders() -> None:
+    assert m.is_placeholder("Manufacturer", "Manufacturer")
+    assert m.is_placeholder("Owner", " owner ")
+    assert m.is_placeholder("Model", "NULL")
+    assert m.is_placeholder("Name", "")
+    assert not m.is_placeholder("Model", "Camera")
+    assert not m.is_placeholder("Owner", "0")
+
+
+# --- PTZ codes --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("A50F01029600004E", "checksum"),
+        ("A50F010296000", "hexadecimal"),
+        ("A50F0102960000", "8 bytes"),
+        ("B50F01029600005D", "A5"),
+        ("A50E01029600004C", "check nibble"),
+    ],
+)
+def test_bad_ptz_codes(code: str, reason: str) -> None:
+    with pytest.raises(m.ManscdpError) as caught:
+        m.PtzCmd.parse(code)
+    assert reason in caught.value.reason
+
+
+def test_ptz_helpers() -> None:
+    assert m.PtzCmd.focus_iris(focus=1, iris=-1).instruction == 0x49  # A.7 example 6
+    assert m.PtzCmd.focus_iris().kind == "fi"
+    assert m.PtzCmd.move(zoom=1).instruction == 0x10
+    assert m.PtzCmd.move(tilt=-1).instruction == 0x04
+    assert m.PtzCmd(0x84, 1, 2).kind == "cruise"
+    assert m.PtzCmd(0x89, 1, 0).kind == "scan"
+    assert m.PtzCmd(0x8C, 1).kind == "auxiliary"
+    assert m.PtzCmd(0xF0).kind == "unknown"
+    with pytest.raises(ValueError):
+        m.PtzCmd.preset("jump", 1)
+    with pytest.raises(ValueError):
+        m.PtzCmd.preset("call", 0)
+    with pytest.raises(ValueError):
+        m.PtzCmd(0x100).serialize()
+
+
+@given(
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.integers(0, 15),
+    st.integers(0, 0xFFF),
+)
+def test_ptz_codes_round_trip(instruction: int, data1: int, data2: int, data3: int, address: int) -> None:
+    code = m.PtzCmd(instruction, data1, data2, data3, address)
+    text = code.serialize()
+    assert len(text) == 16 and text.startswith("A50F")
+    assert sum(bytes.fromhex(text)[:7]) % 256 == int(text[14:], 16)
+    assert m.PtzCmd.parse(text) == code
+
+
+# --- hypothesis: catalogs with Chinese names through every charset ------------------------------------------
+
+# CJK ideographs inside and outside GB2312, one astral character, letters, digits and markup characters.
+NAME_ALPHABET = st.one_of(
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+    st.sampled_from(["堃", "喆", "镕", "\U00020000", "&", "<", ">", '"', "'", " ", "-", "号", "门"]),
+    st.characters(min_codepoint=0x30, max_codepoint=0x7A, categories=["Lu", "Ll", "Nd"]),
+)
+NAMES = st.text(NAME_ALPHABET, min_size=1, max_size=16).filter(
+    lambda s: s == s.strip() and not m.is_placeholder("Name", s)
+)
+IDS = st.text("0123456789", min_size=20, max_size=20)
+COORDINATES = st.floats(-180, 180, allow_nan=False).map(lambda v: round(v, 6))
+
+CATALOG_ITEMS = st.builds(
+    m.CatalogItem,
+    device_id=IDS,
+    name=NAMES,
+    manufacturer=st.none() | NAMES.filter(lambda s: not m.is_placeholder("Manufacturer", s)),
+    civil_code=st.none() | st.sampled_from(["34", "3402", "340201", "34020105"]),
+    address=st.none() | NAMES.filter(lambda s: not m.is_placeholder("Address", s)),
+    parental=st.none() | st.integers(0, 1),
+    parent_id=st.none() | IDS,
+    port=st.none() | st.integers(1, 65535),
+    password=st.none() | st.text("abc123", min_size=1, max_size=8),
+    status=st.none() | st.sampled_from(["ON", "OFF"]),
+    longitude=st.none() | COORDINATES,
+    latitude=st.none() | COORDINATES,
+    ptz_type=st.none() | st.integers(1, 4),
+    business_group_id=st.none() | IDS,
+    event=st.none() | st.sampled_from(["ON", "OFF", "VLOST", "DEFECT", "ADD", "DEL", "UPDATE"]),
+)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(CATALOG_ITEMS, max_size=8),
+    st.sampled_from(["GB2312", "GBK", "GB18030", "UTF-8"]),
+    st.integers(1, 2**32),
+)
+def test_catalog_items_round_trip_through_every_charset(
+    items: list[m.CatalogItem], charset: str, sn: int
+) -> None:
+    body = m.encode_body(m.response_catalog(sn, DEVICE, items), charset)
+    doc = m.parse(body)
+    assert doc.encoding == charset
+    assert doc.repairs == []
+    catalog = doc.typed()
+    assert isinstance(catalog, m.CatalogResponse)
+    assert (catalog.sn, catalog.sum_num, catalog.num) == (sn, len(items), len(items))
+    assert catalog.items == items
+    # and the tolerant reader reads our output the same way expat does
+    assert tree_shape(read_tolerant(decode_body(body).text)[0]) == tree_shape(doc.element)
+
+
+def test_catalog_item_repr_hides_the_password() -> None:
+    assert "s3cret" not in repr(m.CatalogItem(DEVICE, password="s3cret"))
+
+
+def test_readers_agree_on_the_reference_catalog() -> None:
+    text = decode_body(REAL_CATALOG).text
+    fast, fast_repairs = read_element(text)
+    slow, _slow_repairs = read_tolerant(text)
+    assert fast_repairs == []
+    assert tree_shape(fast) == tree_shape(slow)

@@ -11,7 +11,9 @@ SC3 = b"\x00\x00\x01"
 
 # H.264 NAL headers: 0x09 AUD, 0x67 SPS, 0x68 PPS, 0x06 SEI, 0x65 IDR slice, 0x41 non-IDR slice.
 # The byte after a slice header is 0x88/0x9a (first_mb_in_slice = 0, top bit set) or 0x22 (not 0).
-H264_IDR = SC4 + b"\x67\x42\x00\x1e" + SC4 + b"\x68\xce\x3c\x80" + SC3 + b"\x06\x05\x01" + SC3 + b"\x65\x88\x84"
+H264_IDR = (
+    SC4 + b"\x67\x42\x00\x1e" + SC4 + b"\x68\xce\x3c\x80" + SC3 + b"\x06\x05\x01" + SC3 + b"\x65\x88\x84"
+)
 H264_P_TWO_SLICES = SC3 + b"\x41\x9a\x01" + SC3 + b"\x41\x22\x02"
 H264_P = SC4 + b"\x41\x9a\x03\x80"
 

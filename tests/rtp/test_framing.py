@@ -102,7 +102,13 @@ def test_interleaved_dollar_framing() -> None:
     rtp = _rtp(1)
     rtcp = ReceiverReport(0x1234).serialize()
     stream = (
-        b"$\x00" + struct.pack("!H", len(rtp)) + rtp + b"$\x01" + struct.pack("!H", len(rtcp)) + rtcp + frame(rtp)
+        b"$\x00"
+        + struct.pack("!H", len(rtp))
+        + rtp
+        + b"$\x01"
+        + struct.pack("!H", len(rtcp))
+        + rtcp
+        + frame(rtp)
     )
     deframer = Rfc4571Deframer()
     assert deframer.feed(stream) == [rtp, rtcp, rtp]

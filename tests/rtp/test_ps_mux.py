@@ -80,6 +80,18 @@ def test_large_frame_split_into_pes_packets() -> None:
     assert payload == frame
 
 
+def test_audio_only_stream_repeats_its_stream_map() -> None:
+    muxer = PsMuxer(video=None, audio=StreamType.G711U)
+    packs = [muxer.mux_audio(bytes([0xFF - i]) * 160, 1800 * i) for i in range(60)]
+    assert [i for i, p in enumerate(packs) if b"\x00\x00\x01\xbc" in p] == [0, 25, 50]
+    demuxer = PsDemuxer()
+    units = [u for p in packs for u in demuxer.feed(p)]
+    assert [(u.stream_id, u.stream_type, u.pts) for u in units] == [
+        (0xC0, StreamType.G711U, 1800 * i) for i in range(60)
+    ]
+    assert demuxer.stream_types == {0xC0: StreamType.G711U}
+
+
 @dataclass
 class Frame:
     video: bool
@@ -114,7 +126,9 @@ def streams(draw: st.DrawFn) -> tuple[StreamType, StreamType, list[Frame]]:
     return video_type, audio_type, frames
 
 
-def _expected(video_type: StreamType, audio_type: StreamType, frames: list[Frame]) -> list[tuple[object, ...]]:
+def _expected(
+    video_type: StreamType, audio_type: StreamType, frames: list[Frame]
+) -> list[tuple[object, ...]]:
     """What the demuxer must return, derived from the input, not from the muxer's output."""
     out = []
     seen_map = False
@@ -135,7 +149,9 @@ def _as_tuple(u: AccessUnit) -> tuple[object, ...]:
 
 @settings(max_examples=60, deadline=None)
 @given(streams(), st.integers(100, 3000), st.integers(0, 0xFFFF))
-def test_mux_rtp_demux_round_trip(case: tuple[StreamType, StreamType, list[Frame]], mtu: int, seq: int) -> None:
+def test_mux_rtp_demux_round_trip(
+    case: tuple[StreamType, StreamType, list[Frame]], mtu: int, seq: int
+) -> None:
     video_type, audio_type, frames = case
     muxer = PsMuxer(video=video_type, audio=audio_type)
     packetizer = PsRtpPacketizer(ssrc=0x0BEBC265, mtu=mtu, first_sequence=seq)
@@ -161,14 +177,18 @@ def _video_stream(sizes: list[int]) -> tuple[list[bytes], list[list[bytes]]]:
     muxer = PsMuxer()
     packetizer = PsRtpPacketizer(ssrc=1, mtu=600)
     frames = [IDR if i % 10 == 0 else _nal(0x41, size, i) for i, size in enumerate(sizes)]
-    return frames, [packetizer.packetize(muxer.mux_video(f, 3600 * i), 3600 * i) for i, f in enumerate(frames)]
+    return frames, [
+        packetizer.packetize(muxer.mux_video(f, 3600 * i), 3600 * i) for i, f in enumerate(frames)
+    ]
 
 
 @given(st.integers(1, 18), st.data(), st.booleans())
 def test_lost_packet_damages_only_its_frame(lost_frame: int, data: st.DataObject, announce: bool) -> None:
     frames, packets = _video_stream([300 + 97 * i for i in range(20)])
     lost_index = data.draw(st.integers(0, len(packets[lost_frame]) - 1))
-    resume_at = (lost_frame, lost_index + 1) if lost_index + 1 < len(packets[lost_frame]) else (lost_frame + 1, 0)
+    resume_at = (
+        (lost_frame, lost_index + 1) if lost_index + 1 < len(packets[lost_frame]) else (lost_frame + 1, 0)
+    )
     demuxer = PsDemuxer()
     units: list[AccessUnit] = []
     for i, frame_packets in enumerate(packets):
@@ -238,3 +258,45 @@ def test_corrupted_stream_never_raises_and_recovers(flips: list[tuple[int, int]]
     units += demuxer.close()
     by_pts = {u.pts: u.data for u in units if u.complete}
     assert by_pts.get(3600 * 12) == frames[12] and by_pts.get(3600 * 13) == frames[13]
+
+
+def _unbounded(pack: bytes) -> bytes:
+    """The same pack with PES_packet_length 0 (allowed for video in TS, sent by some PS muxers too)."""
+    assert pack[14:18] == b"\x00\x00\x01\xe0"
+    return pack[:18] + b"\x00\x00" + pack[20:]
+
+
+@given(st.lists(st.integers(1, 400), max_size=30))
+def test_unbounded_video_pes_runs_to_next_start_code(cuts: list[int]) -> None:
+    muxer = PsMuxer()
+    frames = [_nal(0x41, 700, i) for i in range(3)]
+    stream = b"".join(_unbounded(muxer.mux_video(f, 3600 * i)) for i, f in enumerate(frames))
+    demuxer = PsDemuxer()
+    units: list[AccessUnit] = []
+    pos = 0
+    for cut in cuts:
+        units += demuxer.feed(stream[pos : pos + cut])
+        pos += cut
+    units += demuxer.feed(stream[pos:]) + demuxer.close()
+    assert [(u.pts, u.data, u.complete) for u in units] == [(3600 * i, f, True) for i, f in enumerate(frames)]
+    assert demuxer.stats.errors == 0
+
+
+def test_mpeg1_pack_header_and_zero_stuffing_tolerated() -> None:
+    pack = PsMuxer().mux_video(P_FRAME, 3600)
+    # MPEG-1 pack header: '0010' SCR(33) markers, mux rate; 12 bytes in all.
+    mpeg1_pack = b"\x00\x00\x01\xba\x21\x00\x01\x00\x01\x80\x00\x01"
+    stream = mpeg1_pack + pack[14:] + b"\x00\x00\x00\x00" + pack
+    demuxer = PsDemuxer()
+    units = demuxer.feed(stream) + demuxer.close()
+    assert [u.data for u in units] == [P_FRAME, P_FRAME]
+    assert demuxer.stats.errors == 0 and demuxer.stats.skipped_bytes == 4 and demuxer.stats.packs == 2
+
+
+def test_oversized_unit_dropped_and_counted() -> None:
+    muxer = PsMuxer()
+    demuxer = PsDemuxer(max_unit_size=2000)
+    big, small = _nal(0x41, 5000, 1), _nal(0x41, 500, 2)
+    units = demuxer.feed(muxer.mux_video(big, 0) + muxer.mux_video(small, 3600)) + demuxer.close()
+    assert [u.data for u in units] == [small]
+    assert demuxer.stats.errors == 1

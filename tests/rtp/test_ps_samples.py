@@ -58,7 +58,9 @@ def test_official_tool_g711a_file(chunk: int) -> None:
 def test_hikvision_keyframe_packet_with_counter_stuffing() -> None:
     # Pack stuffing "ff ff 00 00 a0 05" (6 bytes, counter inside), "HK" descriptors in the map,
     # PES for SPS (with PTS 21 1a 1b 93 25), PPS, SEI and the start of an IDR slice (length 0x3562).
-    packet = RtpPacket.parse((PACKETS / "srs_utest_kernel2_L26_KernelPSTest_PsPacketDecodeNormal.rtp.bin").read_bytes())
+    packet = RtpPacket.parse(
+        (PACKETS / "srs_utest_kernel2_L26_KernelPSTest_PsPacketDecodeNormal.rtp.bin").read_bytes()
+    )
     demuxer = PsDemuxer()
     assert demuxer.feed(packet.payload) == []
     assert demuxer.stream_types == {0xE0: StreamType.H264, 0xC0: StreamType.AAC}
@@ -75,7 +77,9 @@ def test_hikvision_keyframe_packet_with_counter_stuffing() -> None:
 
 def test_hikvision_ps_payload_split_at_every_position() -> None:
     # The packet behind SRS's "Invalid PS header" TCP-reassembly bug: any split must parse alike.
-    data = (PACKETS / "srs_utest_gb28181_L1735_KernelPSTest_PsPacketDecodeInvalidStartCode.ps.bin").read_bytes()
+    data = (
+        PACKETS / "srs_utest_gb28181_L1735_KernelPSTest_PsPacketDecodeInvalidStartCode.ps.bin"
+    ).read_bytes()
     results = []
     for cut in range(len(data) + 1):
         demuxer = PsDemuxer()
@@ -111,14 +115,18 @@ def test_captured_aac_audio_packet(name: str) -> None:
 def test_corrupted_pes_is_counted_not_raised() -> None:
     # An RTP header was spliced in right after "00 00 01 c0": the flags byte 0x7c is neither MPEG-2
     # nor a valid MPEG-1 header, so the demuxer drops everything until a pack header.
-    data = (PACKETS / "srs_utest_gb28181_L1697_KernelPSTest_PsPacketDecodeRegularMessage3.ps.bin").read_bytes()
+    data = (
+        PACKETS / "srs_utest_gb28181_L1697_KernelPSTest_PsPacketDecodeRegularMessage3.ps.bin"
+    ).read_bytes()
     demuxer = PsDemuxer()
     assert demuxer.feed(data) + demuxer.close() == []
     assert demuxer.stats.errors == 1 and demuxer.stats.pes_packets == 0
 
 
 def test_private_stream_skipped_by_its_length() -> None:
-    private = (PACKETS / "srs_utest_gb28181_L1943_KernelPSTest_PsPacketDecodePrivateStream.ps.bin").read_bytes()
+    private = (
+        PACKETS / "srs_utest_gb28181_L1943_KernelPSTest_PsPacketDecodePrivateStream.ps.bin"
+    ).read_bytes()
     assert private[3] == 0xBD and struct.unpack_from("!H", private, 4)[0] == len(private) - 6
     audio = RtpPacket.parse(
         (PACKETS / "srs_utest_gb28181_L1633_KernelPSTest_PsPacketDecodeRegularMessage.rtp.bin").read_bytes()

@@ -318,3 +318,17 @@ async def test_stop_before_any_success_sends_no_unregister(client, sip_registrar
     await reg.stop(unregister=True)
     assert [r.expires for r in registrar.registers()] == [3600, 3600]
     assert reg.state is RegistrationState.UNREGISTERED
+
+
+async def test_failed_refresh_still_unregisters_live_binding(client, sip_registrar_factory):
+    registrar = await sip_registrar_factory()
+    reg = make_registration(client, registrar)
+    await reg.register()
+    registrar.users = {}
+    with pytest.raises(RegistrationError, match="403"):
+        await reg.register()
+    assert reg.state is RegistrationState.FAILED
+    await reg.stop(unregister=True)
+    assert registrar.registers()[-1].expires == 0
+    assert reg.state is RegistrationState.UNREGISTERED
+    assert reg.reason is not None and reg.reason.startswith("unregister failed")

@@ -1,0 +1,1101 @@
+"""A crowd of simulated GB/T 28181 devices (cameras, NVRs) for tests, benchmarks and vendor checks.
+
+Each device behaves on the wire like the Hikvision and eXosip captures in shared/interop: REGISTER, 401,
+REGISTER with digest (the same Call-ID, the nonce reused on refresh as eXosip does), keepalive MESSAGEs
+with a rising SN, Catalog answers split over several MESSAGEs the way NVRs send them, DeviceInfo,
+DeviceStatus, and a NOTIFY after a Catalog SUBSCRIBE. Like a camera, a device registers again when its
+keepalive is refused or goes unanswered three times in a row.
+
+Scale is the design constraint (100,000 devices in one process): devices share a SIP socket per group
+(as devices behind one NAT address do), a device is one slotted record, every timer lives in one heap
+served by one loop timer, and registrations and keepalives are driven by future callbacks, not tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import itertools
+import math
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import structlog
+
+from gb28181.config import ENCODINGS, ConfigError, parse_host_port
+from gb28181.manscdp import (
+    AlarmStatusItem,
+    CatalogItem,
+    ManscdpDocument,
+    ManscdpError,
+    build,
+    catalog_pages,
+    encode_body,
+    format_time,
+    notify_alarm,
+    notify_catalog,
+    notify_keepalive,
+    parse,
+    response_device_info,
+    response_device_status,
+    response_result,
+)
+from gb28181.xmltext import codec_for
+from sip.digest import DigestChallenge, DigestClient, DigestError, parse_challenge
+from sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from sip.errors import SipError
+from sip.message import Request, Response
+from sip.transaction import ServerTransaction, Timers
+from sip.transport import SipTransport
+from sip.uri import format_host_port
+
+log = structlog.get_logger("gb28181.simulator")
+
+MANSCDP_TYPE = "Application/MANSCDP+xml"
+MANUFACTURER = "Simulator"
+# Channel names as Chinese integrators write them, to exercise GB2312/UTF-8 handling end to end.
+PLACES = ("大门", "停车场", "大堂", "电梯厅", "周界", "南门", "北门", "仓库", "收银台", "走廊")
+
+_KEEPALIVE = 0
+_REGISTER = 1
+# Timer entries handled per loop callback: a burst of due keepalives must not stall the event loop.
+_TIMER_BATCH = 2000
+# REGISTER legs of one attempt: the first, the answer to the 401, one more answer if that nonce was stale.
+_MAX_LEGS = 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(slots=True, kw_only=True)
+class SimulatorConfig:
+    """What the simulated devices are and where they register. Invalid values raise ValueError."""
+
+    server_host: str
+    server_port: int
+    transport: str = "UDP"
+    count: int = 1
+    channels: int = 1
+    id_prefix: str = "3402000000132"
+    start: int = 1
+    domain: str = "3402000000"
+    server_id: str = "34020000002000000001"
+    password: str = field(default="12345678", repr=False)
+    username_differs: bool = False
+    expires: int = 3600
+    keepalive_interval: float = 60.0
+    keepalive_misses: int = 3
+    """Consecutive keepalive timeouts after which a device registers again."""
+    devices_per_socket: int = 1000
+    catalog_page_size: int = 2
+    encoding: str = "GB2312"
+    register_rate: float = 2000.0
+    """First REGISTER legs sent per second, for registrations, refreshes and re-registrations alike."""
+    retry_interval: float = 30.0
+    """Wait after a failed registration before trying again."""
+    bind: str = "127.0.0.1"
+    user_agent: str = "IP Camera"
+    """Hikvision IPCs send "IP Camera"; gateways special-case vendors by it, so it is configurable."""
+    t1: float = 0.5
+    """SIP T1; a keepalive times out after 64 * T1 (Timer F)."""
+
+    def __post_init__(self) -> None:
+        self.transport = self.transport.upper()
+        if self.transport not in ("UDP", "TCP"):
+            raise ValueError(f"transport must be UDP or TCP, not {self.transport!r}")
+        if not (self.id_prefix.isascii() and self.id_prefix.isdigit() and 10 <= len(self.id_prefix) <= 19):
+            raise ValueError(f"id prefix must be 10 to 19 digits, not {self.id_prefix!r}")
+        if self.count < 1 or self.start < 1 or self.channels < 0:
+            raise ValueError("count and start must be at least 1, channels at least 0")
+        last = self.start + self.count - 1
+        if last >= 10 ** (20 - len(self.id_prefix)):
+            raise ValueError(f"device number {last} does not fit after the {len(self.id_prefix)}-digit prefix")
+        if last * self.channels >= 10**7:
+            raise ValueError(f"{last} devices x {self.channels} channels exceed the 7-digit channel numbers")
+        if not (len(self.domain) == 10 and self.domain.isascii() and self.domain.isdigit()):
+            raise ValueError(f"domain must be 10 digits, not {self.domain!r}")
+        if not (len(self.server_id) == 20 and self.server_id.isascii() and self.server_id.isdigit()):
+            raise ValueError(f"server ID must be 20 digits, not {self.server_id!r}")
+        if self.expires < 1 or self.keepalive_interval <= 0 or self.keepalive_misses < 1:
+            raise ValueError("expires, keepalive interval and keepalive misses must be positive")
+        if self.devices_per_socket < 1 or self.catalog_page_size < 1:
+            raise ValueError("devices per socket and catalog page size must be at least 1")
+        if self.register_rate <= 0 or self.retry_interval <= 0 or self.t1 <= 0:
+            raise ValueError("register rate, retry interval and T1 must be positive")
+        try:
+            codec_for(self.encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {self.encoding!r}") from None
+
+    def device_id(self, number: int) -> str:
+        return f"{self.id_prefix}{number:0{20 - len(self.id_prefix)}d}"
+
+    def channel_id(self, number: int, channel: int) -> str:
+        """Channel `channel` (1-based) of device `number`: type 131 (camera) in the device's centre and
+        industry, numbered so that channels of all devices (of any --start range) never collide."""
+        return f"{self.id_prefix[:10]}131{(number - 1) * self.channels + channel:07d}"
+
+    def alarm_input_id(self, number: int) -> str:
+        """The device's alarm input (type 134), reported in DeviceStatus as the captures show."""
+        return f"{self.id_prefix[:10]}134{number:07d}"
+
+    def locate(self, gb_id: str) -> tuple[int, int] | None:
+        """(device number, channel) for a device ID (channel 0) or a channel ID of ours, else None."""
+        if len(gb_id) != 20 or not (gb_id.isascii() and gb_id.isdigit()):
+            return None
+        if gb_id.startswith(self.id_prefix):
+            number = int(gb_id[len(self.id_prefix) :])
+            if self.start <= number < self.start + self.count:
+                return number, 0
+        if self.channels and gb_id.startswith(self.id_prefix[:10]) and gb_id[10:13] == "131":
+            serial = int(gb_id[13:]) - 1
+            number, channel = divmod(serial, self.channels)
+            number += 1
+            if serial >= 0 and self.start <= number < self.start + self.count:
+                return number, channel + 1
+        return None
+
+    def username(self, device_id: str) -> str:
+        return digest_username(device_id) if self.username_differs else device_id
+
+
+def digest_username(device_id: str) -> str:
+    """The digest username of a device configured like a Hikvision IPC whose "SIP user authentication ID"
+    differs from its device ID: the device ID with its network digit (the 14th) set to 8, or 7 if it
+    already is 8. A registrar maps it back to the device with the same rule."""
+    network = "7" if device_id[13] == "8" else "8"
+    return f"{device_id[:13]}{network}{device_id[14:]}"
+
+
+def channel_name(channel: int) -> str:
+    """"通道1 大门", "通道2 停车场", ...: the Chinese names a catalog carries."""
+    return f"通道{channel} {PLACES[(channel - 1) % len(PLACES)]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# State
+
+
+@dataclass(slots=True)
+class SimulatorStats:
+    """Counters over the whole run; `registered` is the number of devices registered now."""
+
+    registered: int = 0
+    registrations: int = 0
+    """REGISTER exchanges that ended in 2xx, refreshes included."""
+    register_failures: int = 0
+    auth_rejected: int = 0
+    """Registrations whose digest answer the server refused (wrong password or username)."""
+    reregistrations: int = 0
+    """Registrations started because a keepalive was refused or timed out repeatedly."""
+    keepalives_sent: int = 0
+    keepalives_ok: int = 0
+    keepalives_failed: int = 0
+    """Non-2xx answers and timeouts; the timeouts alone are in `keepalive_timeouts`."""
+    keepalive_timeouts: int = 0
+    catalogs_answered: int = 0
+    catalog_pages_sent: int = 0
+    queries_answered: int = 0
+    """DeviceInfo and DeviceStatus queries answered."""
+    subscriptions: int = 0
+    notifies_sent: int = 0
+    messages_failed: int = 0
+    """Answers, NOTIFYs and reports the server did not accept with 2xx (or did not answer)."""
+    unsupported: int = 0
+    """Requests the simulator refused because it does not simulate what they ask for."""
+
+
+class _Group:
+    """Devices sharing one SIP socket (UDP port, or TCP connection to the server)."""
+
+    __slots__ = ("contact_host", "server", "transport")
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        server: Peer,
+        on_request: Callable[[_Group, ServerTransaction], None],
+    ) -> None:
+        self.transport = SipTransport(endpoint, partial(on_request, self))
+        self.server = server
+        self.contact_host = ""
+
+    async def start(self, bind: str) -> None:
+        host, port = await self.transport.start(bind, 0)
+        self.contact_host = format_host_port(host, port)
+
+
+class _Device:
+    """One simulated device: only what its registration and keepalives need between two events."""
+
+    __slots__ = (
+        "auth",
+        "call_id",
+        "challenge",
+        "cseq",
+        "device_id",
+        "epoch",
+        "group",
+        "keepalive_at",
+        "misses",
+        "number",
+        "pending",
+        "register_at",
+        "registered",
+        "sn",
+        "tag",
+    )
+
+    def __init__(self, number: int, device_id: str, group: _Group) -> None:
+        self.number = number
+        self.device_id = device_id
+        self.group = group
+        self.registered = False
+        self.pending = False
+        """A registration is queued or in flight."""
+        self.call_id = ""
+        self.tag = ""
+        self.cseq = 0
+        self.sn = 0
+        self.misses = 0
+        self.epoch = 0
+        """Counts registrations, so that a keepalive answer from before a re-registration is ignored."""
+        self.keepalive_at = 0.0
+        self.register_at = 0.0
+        """When the next refresh (registered) or retry (not registered) is due; 0 for none."""
+        self.auth: DigestClient | None = None
+        self.challenge: tuple[str, DigestChallenge] | None = None
+        """The header to answer in and the last challenge, reused for refreshes as eXosip does."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The simulator
+
+
+class DeviceSimulator:
+    """`config.count` devices registering to one server. Call `start()`, then `stop()`."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.stats = SimulatorStats()
+        self.clock_offset = timedelta(0)
+        """Server clock minus ours, from the Date of the last 200 to REGISTER (devices set their clocks)."""
+        self._loop: asyncio.AbstractEventLoop  # the running loop, from start() on
+        self._server_uri = f"sip:{config.server_id}@{config.domain}"
+        self._server_to = f"<{self._server_uri}>"
+        self._groups: list[_Group] = []
+        self._devices: list[_Device] = []
+        self._heap: list[tuple[float, int, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._queue: deque[tuple[_Device, int, asyncio.Future[bool] | None]] = deque()
+        self._queue_ready = asyncio.Event()
+        self._pacer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stopping = False
+        self._noted: set[str] = set()
+        self._token = os.urandom(4).hex()
+        self._serial = itertools.count(1)
+        self._keepalive_body = _keepalive_template(config.encoding)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the sockets and queue every device for registration (paced by `register_rate`)."""
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        server = Peer(cfg.transport, cfg.server_host, cfg.server_port)
+        endpoint_config = EndpointConfig(user_agent=cfg.user_agent, timers=Timers(t1=cfg.t1))
+        for first in range(0, cfg.count, cfg.devices_per_socket):
+            group = _Group(SipEndpoint(endpoint_config), server, self._on_request)
+            await group.start(cfg.bind)
+            self._groups.append(group)
+            for number in range(cfg.start + first, cfg.start + min(first + cfg.devices_per_socket, cfg.count)):
+                self._devices.append(_Device(number, cfg.device_id(number), group))
+        self._pacer = self._loop.create_task(self._pace_registrations())
+        for device in self._devices:
+            self._enqueue(device)
+
+    async def stop(self, unregister: bool = True, timeout: float = 5.0) -> None:
+        """Stop all activity; with `unregister`, send REGISTER Expires: 0 for registered devices first."""
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        self._queue.clear()
+        if unregister:
+            pending: list[asyncio.Future[bool]] = []
+            for device in self._devices:
+                if device.registered:
+                    done: asyncio.Future[bool] = self._loop.create_future()
+                    self._queue.append((device, 0, done))
+                    pending.append(done)
+            self._queue_ready.set()
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
+        if self._pacer is not None:
+            self._pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacer
+        for group in self._groups:
+            await group.transport.close()
+
+    async def wait_registered(self, count: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until at least `count` devices (default: all) are registered; TimeoutError otherwise."""
+        target = self.config.count if count is None else count
+        if self.stats.registered >= target:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        entry = (target, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.stats.registered} of {target} devices registered after {timeout} s") from None
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def device_id(self, index: int) -> str:
+        """The ID of the device at `index` (0-based, in --start order)."""
+        return self._devices[index].device_id
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        """The local address of each socket group."""
+        return [(g.transport.host, g.transport.port) for g in self._groups]
+
+    # -- reports a test or benchmark triggers ---------------------------------------------------------
+
+    async def send_alarm(
+        self,
+        device_index: int,
+        *,
+        channel: int = 0,
+        priority: int = 1,
+        method: int = 2,
+        alarm_type: int | None = None,
+        description: str | None = None,
+        longitude: float | None = None,
+        latitude: float | None = None,
+    ) -> Response:
+        """Send a Notify Alarm (as a MESSAGE, like Hikvision) for the device or one of its channels.
+        Returns the server's final response; raises SipTimeout when there is none."""
+        device = self._devices[device_index]
+        target = self._target_id(device, channel)
+        device.sn += 1
+        doc = notify_alarm(
+            device.sn, target, priority=priority, method=method, time=self._device_time(),
+            description=description, longitude=longitude, latitude=latitude, alarm_type=alarm_type,
+        )
+        return await self._report(device, doc)
+
+    async def send_mobile_position(
+        self,
+        device_index: int,
+        *,
+        longitude: float,
+        latitude: float,
+        speed: float | None = None,
+        direction: float | None = None,
+        altitude: float | None = None,
+        channel: int = 0,
+    ) -> Response:
+        """Send a Notify MobilePosition (A.2.5 e) for the device or one of its channels."""
+        device = self._devices[device_index]
+        device.sn += 1
+        doc = build(
+            "Notify", "MobilePosition", device.sn, self._target_id(device, channel),
+            [
+                ("Time", format_time(self._device_time())),
+                ("Longitude", longitude),
+                ("Latitude", latitude),
+                ("Speed", speed),
+                ("Direction", direction),
+                ("Altitude", altitude),
+            ],
+        )
+        return await self._report(device, doc)
+
+    async def _report(self, device: _Device, doc: ManscdpDocument) -> Response:
+        response = await self._send_message(device, encode_body(doc, self.config.encoding))
+        if response.status >= 300:
+            self.stats.messages_failed += 1
+        return response
+
+    def _target_id(self, device: _Device, channel: int) -> str:
+        if not 0 <= channel <= self.config.channels:
+            raise ValueError(f"channel {channel} out of 0..{self.config.channels}")
+        return device.device_id if channel == 0 else self.config.channel_id(device.number, channel)
+
+    # -- timers --------------------------------------------------------------------------------------
+
+    def _schedule(self, when: float, kind: int, device: _Device) -> None:
+        """One heap for every device timer; an entry whose time no longer matches the device's is stale."""
+        heapq.heappush(self._heap, (when, kind, device.number - self.config.start))
+        if when < self._timer_at and not self._stopping:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        heap = self._heap
+        devices = self._devices
+        now = self._loop.time()
+        handled = 0
+        while heap and heap[0][0] <= now and handled < _TIMER_BATCH:
+            when, kind, index = heapq.heappop(heap)
+            device = devices[index]
+            if kind == _KEEPALIVE:
+                if device.keepalive_at == when:
+                    device.keepalive_at = 0.0
+                    handled += 1
+                    self._send_keepalive(device)
+            elif device.register_at == when:
+                device.register_at = 0.0
+                handled += 1
+                self._enqueue(device)
+        if heap and not self._stopping:
+            self._timer_at = heap[0][0]
+            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
+
+    def _set_keepalive(self, device: _Device, when: float) -> None:
+        device.keepalive_at = when
+        self._schedule(when, _KEEPALIVE, device)
+
+    def _set_register(self, device: _Device, when: float) -> None:
+        device.register_at = when
+        self._schedule(when, _REGISTER, device)
+
+    # -- registration --------------------------------------------------------------------------------
+
+    def _enqueue(self, device: _Device) -> None:
+        if device.pending or self._stopping:
+            return
+        device.pending = True
+        self._queue.append((device, self.config.expires, None))
+        self._queue_ready.set()
+
+    async def _pace_registrations(self) -> None:
+        """Token bucket: at most `register_rate` first legs per second, in bursts of one tick's worth."""
+        rate = self.config.register_rate
+        tick = 0.01 if rate >= 100 else 1.0 / rate
+        burst = max(1.0, rate * tick)
+        budget = burst
+        last = self._loop.time()
+        queue = self._queue
+        while True:
+            if not queue:
+                self._queue_ready.clear()
+                await self._queue_ready.wait()
+            now = self._loop.time()
+            budget = min(burst, budget + (now - last) * rate)
+            last = now
+            while queue and budget >= 1.0:
+                budget -= 1.0
+                device, expires, done = queue.popleft()
+                self._begin_register(device, expires, done)
+            if queue:
+                await asyncio.sleep(tick)
+
+    def _begin_register(self, device: _Device, expires: int, done: asyncio.Future[bool] | None) -> None:
+        if not device.registered and expires:
+            # A new registration (first, after a failure, after refused keepalives) starts a new dialog
+            # without credentials, as cameras do; a refresh keeps the Call-ID and reuses the nonce.
+            device.call_id = self._new_call_id()
+            device.tag = self._new_tag()
+            device.cseq = 0
+            device.challenge = None
+        self._send_register(device, expires, 1, done)
+
+    def _send_register(self, device: _Device, expires: int, leg: int, done: asyncio.Future[bool] | None) -> None:
+        cfg = self.config
+        group = device.group
+        device.cseq += 1
+        address = f"<sip:{device.device_id}@{cfg.domain}>"
+        headers = [
+            ("Via", group.transport.via(cfg.transport)),
+            ("From", f"{address};tag={device.tag}"),
+            ("To", address),
+            ("Call-ID", device.call_id),
+            ("CSeq", f"{device.cseq} REGISTER"),
+            ("Contact", f"<sip:{device.device_id}@{group.contact_host}>"),
+        ]
+        if device.challenge is not None:
+            header, challenge = device.challenge
+            if device.auth is None:
+                device.auth = DigestClient(cfg.username(device.device_id), cfg.password)
+            try:
+                headers.append((header, device.auth.authorization(challenge, "REGISTER", self._server_uri)))
+            except DigestError as exc:
+                self._note("cannot answer the challenge", device=device.device_id, reason=exc.reason)
+                self._register_failed(device, expires, done)
+                return
+        headers += [("Max-Forwards", "70"), ("User-Agent", cfg.user_agent), ("Expires", str(expires))]
+        future = group.transport.send_request(Request("REGISTER", self._server_uri, headers), group.server)
+        future.add_done_callback(partial(self._on_register_answer, device, expires, leg, done))
+
+    def _on_register_answer(
+        self,
+        device: _Device,
+        expires: int,
+        leg: int,
+        done: asyncio.Future[bool] | None,
+        future: asyncio.Future[Response],
+    ) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self._register_failed(device, expires, done)
+            return
+        response = future.result()
+        status = response.status
+        if status in (401, 407):
+            self._on_challenge(device, response, expires, leg, done)
+        elif 200 <= status < 300:
+            self._registered(device, response, expires, done)
+        else:
+            self._note("registration refused", device=device.device_id, status=status, reason=response.reason)
+            self._register_failed(device, expires, done)
+
+    def _on_challenge(
+        self, device: _Device, response: Response, expires: int, leg: int, done: asyncio.Future[bool] | None
+    ) -> None:
+        header = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        value = response.get("WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate")
+        try:
+            challenge = parse_challenge(value or "")
+        except DigestError as exc:
+            self._note("unusable challenge", device=device.device_id, reason=exc.reason)
+            self._register_failed(device, expires, done)
+            return
+        # The first leg may carry a reused nonce the server no longer takes: answer the new one. A 401 to
+        # an answer of a fresh challenge means the password is wrong, unless the server says stale.
+        if leg >= _MAX_LEGS or (leg > 1 and not challenge.stale):
+            self.stats.auth_rejected += 1
+            self._note("digest answer refused", device=device.device_id,
+                       username=self.config.username(device.device_id))
+            self._register_failed(device, expires, done)
+            return
+        device.challenge = (header, challenge)
+        self._send_register(device, expires, leg + 1, done)
+
+    def _registered(
+        self, device: _Device, response: Response, expires: int, done: asyncio.Future[bool] | None
+    ) -> None:
+        device.pending = False
+        stats = self.stats
+        if done is not None and not done.done():
+            done.set_result(True)
+        if expires == 0:
+            self._mark_unregistered(device)
+            return
+        stats.registrations += 1
+        self._read_date(response)
+        try:
+            granted = response.expires or expires
+        except SipError:
+            granted = expires
+        now = self._loop.time()
+        if not device.registered:
+            device.registered = True
+            device.epoch += 1
+            device.misses = 0
+            stats.registered += 1
+            self._wake_waiters()
+            self._set_keepalive(device, now + self.config.keepalive_interval)
+        if not self._stopping:
+            self._set_register(device, now + 0.8 * granted)
+
+    def _register_failed(self, device: _Device, expires: int, done: asyncio.Future[bool] | None) -> None:
+        device.pending = False
+        device.challenge = None
+        if done is not None and not done.done():
+            done.set_result(False)
+        if expires == 0:
+            return
+        self.stats.register_failures += 1
+        self._mark_unregistered(device)
+        if not self._stopping:
+            self._set_register(device, self._loop.time() + self.config.retry_interval)
+
+    def _mark_unregistered(self, device: _Device) -> None:
+        if device.registered:
+            device.registered = False
+            device.keepalive_at = 0.0
+            device.register_at = 0.0
+            self.stats.registered -= 1
+
+    def _note(self, event: str, **fields: Any) -> None:
+        """Log a device's problem as a warning the first time it happens and at debug level after that:
+        with 100,000 devices one refused password or one lost server would otherwise flood the log."""
+        if event in self._noted:
+            log.debug(event, **fields)
+        else:
+            self._noted.add(event)
+            log.warning(event, **fields, note="later occurrences are logged at debug level")
+
+    def _wake_waiters(self) -> None:
+        if not self._waiters:
+            return
+        registered = self.stats.registered
+        for target, waiter in self._waiters:
+            if registered >= target and not waiter.done():
+                waiter.set_result(None)
+
+    def _read_date(self, response: Response) -> None:
+        value = response.get("Date")
+        if value is None:
+            return
+        try:
+            server_time = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return
+        if server_time.tzinfo is not None:
+            server_time = server_time.astimezone().replace(tzinfo=None)
+        self.clock_offset = server_time - datetime.now()
+
+    def _device_time(self) -> datetime:
+        return datetime.now() + self.clock_offset
+
+    # -- keepalive -----------------------------------------------------------------------------------
+
+    def _send_keepalive(self, device: _Device) -> None:
+        """The hot path: 100,000 devices at a 60 s interval are 1,700 of these per second."""
+        if not device.registered or self._stopping:
+            return
+        device.sn += 1
+        self.stats.keepalives_sent += 1
+        body = self._keepalive_body % (device.sn, device.device_id.encode())
+        future = self._send_message(device, body)
+        future.add_done_callback(partial(self._on_keepalive_answer, device, device.epoch))
+        self._set_keepalive(device, self._loop.time() + self.config.keepalive_interval)
+
+    def _on_keepalive_answer(self, device: _Device, epoch: int, future: asyncio.Future[Response]) -> None:
+        if future.cancelled():
+            return
+        stats = self.stats
+        if future.exception() is not None:
+            stats.keepalives_failed += 1
+            stats.keepalive_timeouts += 1
+            if epoch == device.epoch and device.registered:
+                device.misses += 1
+                if device.misses >= self.config.keepalive_misses:
+                    self._note("keepalives unanswered; registering again", device=device.device_id)
+                    self._register_again(device)
+            return
+        status = future.result().status
+        if 200 <= status < 300:
+            stats.keepalives_ok += 1
+            if epoch == device.epoch:
+                device.misses = 0
+            return
+        stats.keepalives_failed += 1
+        if epoch == device.epoch and device.registered:
+            # A platform that restarted, or dropped the device, refuses its keepalives (403/404/481...).
+            self._note("keepalive refused; registering again", device=device.device_id, status=status)
+            self._register_again(device)
+
+    def _register_again(self, device: _Device) -> None:
+        self.stats.reregistrations += 1
+        self._mark_unregistered(device)
+        self._enqueue(device)
+
+    # -- requests we send ----------------------------------------------------------------------------
+
+    def _new_call_id(self) -> str:
+        return f"{self._token}{next(self._serial)}@{self.config.bind}"
+
+    def _new_tag(self) -> str:
+        return f"{self._token}{next(self._serial)}"
+
+    def _send_message(self, device: _Device, body: bytes) -> asyncio.Future[Response]:
+        """A MESSAGE from the device to the server, Hikvision style: a new Call-ID each, CSeq 20."""
+        cfg = self.config
+        group = device.group
+        headers = [
+            ("Via", group.transport.via(cfg.transport)),
+            ("From", f"<sip:{device.device_id}@{cfg.domain}>;tag={self._new_tag()}"),
+            ("To", self._server_to),
+            ("Call-ID", self._new_call_id()),
+            ("CSeq", "20 MESSAGE"),
+            ("Content-Type", MANSCDP_TYPE),
+            ("Max-Forwards", "70"),
+            ("User-Agent", cfg.user_agent),
+        ]
+        return group.transport.send_request(Request("MESSAGE", self._server_uri, headers, body), group.server)
+
+    # -- requests we answer --------------------------------------------------------------------------
+
+    def _on_request(self, group: _Group, txn: ServerTransaction) -> None:
+        method = txn.request.method
+        if method == "MESSAGE":
+            self._on_message(group, txn)
+        elif method == "SUBSCRIBE":
+            self._on_subscribe(group, txn)
+        elif method == "INVITE":
+            self.stats.unsupported += 1
+            self._reply(group, txn, 488, "Simulated device sends no media")
+        elif method in ("BYE", "CANCEL", "INFO", "NOTIFY"):
+            self._reply(group, txn, 481)
+        else:
+            self.stats.unsupported += 1
+            self._reply(group, txn, 405, headers=[("Allow", "MESSAGE, SUBSCRIBE, OPTIONS")])
+
+    def _reply(
+        self,
+        group: _Group,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        extra = [("User-Agent", self.config.user_agent), *(headers or ())]
+        return group.transport.reply(txn, status, reason, headers=extra, body=body)
+
+    def _addressed(self, group: _Group, txn: ServerTransaction) -> tuple[_Device, int, ManscdpDocument] | None:
+        """Parse the body and find the device (and channel) it is for; answer the request when we cannot."""
+        request = txn.request
+        try:
+            doc = parse(request.body)
+        except ManscdpError as exc:
+            self._reply(group, txn, exc.status, exc.reason)
+            return None
+        located = self.config.locate(doc.device_id)
+        if located is None:
+            with contextlib.suppress(SipError):
+                located = self.config.locate(request.request_uri.user or "")
+        if located is None:
+            self._reply(group, txn, 404, "No such device")
+            return None
+        number, channel = located
+        return self._devices[number - self.config.start], channel, doc
+
+    def _on_message(self, group: _Group, txn: ServerTransaction) -> None:
+        addressed = self._addressed(group, txn)
+        if addressed is None:
+            return
+        device, channel, doc = addressed
+        answer: Callable[[], Coroutine[Any, Any, None]] | None = None
+        if doc.root == "Query" and doc.sn is not None:
+            if doc.cmd_type == "Catalog":
+                answer = partial(self._answer_catalog, device, channel, doc.sn, doc.device_id)
+            elif doc.cmd_type == "DeviceInfo":
+                answer = partial(self._answer_device_info, device, doc.sn, doc.device_id)
+            elif doc.cmd_type == "DeviceStatus":
+                answer = partial(self._answer_device_status, device, doc.sn, doc.device_id)
+        elif doc.root == "Control":
+            # Accepted and ignored: a simulated camera has nothing to turn, but must not look broken.
+            self._reply(group, txn, 200)
+            return
+        if answer is None:
+            self.stats.unsupported += 1
+            self._reply(group, txn, 200)
+            return
+        self._reply(group, txn, 200)
+        self._spawn(answer())
+
+    def _on_subscribe(self, group: _Group, txn: ServerTransaction) -> None:
+        addressed = self._addressed(group, txn)
+        if addressed is None:
+            return
+        device, channel, doc = addressed
+        request = txn.request
+        if doc.cmd_type not in ("Catalog", "Alarm", "MobilePosition"):
+            self.stats.unsupported += 1
+            self._reply(group, txn, 489)
+            return
+        try:
+            expires = request.expires
+        except SipError:
+            expires = None
+        expires = self.config.expires if expires is None else expires
+        event = request.get("Event") or doc.cmd_type
+        # Dahua answers with the MANSCDP Result in the 200 itself; platforms accept that everywhere.
+        body = encode_body(response_result(doc.cmd_type, doc.sn, doc.device_id), self.config.encoding)
+        response = self._reply(
+            group, txn, 200,
+            headers=[
+                ("Contact", f"<sip:{device.device_id}@{group.contact_host}>"),
+                ("Event", event),
+                ("Expires", str(expires)),
+                ("Content-Type", MANSCDP_TYPE),
+            ],
+            body=body,
+        )
+        self.stats.subscriptions += 1
+        if doc.cmd_type == "Catalog" and expires > 0 and doc.sn is not None:
+            target = self._server_uri
+            with contextlib.suppress(SipError):
+                contact = request.contact
+                if contact is not None:
+                    target = str(contact.uri)
+            dialog = _Dialog(target, local=response.get("To") or "", remote=request.get("From") or "",
+                             call_id=request.call_id or "", event=event)
+            self._spawn(self._notify_catalog(device, channel, dialog, expires, doc.sn))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if isinstance(exc, SipError):
+            # No answer from the server (SipTimeout) to a report or page.
+            self.stats.messages_failed += 1
+        elif exc is not None:
+            log.error("simulated device failed to answer", error=repr(exc))
+
+    # -- answers -------------------------------------------------------------------------------------
+
+    def _catalog_items(self, device: _Device, channel: int, event: str | None = None) -> list[CatalogItem]:
+        cfg = self.config
+        wanted = range(1, cfg.channels + 1) if channel == 0 else (channel,)
+        return [
+            CatalogItem(
+                cfg.channel_id(device.number, c),
+                event=event,
+                name=channel_name(c),
+                manufacturer=MANUFACTURER,
+                model="SIM-IPC",
+                owner="0",
+                civil_code=device.device_id[:6],
+                address=PLACES[(c - 1) % len(PLACES)],
+                parental=0,
+                parent_id=device.device_id,
+                safety_way=0,
+                register_way=1,
+                secrecy=0,
+                status="ON",
+                ptz_type=3,
+            )
+            for c in wanted
+        ]
+
+    async def _send_pages(self, device: _Device, pages: list[ManscdpDocument]) -> None:
+        """One MESSAGE per page, each after the previous one's 200, as NVRs pace them."""
+        encoding = self.config.encoding
+        for page in pages:
+            response = await self._send_message(device, encode_body(page, encoding))
+            self.stats.catalog_pages_sent += 1
+            if response.status >= 300:
+                self.stats.messages_failed += 1
+
+    async def _answer_catalog(self, device: _Device, channel: int, sn: int, query_id: str) -> None:
+        items = self._catalog_items(device, channel)
+        await self._send_pages(device, catalog_pages(sn, query_id, items, self.config.catalog_page_size))
+        self.stats.catalogs_answered += 1
+
+    async def _answer_device_info(self, device: _Device, sn: int, query_id: str) -> None:
+        cfg = self.config
+        doc = response_device_info(
+            sn, query_id, device_name=f"SIM {device.number}", manufacturer=MANUFACTURER,
+            model="SIM-NVR" if cfg.channels > 1 else "SIM-IPC", firmware="V1.0.0", channel=cfg.channels,
+        )
+        await self._report(device, doc)
+        self.stats.queries_answered += 1
+
+    async def _answer_device_status(self, device: _Device, sn: int, query_id: str) -> None:
+        doc = response_device_status(
+            sn, query_id, online=True, status_ok=True, encode=True, record=False,
+            device_time=self._device_time(),
+            alarm_status=[AlarmStatusItem(self.config.alarm_input_id(device.number), "ONDUTY")],
+        )
+        await self._report(device, doc)
+        self.stats.queries_answered += 1
+
+    async def _notify_catalog(self, device: _Device, channel: int, dialog: _Dialog, expires: int, sn: int) -> None:
+        """The catalog as ON events, in NOTIFYs inside the dialog the SUBSCRIBE and our 200 created."""
+        cfg = self.config
+        group = device.group
+        items = self._catalog_items(device, channel, event="ON")
+        size = cfg.catalog_page_size
+        total = len(items)
+        pages = [items[i : i + size] for i in range(0, total, size)] or [[]]
+        for cseq, page in enumerate(pages, start=1):
+            body = encode_body(notify_catalog(sn, device.device_id, page, sum_num=total), cfg.encoding)
+            headers = [
+                ("Via", group.transport.via(cfg.transport)),
+                ("From", dialog.local),
+                ("To", dialog.remote),
+                ("Call-ID", dialog.call_id),
+                ("CSeq", f"{cseq} NOTIFY"),
+                ("Contact", f"<sip:{device.device_id}@{group.contact_host}>"),
+                ("Event", dialog.event),
+                ("Subscription-State", f"active;expires={expires}"),
+                ("Content-Type", MANSCDP_TYPE),
+                ("Max-Forwards", "70"),
+                ("User-Agent", cfg.user_agent),
+            ]
+            request = Request("NOTIFY", dialog.target, headers, body)
+            response = await group.transport.send_request(request, group.server)
+            self.stats.notifies_sent += 1
+            if response.status >= 300:
+                self.stats.messages_failed += 1
+
+
+@dataclass(slots=True, frozen=True)
+class _Dialog:
+    """A subscription dialog from our side: where NOTIFYs go and the From/To/Call-ID/Event they carry."""
+
+    target: str
+    local: str
+    remote: str
+    call_id: str
+    event: str
+
+
+def _keepalive_template(encoding: str) -> bytes:
+    """The keepalive body as `bytes % (sn, device_id)`: built once by the MANSCDP builder, so the hot path
+    formats bytes instead of building and serializing an XML tree per keepalive."""
+    sn_mark, id_mark = 987654321, "DEVICEIDMARK"
+    body = encode_body(notify_keepalive(sn_mark, id_mark), encoding).replace(b"%", b"%%")
+    template = body.replace(f">{sn_mark}<".encode(), b">%d<").replace(f">{id_mark}<".encode(), b">%s<")
+    assert template.count(b"%d") == 1 and template.count(b"%s") == 1, "keepalive builder output changed"
+    return template
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `gb28181-gateway simulate`."""
+    d = SimulatorConfig(server_host="", server_port=0)
+    add = parser.add_argument
+    add("--server", required=True, type=_server_address, metavar="HOST:PORT",
+        help="the SIP address devices register to")
+    add("--transport", choices=("udp", "tcp"), default="udp", help="signalling transport (default udp)")
+    add("--count", type=int, default=d.count, help="number of devices (default 1)")
+    add("--channels", type=int, default=d.channels, help="camera channels per device (default 1)")
+    add("--id-prefix", default=d.id_prefix,
+        help=f"device IDs are this prefix plus the device number (default {d.id_prefix})")
+    add("--start", type=int, default=d.start, help="number of the first device (default 1)")
+    add("--domain", default=d.domain, help=f"SIP domain and realm (default {d.domain})")
+    add("--server-id", default=d.server_id, help=f"the server's 20-digit ID (default {d.server_id})")
+    add("--password", default=d.password, help="digest password of every device")
+    add("--username-differs", action="store_true",
+        help="authenticate with a username other than the device ID, as Hikvision IPCs can")
+    add("--expires", type=int, default=d.expires, help=f"registration expiry in seconds (default {d.expires})")
+    add("--keepalive-interval", type=float, default=d.keepalive_interval,
+        help=f"seconds between keepalives (default {d.keepalive_interval:g})")
+    add("--devices-per-socket", type=int, default=d.devices_per_socket,
+        help=f"devices sharing one local port, like devices behind one NAT (default {d.devices_per_socket})")
+    add("--catalog-page-size", type=int, default=d.catalog_page_size,
+        help=f"catalog items per answer MESSAGE (default {d.catalog_page_size})")
+    add("--encoding", choices=ENCODINGS, default=d.encoding, help=f"charset of MANSCDP bodies (default {d.encoding})")
+    add("--duration", type=float, default=0.0, help="seconds to run; 0 runs until interrupted (default 0)")
+    add("--register-rate", type=float, default=d.register_rate,
+        help=f"registrations started per second at most (default {d.register_rate:g})")
+    add("--retry-interval", type=float, default=d.retry_interval,
+        help=f"seconds before retrying a failed registration (default {d.retry_interval:g})")
+    add("--bind", default=d.bind, help=f"local address of the devices (default {d.bind})")
+    add("--user-agent", default=d.user_agent, help=f"User-Agent of the devices (default {d.user_agent!r})")
+    add("--stats-interval", type=float, default=10.0, help="seconds between statistics lines; 0 for none")
+
+
+def _server_address(text: str) -> tuple[str, int]:
+    try:
+        address = parse_host_port("--server", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return address.host, address.port
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """The configuration the parsed options describe; ValueError names what is wrong."""
+    host, port = args.server
+    return SimulatorConfig(
+        server_host=host,
+        server_port=port,
+        transport=args.transport,
+        count=args.count,
+        channels=args.channels,
+        id_prefix=args.id_prefix,
+        start=args.start,
+        domain=args.domain,
+        server_id=args.server_id,
+        password=args.password,
+        username_differs=args.username_differs,
+        expires=args.expires,
+        keepalive_interval=args.keepalive_interval,
+        devices_per_socket=args.devices_per_socket,
+        catalog_page_size=args.catalog_page_size,
+        encoding=args.encoding,
+        register_rate=args.register_rate,
+        retry_interval=args.retry_interval,
+        bind=args.bind,
+        user_agent=args.user_agent,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the simulator until --duration passes or SIGINT/SIGTERM. Exit status 0 when every device was
+    registered at the end, 1 when some were not, 2 for invalid options."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+            installed.append(signum)
+    simulator = DeviceSimulator(config)
+    started = loop.time()
+    try:
+        await simulator.start()
+        log.info("simulator started", devices=config.count, channels=config.channels,
+                 transport=config.transport, server=f"{config.server_host}:{config.server_port}",
+                 sockets=len(simulator.sockets))
+        deadline = started + args.duration if args.duration > 0 else math.inf
+        interval = args.stats_interval if args.stats_interval > 0 else math.inf
+        while not stop.is_set():
+            wait = min(interval, deadline - loop.time())
+            if wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), None if wait == math.inf else wait)
+            if interval != math.inf:
+                log.info("simulator stats", elapsed=round(loop.time() - started, 1), **asdict(simulator.stats))
+        complete = simulator.stats.registered == config.count
+    finally:
+        await simulator.stop(unregister=True)
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    log.info("simulator stopped", **asdict(simulator.stats))
+    return 0 if complete else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `run(args)` on uvloop when it is installed (several times the packet rate of asyncio's loop)."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run(args))

@@ -1,0 +1,617 @@
+"""What the device-access integration tests share: a gateway handle, a scripted SIP device, a sipp runner.
+
+The fixtures that build them are in conftest.py. The gateway runs in the test's event loop on free loopback ports with a SQLite file under tmp_path, so the
+tests reach it only through its contracts: SIP on 127.0.0.1 (UDP and TCP), the HTTP API and the log
+output. ``SipDevice`` is a deliberately small, independent SIP client (its own parsing and digest
+arithmetic, not the project's ``sip`` package), so a bug there cannot hide the same bug in the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gb28181 import logs
+from gb28181.config import GatewayConfig, HostPort, load_config
+from gb28181.daemon import Gateway
+
+GATEWAY_ID = "34020000002000000001"
+DOMAIN = "3402000000"
+PASSWORD = "gw-secret-12345678"
+# A community (industry 01) IPC (type 132) in the social-resource access network (network digit 8).
+DEVICE_ID = "34020000011328000001"
+SIPP_DIR = Path(__file__).resolve().parents[1] / "sipp"
+SIPP_MODE = {"UDP": "u1", "TCP": "t1"}
+
+# -- clock and logs -----------------------------------------------------------------------------------
+
+
+class OffsetClock:
+    """Wall-clock time plus an offset the test moves forward: nonce ages and lockouts without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class LogTee(io.TextIOBase):
+    """The one stream structlog is configured with for this test session; each gateway gets a fresh buffer.
+
+    ``logs.configure`` caches loggers on first use, so the stream cannot be swapped per test; what it
+    writes to can.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+_TEE = LogTee()
+_configured = False
+
+
+def capture_logs() -> io.StringIO:
+    """Route the gateway's structlog output (JSON lines, debug level) into a fresh buffer."""
+    global _configured
+    if not _configured:
+        logs.configure("debug", "json", stream=_TEE)
+        _configured = True
+    _TEE.buffer = io.StringIO()
+    return _TEE.buffer
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    events = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
+
+
+# -- ports ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (for processes that need a port number up front)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+# -- a minimal SIP client -------------------------------------------------------------------------------
+
+
+@dataclass
+class SipMessage:
+    """A received SIP message, parsed just enough for assertions (no dependency on the sip package)."""
+
+    start: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> SipMessage:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return cls(lines[0], headers, body, data)
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("SIP/2.0 ")
+
+    @property
+    def status(self) -> int:
+        return int(self.start.split(" ", 2)[1])
+
+    @property
+    def reason(self) -> str:
+        parts = self.start.split(" ", 2)
+        return parts[2] if len(parts) > 2 else ""
+
+    @property
+    def method(self) -> str:
+        return self.start.split(" ", 1)[0]
+
+    def get(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    @property
+    def branch(self) -> str:
+        via = self.get("Via") or self.get("v") or ""
+        match = re.search(r";\s*branch=([^;,\s]+)", via)
+        return match.group(1) if match else ""
+
+
+def digest_params(header: str) -> dict[str, str]:
+    """The parameters of a Digest challenge, names lower-cased, quotes removed."""
+    assert header.lower().startswith("digest "), header
+    return {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in re.finditer(r'([\w-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', header[7:])
+    }
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def digest_authorization(
+    challenge: dict[str, str], username: str, password: str, uri: str, method: str = "REGISTER"
+) -> tuple[str, str]:
+    """(Authorization value, response hash) answering a challenge per RFC 2617, computed here."""
+    realm, nonce = challenge["realm"], challenge["nonce"]
+    ha1 = md5(f"{username}:{realm}:{password}")
+    ha2 = md5(f"{method}:{uri}")
+    if "auth" in challenge.get("qop", "").split(","):
+        cnonce, nc = os.urandom(4).hex(), "00000001"
+        response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        extra = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+    else:
+        response = md5(f"{ha1}:{nonce}:{ha2}")
+        extra = ""
+    value = (
+        f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5{extra}'
+    )
+    return value, response
+
+
+class _DeviceUdp(asyncio.DatagramProtocol):
+    def __init__(self, device: SipDevice) -> None:
+        self.device = device
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.device.received(data)
+
+
+class SipDevice:
+    """A scripted device on 127.0.0.1 over UDP or TCP.
+
+    Requests from the gateway (its DeviceInfo/Catalog queries, alarm acknowledgements) are recorded and
+    answered by ``on_request`` (default: 200 OK). Responses resolve the request with the same Via branch.
+    """
+
+    def __init__(self, device_id: str, gateway_port: int, transport: str = "UDP") -> None:
+        self.device_id = device_id
+        self.gateway = ("127.0.0.1", gateway_port)
+        self.transport = transport
+        self.local_port = 0
+        self.call_id = f"{os.urandom(8).hex()}@127.0.0.1"
+        self.from_tag = os.urandom(4).hex()
+        self.cseq = 0
+        self.requests: list[SipMessage] = []
+        self.on_request: Callable[[SipDevice, SipMessage], Awaitable[None] | None] | None = None
+        self._waiting: dict[str, asyncio.Future[SipMessage]] = {}
+        self._udp: asyncio.DatagramTransport | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = asyncio.Event()
+        # Every secret this device computed or saw, for the "never in the logs" checks.
+        self.secrets: set[str] = set()
+        self.last_authorization = ""
+
+    async def open(self) -> SipDevice:
+        loop = asyncio.get_running_loop()
+        if self.transport == "UDP":
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _DeviceUdp(self), local_addr=("127.0.0.1", 0)
+            )
+            self.local_port = self._udp.get_extra_info("sockname")[1]
+        else:
+            reader, self._writer = await asyncio.open_connection(*self.gateway)
+            self.local_port = self._writer.get_extra_info("sockname")[1]
+            self._reader_task = loop.create_task(self._read_stream(reader))
+        return self
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *([self._reader_task] if self._reader_task else [])]:
+            task.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+    async def _read_stream(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+                length = int(match.group(1)) if match else 0
+                body = await reader.readexactly(length) if length else b""
+                self.received(head + body)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self.closed.set()
+
+    # -- bytes ------------------------------------------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        if self._udp is not None:
+            self._udp.sendto(data, self.gateway)
+        else:
+            assert self._writer is not None
+            self._writer.write(data)
+
+    def received(self, data: bytes) -> None:
+        message = SipMessage.parse(data)
+        if message.is_response:
+            challenge = message.get("WWW-Authenticate")
+            if challenge:
+                self.secrets.add(digest_params(challenge).get("nonce", ""))
+            future = self._waiting.get(message.branch)
+            if future is not None and not future.done() and message.status >= 200:
+                future.set_result(message)
+            return
+        self.requests.append(message)
+        if message.method == "ACK":
+            return
+        handler = self.on_request or SipDevice.answer_ok
+        result = handler(self, message)
+        if asyncio.iscoroutine(result):
+            task = asyncio.get_running_loop().create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def answer_ok(self, request: SipMessage, status: int = 200, reason: str = "OK") -> None:
+        lines = [f"SIP/2.0 {status} {reason}"]
+        lines += [f"Via: {v}" for v in request.get_all("Via")]
+        lines += [
+            f"From: {request.get('From')}",
+            f"To: {request.get('To')};tag={self.from_tag}",
+            f"Call-ID: {request.get('Call-ID')}",
+            f"CSeq: {request.get('CSeq')}",
+            "Content-Length: 0",
+        ]
+        self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    # -- requests ---------------------------------------------------------------------------------------
+
+    @property
+    def via_transport(self) -> str:
+        return "UDP" if self.transport == "UDP" else "TCP"
+
+    def build(
+        self,
+        method: str,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        call_id: str | None = None,
+        cseq: int | None = None,
+        from_user: str | None = None,
+        to_user: str | None = None,
+    ) -> tuple[bytes, str]:
+        """A request's bytes and its Via branch. CSeq counts up per device unless given."""
+        branch = "z9hG4bK" + os.urandom(6).hex()
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        from_user = from_user or self.device_id
+        to_user = to_user or (self.device_id if method == "REGISTER" else GATEWAY_ID)
+        lines = [
+            f"{method} sip:{GATEWAY_ID}@{DOMAIN} SIP/2.0",
+            f"Via: SIP/2.0/{self.via_transport} 127.0.0.1:{self.local_port};rport;branch={branch}",
+            f"From: <sip:{from_user}@{DOMAIN}>;tag={self.from_tag}",
+            f"To: <sip:{to_user}@{DOMAIN}>",
+            f"Call-ID: {call_id or self.call_id}",
+            f"CSeq: {cseq} {method}",
+            "Max-Forwards: 70",
+            "User-Agent: test device",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers or ()]
+        lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, branch
+
+    async def send(self, data: bytes, branch: str, timeout: float = 3.0) -> SipMessage:
+        """Send a request (retransmitted over UDP like Timer E) and wait for its final response."""
+        future: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[branch] = future
+        try:
+            deadline = asyncio.get_running_loop().time() + timeout
+            interval = 0.25
+            while True:
+                self.send_raw(data)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError("no final response")
+                wait = min(interval, remaining) if self.transport == "UDP" else remaining
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(future), wait)
+                interval = min(interval * 2, 2.0)
+        finally:
+            self._waiting.pop(branch, None)
+
+    async def request(self, method: str, **kwargs: Any) -> SipMessage:
+        timeout = kwargs.pop("timeout", 3.0)
+        data, branch = self.build(method, **kwargs)
+        return await self.send(data, branch, timeout)
+
+    async def register(
+        self,
+        password: str = PASSWORD,
+        *,
+        expires: int | None = 3600,
+        username: str | None = None,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> SipMessage:
+        """REGISTER; answer a 401 (once, or again when it says stale) with digest. Returns the final answer."""
+        extra_headers = extra_headers or []
+        headers = [] if any(n == "Contact" for n, _ in extra_headers) else [
+            ("Contact", f"<sip:{self.device_id}@127.0.0.1:{self.local_port}>")
+        ]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        headers += extra_headers
+        response = await self.request("REGISTER", headers=headers)
+        for _ in range(2):
+            if response.status != 401:
+                return response
+            response = await self.answer_challenge(response, password, headers, username=username)
+        return response
+
+    async def answer_challenge(
+        self,
+        challenge_response: SipMessage,
+        password: str,
+        headers: list[tuple[str, str]],
+        *,
+        username: str | None = None,
+        call_id: str | None = None,
+    ) -> SipMessage:
+        challenge = digest_params(challenge_response.get("WWW-Authenticate") or "")
+        value, response_hash = digest_authorization(
+            challenge, username or self.device_id, password, f"sip:{GATEWAY_ID}@{DOMAIN}"
+        )
+        self.secrets.update({challenge["nonce"], response_hash})
+        self.last_authorization = value
+        return await self.request("REGISTER", headers=[*headers, ("Authorization", value)], call_id=call_id)
+
+    async def message(self, body: bytes, content_type: str = "Application/MANSCDP+xml", **kwargs: Any) -> SipMessage:
+        return await self.request("MESSAGE", headers=[("Content-Type", content_type)], body=body,
+                                  call_id=f"{os.urandom(8).hex()}@127.0.0.1", **kwargs)
+
+    async def keepalive(self, sn: int = 1) -> SipMessage:
+        return await self.message(keepalive_body(self.device_id, sn))
+
+
+def keepalive_body(device_id: str, sn: int = 1) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
+        f"<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
+    ).encode()
+
+
+# -- the gateway ----------------------------------------------------------------------------------------
+
+
+def merge_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@dataclass
+class RunningGateway:
+    """A started Gateway with its addresses and ways to reach it."""
+
+    gateway: Gateway
+    config: GatewayConfig
+    clock: OffsetClock
+    log: io.StringIO
+    http: aiohttp.ClientSession
+    devices: list[SipDevice] = field(default_factory=list)
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        """Close this gateway's devices, then the gateway (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for device in self.devices:
+            await device.close()
+        self.devices.clear()
+        await self.gateway.stop()
+
+    @property
+    def sip_port(self) -> int:
+        return self.gateway.sip_port
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway.api_port}"
+
+    @property
+    def log_text(self) -> str:
+        return self.log.getvalue()
+
+    async def api(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        async with self.http.request(method, self.api_url + path) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.text()
+
+    async def device(self, device_id: str = DEVICE_ID) -> dict[str, Any]:
+        status, body = await self.api(f"/api/devices/{device_id}")
+        assert status == 200, (status, body)
+        return body
+
+    async def device_or_none(self, device_id: str) -> dict[str, Any] | None:
+        status, body = await self.api(f"/api/devices/{device_id}")
+        return body if status == 200 else None
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        _, text = await self.api("/metrics")
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            sample, _, label_text = key.partition("{")
+            if sample == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
+                return float(value)
+        return 0.0
+
+    async def wait_for(
+        self, check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition"
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    async def new_device(self, device_id: str = DEVICE_ID, transport: str = "UDP") -> SipDevice:
+        device = await SipDevice(device_id, self.sip_port, transport).open()
+        self.devices.append(device)
+        return device
+
+    async def registered_device(
+        self, device_id: str = DEVICE_ID, transport: str = "UDP", password: str = PASSWORD
+    ) -> SipDevice:
+        device = await self.new_device(device_id, transport)
+        response = await device.register(password)
+        assert response.status == 200, response.start
+        return device
+
+    async def alive(self) -> bool:
+        status, body = await self.api("/api/health")
+        return status == 200 and body["status"] == "ok"
+
+
+BASE_CONFIG: dict[str, Any] = {
+    "sip": {
+        "id": GATEWAY_ID,
+        "domain": DOMAIN,
+        "listen": "127.0.0.1:5060",  # replaced by port 0 below: YAML asks for a real port
+        "password": PASSWORD,
+        "query_timeout": 2,
+        "catalog_first_wait": 2,
+        "catalog_gap_timeout": 1,
+    },
+    "api": {"listen": "127.0.0.1:8080"},
+    "log": {"level": "debug"},
+}
+
+
+# -- sipp -----------------------------------------------------------------------------------------------
+
+requires_sipp = pytest.mark.skipif(
+    shutil.which("sipp") is None, reason="sipp not on PATH: install the Debian package sip-tester"
+)
+
+
+@dataclass
+class SippRun:
+    returncode: int | None
+    output: str
+    workdir: Path
+
+    def report(self) -> str:
+        parts = [f"sipp exit code {self.returncode}", f"--- output\n{self.output[-2000:]}"]
+        for path in sorted(self.workdir.glob("*_errors.log")):
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+        for path in sorted(self.workdir.glob("*_messages.log")):
+            parts.append(f"--- {path.name} (end)\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+
+class Sipp:
+    """Runs sipp scenarios from tests/sipp against a gateway; every run is bounded and keeps its logs."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.count = 0
+
+    def command(self, scenario: str, port: int, transport: str, keys: dict[str, str],
+                ooc: str | None = None) -> list[str]:
+        command = [
+            "sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(free_port()),
+            "-t", SIPP_MODE[transport], "-m", "1", "-timeout", "15s", "-timeout_error",
+            "-trace_err", "-trace_msg", "-nostdin", "-max_recv_loops", "100",
+        ]
+        if ooc is not None:
+            command += ["-oocsf", str(SIPP_DIR / ooc)]
+        if "inf" in keys:
+            command += ["-inf", keys.pop("inf")]
+        for name, value in keys.items():
+            command += ["-key", name, value]
+        return [*command, f"127.0.0.1:{port}"]
+
+    async def start(self, scenario: str, port: int, transport: str, ooc: str | None = None,
+                    **keys: str) -> tuple[asyncio.subprocess.Process, Path]:
+        self.count += 1
+        workdir = self.workdir / f"sipp{self.count}"
+        workdir.mkdir()
+        process = await asyncio.create_subprocess_exec(
+            *self.command(scenario, port, transport, keys, ooc), cwd=workdir,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        return process, workdir
+
+    async def finish(self, process: asyncio.subprocess.Process, workdir: Path, timeout: float = 20) -> SippRun:
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError:
+            process.kill()
+            output, _ = await process.communicate()
+        return SippRun(process.returncode, output.decode(errors="replace"), workdir)
+
+    async def run(self, scenario: str, port: int, transport: str, ooc: str | None = None, **keys: str) -> SippRun:
+        return await self.finish(*await self.start(scenario, port, transport, ooc, **keys))

@@ -1,0 +1,548 @@
+"""Helpers for tests that drive a whole gateway through its real interfaces.
+
+SIP goes over UDP from a plain asyncio socket that plays a device, the HTTP API is read with aiohttp, and
+the daemon runs either in-process (fast) or as a subprocess (for kill -9, signals and the CLI). The SIP
+side is deliberately independent of the project's ``sip`` package (its own parsing and digest arithmetic),
+so a bug there cannot hide the same bug in the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gb28181.config import HostPort, load_config
+from gb28181.daemon import Gateway
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+INTEROP = SHARED / "interop"
+
+GATEWAY_ID = "34020000002000000001"
+DOMAIN = "3402000000"
+
+
+# -- ports ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port that was free for both UDP and TCP on 127.0.0.1 a moment ago (the config needs 1-65535)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+def port_in_use(port: int) -> bool:
+    """Whether 127.0.0.1:port is taken for UDP or TCP."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return True
+    return False
+
+
+# -- SIP messages ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SipMsg:
+    """A SIP message parsed just enough for assertions."""
+
+    start: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> SipMsg:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return cls(lines[0], headers, body, data)
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("SIP/2.0 ")
+
+    @property
+    def status(self) -> int:
+        return int(self.start.split(" ", 2)[1])
+
+    @property
+    def reason(self) -> str:
+        parts = self.start.split(" ", 2)
+        return parts[2] if len(parts) > 2 else ""
+
+    @property
+    def method(self) -> str:
+        return self.start.split(" ", 1)[0]
+
+    def get(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    @property
+    def branch(self) -> str:
+        match = re.search(r";\s*branch=([^;,\s]+)", self.get("Via") or "")
+        return match.group(1) if match else ""
+
+    def xml(self, tag: str) -> str | None:
+        """Text of the first <tag> of the body (bodies may declare GB2312, which expat cannot read)."""
+        match = re.search(rb"<" + tag.encode() + rb">\s*([^<]*?)\s*</" + tag.encode() + rb">", self.body)
+        return match.group(1).decode("gb18030") if match else None
+
+    @property
+    def cmd_type(self) -> str | None:
+        return self.xml("CmdType")
+
+    @property
+    def sn(self) -> str | None:
+        return self.xml("SN")
+
+
+def set_content_length(data: bytes) -> bytes:
+    """Make Content-Length match the body again, keeping the header's own spelling and spacing."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    head = re.sub(rb"(?im)^((?:Content-Length|l)[ \t]*:[ \t]*)\d+", lambda m: m.group(1) + str(len(body)).encode(),
+                  head, count=1)
+    return head + sep + body
+
+
+def md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def digest_response(username: str, realm: str, password: str, method: str, uri: str, nonce: str) -> str:
+    """RFC 2617 digest without qop (what GB/T 28181 devices send), computed independently of sip/."""
+    return md5_hex(f"{md5_hex(f'{username}:{realm}:{password}')}:{nonce}:{md5_hex(f'{method}:{uri}')}")
+
+
+def challenge_params(header: str) -> dict[str, str]:
+    """The parameters of a Digest challenge, names lower-cased, quotes removed."""
+    assert header.lower().startswith("digest "), header
+    return {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in re.finditer(r'([\w-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', header[7:])
+    }
+
+
+# -- a device on a UDP socket ---------------------------------------------------------------------------
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, device: UdpDevice) -> None:
+        self.device = device
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.device.received(data)
+
+
+class UdpDevice:
+    """One UDP socket on 127.0.0.1 speaking SIP to the gateway.
+
+    Requests the gateway sends (queries, alarm acknowledgements) are queued once per Via branch; a
+    retransmission gets the answer already given. Answers to our own requests resolve ``transact``.
+    """
+
+    def __init__(self, gateway_port: int, user_agent: str = "test device") -> None:
+        self.gateway = ("127.0.0.1", gateway_port)
+        self.user_agent = user_agent
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.requests: asyncio.Queue[SipMsg] = asyncio.Queue()
+        self.seen: list[SipMsg] = []
+        self._answers: dict[str, bytes] = {}
+        self._waiting: dict[str, asyncio.Future[SipMsg]] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def open(self) -> UdpDevice:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=("127.0.0.1", 0)
+        )
+        self.port = self._transport.get_extra_info("sockname")[1]
+        return self
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def received(self, data: bytes) -> None:
+        msg = SipMsg.parse(data)
+        if msg.is_response:
+            future = self._waiting.get(msg.branch)
+            if future is not None and not future.done() and msg.status >= 200:
+                future.set_result(msg)
+            return
+        if msg.branch in self._answers:
+            self.send(self._answers[msg.branch])
+            return
+        self._answers[msg.branch] = b""
+        self.seen.append(msg)
+        self.requests.put_nowait(msg)
+
+    def send(self, data: bytes) -> None:
+        assert self._transport is not None
+        if data:
+            self._transport.sendto(data, self.gateway)
+
+    async def transact(self, data: bytes, timeout: float = 3.0) -> SipMsg:
+        """Send a request (retransmitted like Timer E) and wait for its final response."""
+        branch = SipMsg.parse(data).branch
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SipMsg] = loop.create_future()
+        self._waiting[branch] = future
+        deadline = loop.time() + timeout
+        interval = 0.5
+        try:
+            while True:
+                self.send(data)
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"no final response to {data[:60]!r}")
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(future), min(interval, remaining))
+                interval = min(interval * 2, 4.0)
+        finally:
+            self._waiting.pop(branch, None)
+
+    async def next_request(self, timeout: float = 5.0) -> SipMsg:
+        return await asyncio.wait_for(self.requests.get(), timeout)
+
+    def reply(self, request: SipMsg, status: int = 200, reason: str = "OK",
+              headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Answer a request from the gateway the way embedded SIP stacks do (To tag, User-Agent)."""
+        lines = [f"SIP/2.0 {status} {reason}"]
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            value = request.get(name) or ""
+            if name == "To" and ";tag=" not in value:
+                value += f";tag={os.urandom(4).hex()}"
+            lines.append(f"{name}: {value}")
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines += [f"User-Agent: {self.user_agent}", "Content-Length: 0"]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self._answers[request.branch] = data
+        self.send(data)
+
+
+class GbDevice(UdpDevice):
+    """A GB/T 28181 device whose requests this test suite writes itself (not replayed from a capture)."""
+
+    def __init__(self, device_id: str, gateway_port: int, gateway_id: str = GATEWAY_ID,
+                 domain: str = DOMAIN) -> None:
+        super().__init__(gateway_port)
+        self.device_id = device_id
+        self.gateway_id = gateway_id
+        self.domain = domain
+        self.call_id = os.urandom(6).hex()
+        self.tag = os.urandom(4).hex()
+        self.cseq = 0
+        self.sn = 0
+        # Nonces and digest responses this device saw or computed, for "never shown anywhere" checks.
+        self.secrets: set[str] = set()
+
+    def build(self, method: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+              call_id: str | None = None) -> bytes:
+        self.cseq += 1
+        to_user = self.device_id if method == "REGISTER" else self.gateway_id
+        lines = [
+            f"{method} sip:{self.gateway_id}@{self.domain} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};rport;branch=z9hG4bK{os.urandom(5).hex()}",
+            f"From: <sip:{self.device_id}@{self.domain}>;tag={self.tag if method == 'REGISTER' else os.urandom(4).hex()}",
+            f"To: <sip:{to_user}@{self.domain}>",
+            f"Call-ID: {call_id or (self.call_id if method == 'REGISTER' else os.urandom(6).hex())}",
+            f"CSeq: {self.cseq} {method}",
+            "Max-Forwards: 70",
+            f"User-Agent: {self.user_agent}",
+            *(f"{name}: {value}" for name, value in headers),
+            f"Content-Length: {len(body)}",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    async def register(self, password: str, expires: int = 3600, username: str | None = None) -> SipMsg:
+        """REGISTER, answering one 401 with digest. Returns the final answer."""
+        headers = [("Contact", f"<sip:{self.device_id}@{self.host}:{self.port}>"), ("Expires", str(expires))]
+        first = await self.transact(self.build("REGISTER", headers))
+        if first.status != 401:
+            return first
+        challenge = challenge_params(first.get("WWW-Authenticate") or "")
+        uri = f"sip:{self.gateway_id}@{self.domain}"
+        user = username or self.device_id
+        response = digest_response(user, challenge["realm"], password, "REGISTER", uri, challenge["nonce"])
+        self.secrets.update((challenge["nonce"], response))
+        auth = (f'Digest username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
+                f'uri="{uri}", response="{response}", algorithm=MD5')
+        return await self.transact(self.build("REGISTER", [*headers, ("Authorization", auth)]))
+
+    async def message(self, xml: str, encoding: str = "GB2312") -> SipMsg:
+        body = f'<?xml version="1.0" encoding="{encoding}"?>\r\n{xml}\r\n'.encode(encoding)
+        return await self.transact(self.build("MESSAGE", [("Content-Type", "Application/MANSCDP+xml")], body))
+
+    async def keepalive(self) -> SipMsg:
+        self.sn += 1
+        return await self.message(
+            f"<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{self.sn}</SN>\r\n"
+            f"<DeviceID>{self.device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>"
+        )
+
+    async def answer_query(self, cmd_type: str, respond: Callable[[str], str] | None,
+                           timeout: float = 5.0) -> SipMsg:
+        """Wait for the gateway's Query of `cmd_type`, answer it 200, then send `respond(sn)` if given."""
+        query = await self.next_request(timeout)
+        assert query.method == "MESSAGE" and query.cmd_type == cmd_type, (query.start, query.body[:200])
+        self.reply(query)
+        if respond is not None:
+            answer = await self.message(respond(query.sn or ""))
+            assert answer.status == 200, answer.start
+        return query
+
+
+def device_info_xml(device_id: str, sn: str, name: str, manufacturer: str, model: str, firmware: str) -> str:
+    return (
+        f"<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n"
+        f"<Result>OK</Result>\r\n<DeviceName>{name}</DeviceName>\r\n<Manufacturer>{manufacturer}</Manufacturer>\r\n"
+        f"<Model>{model}</Model>\r\n<Firmware>{firmware}</Firmware>\r\n<Channel>1</Channel>\r\n</Response>"
+    )
+
+
+def catalog_xml(device_id: str, sn: str, items: list[dict[str, str]], sum_num: int | None = None) -> str:
+    """One Catalog Response page; each item maps element names to text (DeviceID first)."""
+    parts = [
+        f"<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n"
+        f"<SumNum>{len(items) if sum_num is None else sum_num}</SumNum>\r\n<DeviceList Num=\"{len(items)}\">\r\n"
+    ]
+    for item in items:
+        parts.append("<Item>\r\n" + "".join(f"<{k}>{v}</{k}>\r\n" for k, v in item.items()) + "</Item>\r\n")
+    parts.append("</DeviceList>\r\n</Response>")
+    return "".join(parts)
+
+
+# -- the HTTP API ---------------------------------------------------------------------------------------
+
+
+class ApiClient:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        # Every body the API returned, for the "no secret anywhere" checks.
+        self.outputs: list[str] = []
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        async with self.session.request(method, self.base + path) as response:
+            text = await response.text()
+            self.outputs.append(text)
+            if response.content_type == "application/json":
+                return response.status, json.loads(text)
+            return response.status, text
+
+    async def ok(self, path: str, method: str = "GET") -> Any:
+        status, body = await self.call(path, method)
+        assert status in (200, 202), (path, status, body)
+        return body
+
+    async def metrics(self) -> dict[str, float]:
+        """``name{labels}`` -> value, labels sorted, from /metrics."""
+        _, text = await self.call("/metrics")
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            name, _, labels = key.partition("{")
+            if labels:
+                key = name + "{" + ",".join(sorted(labels.rstrip("}").split(","))) + "}"
+            samples[key] = float(value)
+        return samples
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# -- the gateway in-process -----------------------------------------------------------------------------
+
+
+@dataclass
+class InProcessGateway:
+    gateway: Gateway
+    api: ApiClient
+    devices: list[UdpDevice] = field(default_factory=list)
+
+    @property
+    def sip_port(self) -> int:
+        return self.gateway.sip_port
+
+    async def device(self, device_id: str) -> GbDevice:
+        cfg = self.gateway.config.sip
+        device = await GbDevice(device_id, self.sip_port, cfg.id, cfg.domain).open()
+        self.devices.append(device)
+        return device
+
+    async def udp(self, user_agent: str) -> UdpDevice:
+        device = await UdpDevice(self.sip_port, user_agent).open()
+        self.devices.append(device)
+        return device
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@asynccontextmanager
+async def running_gateway(tmp_path: Path, overrides: dict[str, Any] | None = None) -> AsyncIterator[InProcessGateway]:
+    """A Gateway in this event loop on ephemeral loopback ports, with SQLite under tmp_path."""
+    base: dict[str, Any] = {
+        "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": "127.0.0.1:5060", "query_timeout": 1,
+                "catalog_first_wait": 3, "catalog_gap_timeout": 0.5},
+        "storage": {"backend": "sqlite", "path": str(tmp_path / "gateway.db")},
+        "api": {"listen": "127.0.0.1:8080"},
+    }
+    config = load_config(_merge(base, overrides or {}))
+    # Port 0 is not valid in a file, but the in-process gateway reports what it bound.
+    config.sip.listen = HostPort("127.0.0.1", 0)
+    config.api.listen = HostPort("127.0.0.1", 0)
+    gateway = Gateway(config)
+    await gateway.start()
+    api = ApiClient(f"http://127.0.0.1:{gateway.api_port}")
+    handle = InProcessGateway(gateway, api)
+    try:
+        yield handle
+    finally:
+        for device in handle.devices:
+            device.close()
+        await api.close()
+        await gateway.stop()
+
+
+# -- the daemon as a subprocess -------------------------------------------------------------------------
+
+
+def daemon_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
+    """A config mapping on fresh free ports (sip, api), JSON logs, SQLite under tmp_path."""
+    sip_port, api_port = free_port(), free_port()
+    data: dict[str, Any] = {
+        "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": f"127.0.0.1:{sip_port}", "query_timeout": 1,
+                "catalog_first_wait": 3, "catalog_gap_timeout": 0.5},
+        "storage": {"backend": "sqlite", "path": str(tmp_path / "gateway.db")},
+        "api": {"listen": f"127.0.0.1:{api_port}"},
+        "log": {"level": "info", "format": "json"},
+    }
+    return _merge(data, sections), sip_port, api_port
+
+
+class DaemonProcess:
+    """``python3 -m gb28181 run`` in a subprocess; stderr (the JSON log) goes to a file."""
+
+    def __init__(self, args: list[str], log_path: Path, api_url: str, cwd: Path | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.api_url = api_url
+        self.cwd = cwd
+        self.process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    def with_config(cls, config: dict[str, Any], config_path: Path, log_path: Path) -> DaemonProcess:
+        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        api = config["api"]["listen"]
+        return cls(["run", "--config", str(config_path)], log_path, f"http://{api}")
+
+    async def start(self, timeout: float = 15.0) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gb28181", *self.args, cwd=self.cwd or REPO, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+            deadline = time.monotonic() + timeout
+            while True:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(self.api_url + "/api/health") as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"daemon did not come up:\n{self.log_text()[-3000:]}")
+                await asyncio.sleep(0.05)
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    async def wait(self, timeout: float = 10.0) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def ensure_stopped(self) -> None:
+        """Kill the daemon if a failed test left it running."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+    async def wait_log(self, event: str, timeout: float = 5.0, after: int = 0) -> dict[str, Any]:
+        """The first JSON log event named `event`, counting from event number `after`."""
+        async def find() -> dict[str, Any] | None:
+            for entry in self.log_events()[after:]:
+                if entry.get("event") == event:
+                    return entry
+            return None
+
+        return dict(await wait_until(find, timeout, f"log event {event!r}"))

@@ -1,0 +1,261 @@
+"""Device access driven by sipp (an independent SIP implementation) over UDP and TCP, checked through the
+HTTP API; plus the daemon run from its CLI and a restart on the same database.
+
+Scenarios live in tests/sipp/gb_*.xml. Each asserts what the device must see (statuses, Date format,
+granted Expires and Contact); the tests assert what the gateway made of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from access_harness import (
+    DEVICE_ID,
+    PASSWORD,
+    RunningGateway,
+    Sipp,
+    free_port,
+    requires_sipp,
+)
+
+TRANSPORTS = ["UDP", "TCP"]
+sipp_test = [pytest.mark.sipp, requires_sipp]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ts(value: str | None) -> float:
+    assert value is not None
+    return datetime.fromisoformat(value).timestamp()
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_digest_register(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    run = await sipp.run("gb_register.xml", gateway.sip_port, transport, ooc="gb_device_ooc.xml")
+
+    assert run.returncode == 0, run.report()
+    device = await gateway.device()
+    assert device["online"] is True and device["registered"] is True
+    assert device["transport"] == transport
+    assert device["address"].startswith("127.0.0.1:")
+    assert ts(device["expires_at"]) - ts(device["registered_at"]) == pytest.approx(3600, abs=0.01)
+    # Annex D decoded: community (01) IPC (132) in the social-resource access network (8).
+    assert device["id_info"]["industry"] == "01"
+    assert device["id_info"]["type"] == "132"
+    assert device["id_info"]["network"] == "8"
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_unregister_takes_device_offline(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    run = await sipp.run("gb_unregister.xml", gateway.sip_port, transport, ooc="gb_device_ooc.xml")
+
+    assert run.returncode == 0, run.report()
+    device = await gateway.device()
+    assert device["online"] is False
+    assert device["registered"] is False
+    status, online = await gateway.api("/api/devices?online=true")
+    assert status == 200 and online == []
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refresh_keeps_device_online(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    process, workdir = await sipp.start("gb_refresh.xml", gateway.sip_port, transport, ooc="gb_device_ooc.xml")
+    # The scenario waits 1 s between registration and refresh: read the first registration meanwhile.
+    first = await gateway.wait_for(lambda: gateway.device_or_none(DEVICE_ID), what="first registration")
+    run = await sipp.finish(process, workdir)
+
+    assert run.returncode == 0, run.report()
+    device = await gateway.device()
+    assert device["online"] is True and device["registered"] is True
+    assert ts(device["registered_at"]) - ts(first["registered_at"]) >= 0.9
+    assert ts(device["expires_at"]) - ts(device["registered_at"]) == pytest.approx(3600, abs=0.01)
+    assert await gateway.metric("gb_registrations_total", result="registered") == 1
+    assert await gateway.metric("gb_registrations_total", result="refreshed") == 1
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_keepalive_recorded(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    run = await sipp.run("gb_keepalive.xml", gateway.sip_port, transport, ooc="gb_device_ooc.xml")
+
+    assert run.returncode == 0, run.report()
+    device = await gateway.device()
+    assert device["online"] is True
+    assert device["last_keepalive"] is not None
+    assert ts(device["last_keepalive"]) >= ts(device["registered_at"]) + 0.15  # after the scenario's pause
+    assert await gateway.metric("gb_keepalives_total", result="ok") == 1
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_keepalive_from_unregistered_device_refused(
+    gateway: RunningGateway, sipp: Sipp, transport: str
+) -> None:
+    run = await sipp.run("gb_keepalive_unregistered.xml", gateway.sip_port, transport)
+
+    assert run.returncode == 0, run.report()
+    status, _ = await gateway.api("/api/devices/34020000011328000099")
+    assert status == 404
+    assert await gateway.metric("gb_keepalives_total", result="unregistered") == 1
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_split_gb2312_catalog_assembled(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    run = await sipp.run("gb_catalog.xml", gateway.sip_port, transport, ooc="gb_catalog_ooc.xml")
+
+    assert run.returncode == 0, run.report()
+    device = await gateway.device()
+    # From the DeviceInfo answer (GB2312 on the wire).
+    assert device["name"] == "东门网络摄像机"
+    assert device["manufacturer"] == "Hikvision"
+    assert device["firmware"] == "V4.1.50"
+    assert device["channel_count"] == 3
+    assert device["catalog_partial"] is False
+    status, channels = await gateway.api(f"/api/devices/{DEVICE_ID}/channels")
+    assert status == 200
+    by_id = {c["id"]: c for c in channels}
+    assert set(by_id) == {f"3402000001131800000{n}" for n in (1, 2, 3)}
+    assert {c["name"] for c in channels} == {"东门入口", "大厅", "停车场出口"}
+    assert by_id["34020000011318000002"]["address"] == "一楼大厅"
+    assert by_id["34020000011318000003"]["status"] == "OFF"
+    assert by_id["34020000011318000001"]["status"] == "ON"
+    for channel in channels:
+        assert channel["device_id"] == DEVICE_ID
+        assert channel["parent_id"] == DEVICE_ID
+        info = channel["id_info"]
+        assert (info["industry"], info["type"], info["type_name"], info["network"]) == ("01", "131", "camera", "8")
+    assert await gateway.metric("gb_catalogs_total", result="complete") == 1
+
+
+@pytest.mark.sipp
+@requires_sipp
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_options_answered_with_allow(gateway: RunningGateway, sipp: Sipp, transport: str) -> None:
+    run = await sipp.run("gb_options.xml", gateway.sip_port, transport)
+
+    assert run.returncode == 0, run.report()
+
+
+async def test_allow_lists_only_methods_the_gateway_accepts(gateway: RunningGateway) -> None:
+    """What OPTIONS advertises must not be refused with 405, and must match the Allow of a 405."""
+    device = await gateway.registered_device()
+    options = await device.request("OPTIONS")
+    assert options.status == 200
+    allowed = {m.strip() for m in (options.get("Allow") or "").split(",")}
+    assert {"REGISTER", "MESSAGE"} <= allowed
+
+    refused = await device.request("PUBLISH")
+    assert refused.status == 405
+    assert {m.strip() for m in (refused.get("Allow") or "").split(",")} == allowed
+    for method in sorted(allowed - {"ACK", "CANCEL", "OPTIONS", "REGISTER"}):
+        response = await device.request(method, headers=[("Event", "Catalog")])
+        assert response.status != 405, f"{method} is in Allow but answered {response.start}"
+
+
+# -- restart and the CLI ----------------------------------------------------------------------------------
+
+
+async def test_registration_survives_restart(gateway_factory, tmp_path: Path) -> None:
+    """A device registered before a restart is known after it, registered but offline until it keeps
+    alive; its keepalive is accepted without a new REGISTER."""
+    overrides = {"storage": {"path": str(tmp_path / "restart.db")}}
+    first = await gateway_factory(overrides)
+    device = await first.registered_device()
+    await first.wait_for(lambda: first.device_or_none(DEVICE_ID), what="registration")
+    await first.stop()
+
+    second = await gateway_factory(overrides)
+    after = await second.device()
+    assert after["registered"] is True
+    assert after["online"] is False
+    device = await second.new_device()
+    response = await device.keepalive()
+    assert response.status == 200
+    assert (await second.device())["online"] is True
+
+
+async def _wait_http(url: str, process: asyncio.subprocess.Process, timeout: float = 10) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(timeout / 0.05)):
+            if process.returncode is not None:
+                raise AssertionError(f"gateway exited with {process.returncode}")
+            try:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.mark.sipp
+@requires_sipp
+async def test_cli_run_serves_devices_and_stops_on_sigterm(tmp_path: Path, sipp: Sipp) -> None:
+    sip_port, api_port = free_port(), free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f'sip:\n  listen: "127.0.0.1:{sip_port}"\n  password: "{PASSWORD}"\n'
+        f'api:\n  listen: "127.0.0.1:{api_port}"\n'
+        f'storage:\n  path: "{tmp_path / "cli.db"}"\n'
+        "log:\n  format: json\n",
+        encoding="utf-8",
+    )
+    check = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gb28181", "check-config", str(config), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await check.communicate()
+    assert check.returncode == 0, out.decode()
+    assert f"127.0.0.1:{sip_port}" in out.decode()
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gb28181", "run", "--config", str(config), cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await _wait_http(f"http://127.0.0.1:{api_port}/api/health", process)
+        run = await sipp.run("gb_register.xml", sip_port, "UDP", ooc="gb_device_ooc.xml")
+        assert run.returncode == 0, run.report()
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{api_port}/api/devices/{DEVICE_ID}") as response:
+            assert response.status == 200
+            assert (await response.json())["online"] is True
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    output = stderr.decode() + stdout.decode()
+    assert "gateway stopped" in output
+    assert PASSWORD not in output
+
+
+async def test_cli_check_config_names_the_bad_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text('sip:\n  id: "1234"\n', encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gb28181", "check-config", str(config), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert "sip.id" in stderr.decode()
