@@ -44,6 +44,7 @@ from .config import GatewayConfig
 from .lockout import AuthLockout
 from .manscdp import CatalogItem, ManscdpDocument, ManscdpError
 from .metrics import GatewayMetrics
+from .subscriptions import CatalogSubscriptions
 
 log = structlog.get_logger("gb28181.access")
 
@@ -101,6 +102,8 @@ class DeviceAccess:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bootstrapping: set[str] = set()
         self._bootstrap_slots = asyncio.Semaphore(256)
+        self.subscriptions = CatalogSubscriptions(self)
+        registry.add_status_listener(self._on_status)
         self._handlers: dict[str, Callable[[ServerTransaction], None]] = {
             "REGISTER": self._on_register,
             "MESSAGE": self._on_message,
@@ -128,6 +131,10 @@ class DeviceAccess:
             self._t().reply(txn, 405, headers=[("Allow", self._allow)])
             return
         handler(txn)
+
+    def _on_status(self, device: Device, online: bool, reason: str) -> None:
+        if not online:
+            self.subscriptions.drop(device.id)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -416,6 +423,9 @@ class DeviceAccess:
         except ManscdpError as exc:
             t.reply(txn, exc.status, f"Bad MANSCDP body: {exc}"[:120])
             return
+        state = (req.get("Subscription-State") or "").split(";", 1)[0].strip().lower()
+        if state == "terminated" and self.subscriptions.owns(sender, req):
+            self.subscriptions.terminated(sender)
         t.reply(txn, 200)
         self._dispatch(sender, doc, self.clock())
 
@@ -554,6 +564,8 @@ class DeviceAccess:
                         await step(device_id)
                     except AccessError as exc:
                         log.info("device query failed", device=device_id, step=step.__name__, reason=str(exc))
+                if self.config.sip.catalog_subscribe:
+                    await self.subscriptions.subscribe(device_id)
         finally:
             self._bootstrapping.discard(device_id)
 
@@ -566,6 +578,8 @@ class DeviceAccess:
         for result in self.catalogs.expire(now):
             self._catalog_done(result)
         self.lockout.prune(now)
+        for device_id in self.subscriptions.due(now):
+            self.spawn(self.subscriptions.refresh(device_id))
 
 
 def channel_from_item(device_id: str, item: CatalogItem) -> Channel:

@@ -30,7 +30,13 @@ class ConfigError(ValueError):
         self.key = key
         self.value = value
         self.expected = expected
-        shown = "missing" if value is _MISSING else repr(value)
+        if value is _MISSING:
+            shown = "missing"
+        elif key.rsplit(".", 1)[-1] == "password":
+            # The message reaches consoles and logs (a refused SIGHUP reload): a mistyped secret stays out.
+            shown = "the value given"
+        else:
+            shown = repr(value)
         super().__init__(f"{key}: {shown} is not valid: expected {expected}")
 
 
@@ -204,6 +210,10 @@ def parse_host_port(key: str, value: Any) -> HostPort:
         raise ConfigError(key, value, 'an address "host:port", e.g. "127.0.0.1:5060"')
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
+    if host in ("0.0.0.0", "::", "*"):
+        # The address goes into Via, Contact and SDP, where a wildcard cannot be reached (and on a boundary
+        # host each side must be bound to its own interface anyway).
+        raise ConfigError(key, value, "a specific local address, not a wildcard (it is advertised to peers)")
     if not 0 < port < 65536:
         raise ConfigError(key, value, "a port from 1 to 65535")
     return HostPort(host, port)
@@ -305,6 +315,26 @@ def load_config(data: Any) -> GatewayConfig:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML silently keeps the last value,
+    so a second ``password:`` pasted under a device would quietly win."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"found key {key!r} twice in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_config_file(path: str | Path) -> GatewayConfig:
     path = Path(path)
     try:
@@ -312,7 +342,8 @@ def load_config_file(path: str | Path) -> GatewayConfig:
     except OSError as exc:
         raise ConfigError("--config", str(path), f"a readable file ({exc.strerror})") from exc
     try:
-        data = yaml.safe_load(text)
+        # yaml.load with a SafeLoader subclass: as safe as safe_load, no arbitrary objects.
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

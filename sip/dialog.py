@@ -132,7 +132,7 @@ class Dialog:
             local_uri=str(request.from_.uri),
             remote_uri=str(request.to.uri),
             # A 1xx may lack a Contact; until one arrives the request went to the right place already.
-            remote_target=str(contact.uri) if contact is not None else request.uri,
+            remote_target=str(contact.uri) if contact is not None and not contact.wildcard else request.uri,
             route_set=list(reversed(response.values("Record-Route"))),
             local_seq=request.cseq.seq,
             secure=_is_sips(request.uri),

@@ -287,6 +287,8 @@ class Via:
         match = _VIA_FAST.match(value)
         if match is not None:
             transport, host, port, param_text = match.groups()
+            if port and not 0 < int(port) < 65536:
+                raise SipParseError(f"Bad port in Via {value!r}")
             return cls(
                 transport=transport.upper(),
                 host=host,

@@ -474,12 +474,18 @@ _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)"
 def _blank_line(data: bytes | bytearray) -> tuple[int, int]:
     """Where the header block ends and the length of the blank line that ends it (-1 if none yet).
 
-    Bare-LF messages, which some embedded stacks send, end with LFLF; the earlier of the two wins, so a
-    CRLFCRLF in a bare-LF message's body or in the next message on a stream is not taken for it.
+    Bare-LF messages, which some embedded stacks send, end with LFLF. The earlier ending wins, so a
+    CRLFCRLF in a bare-LF message's body, or in the next message on a stream, is not taken for it; a
+    first line ending in CRLF says the message is CRLF throughout (the hot path: one search).
     """
-    end = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n", 0, end if end >= 0 else len(data))
-    return (lf, 2) if lf >= 0 else (end, 4)
+    first = data.find(b"\n")
+    if first > 0 and data[first - 1] == 13:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return end, 4
+    lf = data.find(b"\n\n")
+    crlf = data.find(b"\r\n\r\n", 0, lf if lf >= 0 else len(data))
+    return (crlf, 4) if crlf >= 0 else (lf, 2)
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:

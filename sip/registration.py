@@ -356,6 +356,11 @@ class Registration:
                 delay = self.retry_delay(exc.retry_after)
                 log.warning("registration failed", aor=self.aor, reason=exc.reason, retry_in=round(delay, 1),
                             failures=self.failures)
+            except Exception:
+                # A bug must not end the refreshing for good: log it and try again later.
+                self.failures += 1
+                delay = self.retry_delay()
+                log.exception("registration attempt crashed", aor=self.aor, retry_in=round(delay, 1))
             else:
                 delay = granted * self.refresh_ratio
             await asyncio.sleep(delay)

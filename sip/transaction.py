@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -456,6 +457,16 @@ class TransactionLayer:
         """Stop a client transaction early (its TU no longer cares)."""
         txn.state = State.TERMINATED
         self._client.pop(txn.key, None)
+
+    def transport_failed(self, remote_matches: Callable[[Remote], bool]) -> list[ClientTransaction]:
+        """End the client transactions whose destination proved unreachable (§8.1.3.1: treat as 503).
+
+        The caller reports them to their TUs; waiting for Timer B/F would only delay the same answer.
+        """
+        failed = [txn for txn in self._client.values() if remote_matches(txn.remote)]
+        for txn in failed:
+            self.forget(txn)
+        return failed
 
     # -- timers --------------------------------------------------------------------------------------
 

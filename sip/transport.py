@@ -8,6 +8,7 @@ single timer handle is re-armed for the layer's next deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 from collections import defaultdict
@@ -53,6 +54,7 @@ class TransportLimits:
     max_connections_per_ip: int = 64
     idle_timeout: float = 300.0
     max_buffered: int = 1 << 20
+    socket_buffer: int = 8 << 20
 
 
 class _Pending:
@@ -107,6 +109,13 @@ class SipTransport:
             lambda: _UdpProtocol(self), local_addr=(host, port), family=family
         )
         self._udp = udp
+        sock = udp.get_extra_info("socket")
+        if sock is not None:
+            # The default ~200 KB drops requests in bursts (thousands of devices re-registering after an
+            # outage); the kernel caps this at net.core.rmem_max.
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, self.limits.socket_buffer)
         sockname = udp.get_extra_info("sockname")
         self.host, self.port = host, sockname[1]
         self._tcp_server = await self._loop.create_server(
@@ -293,6 +302,13 @@ class SipTransport:
         except OSError as exc:
             log.warning("tcp connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
             self._connecting.pop(key, None)
+            failed = self.endpoint.transactions.transport_failed(
+                lambda remote: remote.transport != "UDP" and (remote.host, remote.port) == key
+            )
+            for txn in failed:
+                pending = txn.user_data
+                if isinstance(pending, _Pending) and not pending.future.done():
+                    pending.future.set_exception(SipError(f"TCP connection failed: {exc.strerror or exc}", 503))
             return
         # _register flushed the queue if the peer's address reads as we dialled it; a host name or another
         # spelling of an IPv6 address does not, so flush here and remember that name for this connection.

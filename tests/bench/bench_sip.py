@@ -275,7 +275,8 @@ def tcp_generator(port: int, total: int, window: int, result: multiprocessing.co
 
 
 def bench_transport(kind: str, total: int, window: int) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a forked server would inherit the memory of the in-process run and skew its RSS.
+    ctx = multiprocessing.get_context("spawn")
     ports_parent, ports_child = ctx.Pipe()
     control_parent, control_child = ctx.Pipe()
     server = ctx.Process(target=server_main, args=(ports_child, control_child), daemon=True)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import yaml
@@ -186,7 +186,7 @@ class UdpDevice:
         self._waiting: dict[str, asyncio.Future[SipMsg]] = {}
         self._transport: asyncio.DatagramTransport | None = None
 
-    async def open(self) -> UdpDevice:
+    async def open(self) -> Self:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=("127.0.0.1", 0)

@@ -30,11 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, UDP
-from scapy.utils import rdpcap
-
-from gb28181 import manscdp
-
 from gwproc import (
     INTEROP,
     InProcessGateway,
@@ -46,6 +41,10 @@ from gwproc import (
     set_content_length,
     wait_until,
 )
+from scapy.layers.inet import IP, UDP
+from scapy.utils import rdpcap
+
+from gb28181 import manscdp
 
 PCAP = INTEROP / "pcap"
 HIK = INTEROP / "hikvision"

@@ -155,7 +155,7 @@ def test_message_of_exactly_max_size_passes() -> None:
         StreamFramer(max_size=len(CATALOG) - 1).feed(CATALOG)
 
 
-@pytest.mark.parametrize("value", [b"-1", b"abc", b"", b"1.5", b"0x10"])
+@pytest.mark.parametrize("value", [b"-1", b"abc", b"", b"1.5", b"0x10", "²".encode()])
 def test_bad_content_length_is_an_error(value: bytes) -> None:
     with pytest.raises(SipParseError):
         StreamFramer().feed(EMPTY.replace(b"Content-Length: 0", b"Content-Length: " + value))

@@ -306,7 +306,7 @@ REJECTED = [
     ("multi01", "3.3.8", "check", 400),
     ("mcl01", "3.3.9", "parse", 400),
 ]
-for _name, _section, _, _ in REJECTED:
+for _name, _section, _stage, _status in REJECTED:
     ASSERTED[_name] = _section
 
 

@@ -1,0 +1,175 @@
+"""``gb28181-gateway check-config`` and ``run`` as an administrator meets them.
+
+Every configuration error must name the key (dotted path), the value found and what is expected, so it
+can be fixed from the console without reading code; ``run`` without --config must give a working
+gateway on loopback from the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gwproc import REPO, DaemonProcess, UdpDevice, port_in_use
+
+from gb28181 import cli
+
+EXAMPLE = REPO / "deploy" / "gateway.example.yaml"
+
+
+def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text, encoding="utf-8")
+    code = cli.main(["check-config", str(path)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def console_script() -> list[str]:
+    """The installed entry point, or the module when the package is not installed."""
+    beside = Path(sys.executable).with_name("gb28181-gateway")
+    script = str(beside) if beside.exists() else shutil.which("gb28181-gateway")
+    return [script] if script else [sys.executable, "-m", "gb28181"]
+
+
+def test_example_file_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["check-config", str(EXAMPLE)])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert "OK" in out and "2 device entries" in out and "34020000002000000001" in out
+
+
+@pytest.mark.parametrize(("text", "summary"), [
+    ("", "SIP 127.0.0.1:5060, API 127.0.0.1:8080, 0 device entries, allowlist off"),
+    ('sip:\n  id: "34020000002000000009"\n  listen: "[::1]:5070"\n  allowlist: true\n'
+     "  password: 12345678\napi:\n  listen: 127.0.0.2:9000\n"
+     'devices:\n  - id: "34020000001320000001"\n    stream_transport: TCP-ACTIVE\n',
+     "SIP [::1]:5070, API 127.0.0.2:9000, 1 device entries, allowlist on"),
+], ids=["empty-file-means-defaults", "custom"])
+def test_good_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, summary: str) -> None:
+    code, out, err = check(tmp_path, text, capsys)
+    assert (code, err) == (0, "")
+    assert summary in out
+
+
+# (file text, key, value as shown, what is expected)
+BAD_FILES = [
+    ('sip:\n  id: "1234"\n', "sip.id", "'1234'", "20-digit"),
+    ('sip:\n  listen: "127.0.0.1"\n', "sip.listen", "'127.0.0.1'", "host:port"),
+    ('api:\n  listen: "127.0.0.1:70000"\n', "api.listen", "'127.0.0.1:70000'", "from 1 to 65535"),
+    ('sip:\n  passwrd: "abc"\n', "sip.passwrd", "'abc'", "a known key here"),
+    ("colour: blue\n", "colour", "'blue'", "a known key here (api, devices, log, sip, storage)"),
+    ('sip:\n  keepalive_interval: "sixty"\n', "sip.keepalive_interval", "'sixty'", "an integer from 5 to 3600"),
+    ("sip:\n  keepalive_interval: 1\n", "sip.keepalive_interval", "1", "an integer from 5 to 3600"),
+    ('sip:\n  allowlist: "yes"\n', "sip.allowlist", "'yes'", "true or false"),
+    ("sip: 5060\n", "sip", "5060", "a mapping"),
+    ("storage:\n  backend: redis\n", "storage.backend", "'redis'", "sqlite, memory"),
+    ('devices:\n  - id: "34020000001320000001"\n  - id: "3402"\n', "devices[1].id", "'3402'", "20-digit"),
+    ('devices:\n  - id: "34020000001320000001"\n  - id: "34020000001320000001"\n', "devices[1].id",
+     "'34020000001320000001'", "listed only once"),
+    ("sip:\n  register_min_expires: 900\n  register_max_expires: 600\n", "sip.register_min_expires", "900",
+     "no greater than sip.register_max_expires (600)"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "value", "expected"), BAD_FILES, ids=[b[1] + ":" + b[2] for b in BAD_FILES])
+def test_bad_files_name_key_value_and_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, value: str, expected: str
+) -> None:
+    code, out, err = check(tmp_path, text, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith(f"configuration error: {key}: {value} is not valid: expected "), err
+    assert expected in err
+
+
+def test_bad_yaml_names_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Line 3 starts with a tab, which YAML forbids in indentation.
+    code, _, err = check(tmp_path, 'sip:\n  id: "34020000002000000001"\n\tlisten: "127.0.0.1:5060"\n', capsys)
+    assert code == 2
+    assert str(tmp_path / "gateway.yaml") in err and "valid YAML at line 3" in err
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # YAML parsers keep the last of two equal keys; here that would silently swap the device's password.
+    code, _, err = check(tmp_path, 'devices:\n  - id: "34020000001320000001"\n    password: "first"\n'
+                         '    password: "second"\n', capsys)
+    assert code == 2
+    assert "valid YAML at line 4" in err and "'password' twice" in err
+    assert "first" not in err and "second" not in err
+
+
+def test_a_bad_password_is_named_but_not_shown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = "s3cret-" * 20
+    code, _, err = check(tmp_path, f'devices:\n  - id: "34020000001320000001"\n    password: "{secret}"\n'
+                         f'sip:\n  password: "{secret}"\n', capsys)
+    assert code == 2
+    assert "sip.password" in err and "1 to 128 characters" in err
+    assert secret not in err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    assert cli.main(["check-config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "readable file" in err
+
+
+def test_exit_codes_of_the_installed_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('sip:\n  id: "1234"\n', encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runs = {
+        "good": [*console_script(), "check-config", str(EXAMPLE)],
+        "bad": [*console_script(), "check-config", str(bad)],
+        "run-bad": [*console_script(), "run", "--config", str(bad)],
+        "no-command": console_script(),
+    }
+    started = {name: subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=tmp_path) for name, args in runs.items()}
+    done = {name: (process.wait(timeout=20), *process.communicate()) for name, process in started.items()}
+    assert done["good"][0] == 0 and "OK" in done["good"][1]
+    for name in ("bad", "run-bad"):
+        assert done[name][0] == 2, done[name]
+        assert "configuration error: sip.id: '1234'" in done[name][2]
+    assert done["no-command"][0] == 2 and "usage:" in done["no-command"][2]
+    # A refused configuration must not leave a database behind.
+    assert not (tmp_path / "gateway.db").exists()
+
+
+async def test_run_without_config_uses_the_embedded_defaults(tmp_path: Path) -> None:
+    taken = [port for port in (5060, 8080) if port_in_use(port)]
+    if taken:
+        pytest.skip(f"127.0.0.1 port(s) {taken} already in use: the embedded defaults need 5060 and 8080")
+    daemon = DaemonProcess(["run"], tmp_path / "gateway.log", "http://127.0.0.1:8080", cwd=tmp_path)
+    try:
+        await daemon.start()
+        started = await daemon.wait_log("gateway started")
+        assert started["sip"] == "127.0.0.1:5060" and started["api"] == "127.0.0.1:8080"
+        assert (tmp_path / "gateway.db").is_file()
+
+        probe = await UdpDevice(5060).open()
+        try:
+            options = (
+                f"OPTIONS sip:34020000002000000001@127.0.0.1:5060 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{probe.port};rport;branch=z9hG4bKoptions1\r\n"
+                "From: <sip:34020000001320000001@3402000000>;tag=probe1\r\n"
+                "To: <sip:34020000002000000001@3402000000>\r\n"
+                "Call-ID: options-probe-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            answer = await probe.transact(options)
+        finally:
+            probe.close()
+        assert answer.status == 200
+        allowed = {m.strip() for m in (answer.get("Allow") or "").split(",")}
+        assert {"REGISTER", "MESSAGE", "OPTIONS"} <= allowed
+
+        daemon.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(daemon.wait(), 5) == 0
+    finally:
+        await daemon.ensure_stopped()

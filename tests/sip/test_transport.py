@@ -1,0 +1,57 @@
+"""The asyncio adapter on real loopback sockets: what only shows with a kernel underneath."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from sip.endpoint import Peer, SipEndpoint
+from sip.errors import SipError
+from sip.message import Request
+from sip.transport import SipTransport
+
+
+def _closed_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_tcp_connect_failure_fails_the_request_at_once_with_503() -> None:
+    """RFC 3261 §8.1.3.1: an unreachable TCP peer is a 503 now, not a Timer F timeout 32 s later."""
+    transport = SipTransport(SipEndpoint(), lambda txn: None)
+    await transport.start("127.0.0.1", 0)
+    try:
+        port = _closed_tcp_port()
+        request = Request(
+            "MESSAGE",
+            f"sip:34020000001320000001@127.0.0.1:{port}",
+            [
+                ("Via", transport.via("TCP")),
+                ("From", "<sip:34020000002000000001@3402000000>;tag=1"),
+                ("To", "<sip:34020000001320000001@3402000000>"),
+                ("Call-ID", "connect-failure@test"),
+                ("CSeq", "1 MESSAGE"),
+                ("Max-Forwards", "70"),
+            ],
+        )
+        future = transport.send_request(request, Peer("TCP", "127.0.0.1", port))
+        with pytest.raises(SipError) as info:
+            await asyncio.wait_for(future, 5)
+        assert info.value.status == 503
+        assert transport.endpoint.transactions.client_count == 0
+    finally:
+        await transport.close()
+
+
+async def test_udp_socket_gets_a_large_receive_buffer() -> None:
+    transport = SipTransport(SipEndpoint(), lambda txn: None)
+    await transport.start("127.0.0.1", 0)
+    try:
+        sock = transport._udp.get_extra_info("socket")  # type: ignore[union-attr]
+        # Linux reports double the granted size; the default is ~212 KB.
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 1 << 20
+    finally:
+        await transport.close()
