@@ -436,11 +436,11 @@ class DeviceAccess:
         for item in notify.items:
             event = (item.event or "UPDATE").upper()
             if event not in CHANNEL_EVENTS or not item.device_id:
-                log.info("catalog change ignored", device=device_id, channel=item.device_id, event=event[:20])
+                log.info("catalog change ignored", device=device_id, channel=item.device_id, change=event[:20])
                 continue
             channel = channel_from_item(device_id, item)
             if self.registry.apply_channel_event(device_id, event, channel):
-                log.info("catalog change", device=device_id, channel=channel.id, event=event)
+                log.info("catalog change", device=device_id, channel=channel.id, change=event)
 
     # -- requests to devices -------------------------------------------------------------------------
 

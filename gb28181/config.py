@@ -347,5 +347,12 @@ def load_config_file(path: str | Path) -> GatewayConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(str(path), "(file contents)", f"valid YAML{where}: {exc}") from exc
+        # Not str(exc): that quotes the offending line, which may hold a password.
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        context = getattr(exc, "context", None)
+        begun = getattr(exc, "context_mark", None)
+        if context and begun is not None:
+            context += f" (from line {begun.line + 1}, column {begun.column + 1})"
+        detail = f"{context}: {problem}" if context else problem
+        raise ConfigError(str(path), "(file contents)", f"valid YAML{where}: {detail}") from exc
     return load_config(data)

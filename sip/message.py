@@ -127,7 +127,14 @@ class Message:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of a header (names are case-insensitive; compact forms are accepted)."""
-        value = self._index().get(_EXACT_NAMES.get(name) or canonical_name(name))
+        name = _EXACT_NAMES.get(name) or canonical_name(name)
+        value = self._index().get(name)
+        if value is None and name not in _EXACT_NAMES:
+            # A non-standard name keeps the spelling it arrived with; compare it case-insensitively.
+            lowered = name.lower()
+            for n, v in self.headers:
+                if n.lower() == lowered:
+                    return v
         return default if value is None else value
 
     def repeated(self, name: str) -> bool:
@@ -138,7 +145,10 @@ class Message:
     def get_all(self, name: str) -> list[str]:
         """Every line of a header, in order, without splitting on commas."""
         name = canonical_name(name)
-        return [v for n, v in self.headers if n == name]
+        if name in _EXACT_NAMES:
+            return [v for n, v in self.headers if n == name]
+        lowered = name.lower()
+        return [v for n, v in self.headers if n.lower() == lowered]
 
     def values(self, name: str) -> list[str]:
         """The list elements of a list header (RFC 3261 §7.3.1) across all its lines."""

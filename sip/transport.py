@@ -397,13 +397,18 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._owner.now()
+        framer = self._framer
+        pings = framer.pings
         try:
-            frames = self._framer.feed(data)
+            frames = framer.feed(data)
         except SipParseError as exc:
             # The stream is out of step: no later byte can be trusted, so the connection goes.
             log.warning("closing tcp connection", peer=f"{self.peer_host}:{self.peer_port}", reason=exc.reason)
             self.close()
             return
+        if framer.pings != pings:
+            # RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF (the pong keeps NAT bindings up).
+            self.write(b"\r\n")
         peer = Peer("TCP", self.peer_host, self.peer_port, self.conn_id)
         for frame in frames:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from datetime import datetime
@@ -21,6 +22,8 @@ from access_harness import (
     DEVICE_ID,
     PASSWORD,
     RunningGateway,
+    SipDevice,
+    SipMessage,
     Sipp,
     free_port,
     requires_sipp,
@@ -167,6 +170,158 @@ async def test_allow_lists_only_methods_the_gateway_accepts(gateway: RunningGate
     for method in sorted(allowed - {"ACK", "CANCEL", "OPTIONS", "REGISTER"}):
         response = await device.request(method, headers=[("Event", "Catalog")])
         assert response.status != 405, f"{method} is in Allow but answered {response.start}"
+
+
+# -- queries through the API, answered by a scripted device ----------------------------------------------
+
+CHANNELS = [("34020000011318000001", "东门入口"), ("34020000011318000002", "大厅"), ("34020000011318000003", "停车场出口")]
+
+
+def query_of(request: SipMessage) -> tuple[str, str]:
+    cmd = re.search(rb"<CmdType>(\w+)</CmdType>", request.body)
+    sn = re.search(rb"<SN>(\d+)</SN>", request.body)
+    assert cmd and sn, request.body
+    return cmd.group(1).decode(), sn.group(1).decode()
+
+
+def catalog_page(sn: str, items: list[tuple[str, str]], sum_num: int, root: str = "Response",
+                 event: str | None = None) -> bytes:
+    """A catalog message in GBK, as NVRs send them."""
+    rows = "".join(
+        f"<Item>\r\n<DeviceID>{cid}</DeviceID>\r\n<Name>{name}</Name>\r\n<ParentID>{DEVICE_ID}</ParentID>\r\n"
+        f"<Status>ON</Status>\r\n{f'<Event>{event}</Event>' if event else ''}</Item>\r\n"
+        for cid, name in items
+    )
+    return (
+        f'<?xml version="1.0" encoding="GBK"?>\r\n<{root}>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n'
+        f"<DeviceID>{DEVICE_ID}</DeviceID>\r\n<SumNum>{sum_num}</SumNum>\r\n"
+        f'<DeviceList Num="{len(items)}">\r\n{rows}</DeviceList>\r\n</{root}>\r\n'
+    ).encode("gbk")
+
+
+class NvrScript:
+    """Answers the gateway's queries like a three-camera NVR; ``drop_last_page`` loses the catalog's end."""
+
+    def __init__(self) -> None:
+        self.drop_last_page = False
+        self.catalog_queries = 0
+
+    async def __call__(self, device: SipDevice, request: SipMessage) -> None:
+        device.answer_ok(request)
+        if request.method != "MESSAGE":
+            return
+        cmd, sn = query_of(request)
+        if cmd == "DeviceInfo":
+            body = (
+                f'<?xml version="1.0" encoding="GB2312"?>\r\n<Response>\r\n<CmdType>DeviceInfo</CmdType>\r\n'
+                f"<SN>{sn}</SN>\r\n<DeviceID>{DEVICE_ID}</DeviceID>\r\n<Result>OK</Result>\r\n"
+                "<DeviceName>NVR</DeviceName>\r\n</Response>\r\n"
+            ).encode()
+            await device.message(body)
+        elif cmd == "Catalog":
+            self.catalog_queries += 1
+            await device.message(catalog_page(sn, CHANNELS[:2], 3))
+            if not self.drop_last_page:
+                await device.message(catalog_page(sn, CHANNELS[2:], 3))
+        elif cmd == "DeviceStatus":
+            body = (
+                f"<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n"
+                f"<DeviceID>{DEVICE_ID}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>ONLINE</Online>\r\n"
+                "<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n<Record>OFF</Record>\r\n"
+                "<DeviceTime>2024-05-01T08:00:00</DeviceTime>\r\n</Response>\r\n"
+            ).encode()
+            await device.message(body)
+
+
+async def nvr(gateway: RunningGateway, transport: str = "UDP") -> tuple[SipDevice, NvrScript]:
+    device = await gateway.new_device(transport=transport)
+    script = NvrScript()
+    device.on_request = script
+    assert (await device.register()).status == 200
+
+    async def bootstrapped() -> bool:
+        return (await gateway.device())["channel_count"] == 3
+    await gateway.wait_for(bootstrapped, what="the catalog after registration")
+    return device, script
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_catalog_refresh_through_the_api(gateway: RunningGateway, transport: str) -> None:
+    _, script = await nvr(gateway, transport)
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/catalog/refresh", "POST")
+
+    assert status == 200, result
+    assert result == {"device_id": DEVICE_ID, "complete": True, "sum_num": 3, "received": 3, "channel_count": 3}
+    assert script.catalog_queries == 2
+    _, channels = await gateway.api(f"/api/devices/{DEVICE_ID}/channels")
+    assert sorted((c["id"], c["name"]) for c in channels) == CHANNELS
+    assert (await gateway.device())["catalog_partial"] is False
+
+
+async def test_catalog_missing_its_last_page_is_kept_as_partial(gateway: RunningGateway) -> None:
+    """A lost page must not hide cameras: the partial answer is merged over the last full catalog."""
+    _, script = await nvr(gateway)
+    script.drop_last_page = True
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/catalog/refresh", "POST")
+
+    assert status == 200, result
+    assert (result["complete"], result["sum_num"], result["received"]) == (False, 3, 2)
+    device = await gateway.device()
+    assert device["catalog_partial"] is True
+    assert device["channel_count"] == 3
+    assert await gateway.metric("gb_catalogs_total", result="partial") == 1
+
+
+async def test_device_status_through_the_api(gateway: RunningGateway) -> None:
+    await nvr(gateway)
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/status")
+    assert status == 200, result
+    assert result["online"] is True
+    assert result["encode"] is True or result["encode"] == "ON"
+
+
+@pytest.mark.parametrize("gateway", [{"sip": {"query_timeout": 0.3}}], indirect=True)
+async def test_query_errors_name_the_stage(gateway: RunningGateway) -> None:
+    device = await gateway.registered_device()  # answers 200 to every query, never with a Response
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/status")
+    assert status == 504
+    assert result["stage"] == "no answer"
+
+    device.on_request = lambda d, r: d.answer_ok(r, 486, "Busy Here")
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/status")
+    assert status == 502
+    assert result["stage"] == "request rejected"
+    assert result["device_status"] == 486
+
+    assert (await device.register(expires=0)).status == 200
+    status, result = await gateway.api(f"/api/devices/{DEVICE_ID}/status")
+    assert status == 409
+    assert result["stage"] == "device offline"
+    assert (await gateway.api("/api/devices/34020000011328000404/status"))[0] == 404
+
+
+async def test_catalog_notify_applies_changes(gateway: RunningGateway) -> None:
+    """Catalog changes a device pushes (NOTIFY, and MESSAGE as some devices do) update the channel list."""
+    device, _ = await nvr(gateway)
+    ok = await device.request(
+        "NOTIFY",
+        headers=[("Event", "Catalog"), ("Subscription-State", "active"),
+                 ("Content-Type", "Application/MANSCDP+xml")],
+        body=catalog_page("900", [("34020000011318000004", "后门")], 1, root="Notify", event="ADD"),
+        call_id="notify-1@127.0.0.1",
+    )
+    assert ok.status == 200, ok.start
+    ok = await device.message(catalog_page("901", [CHANNELS[0]], 1, root="Notify", event="DEL"))
+    assert ok.status == 200, ok.start
+
+    async def changed() -> list | None:
+        _, channels = await gateway.api(f"/api/devices/{DEVICE_ID}/channels")
+        ids = sorted(c["id"] for c in channels)
+        return channels if ids == ["34020000011318000002", "34020000011318000003", "34020000011318000004"] else None
+    channels = await gateway.wait_for(changed, what="the catalog changes")
+    assert {c["name"] for c in channels} == {"大厅", "停车场出口", "后门"}
+    assert (await gateway.device())["channel_count"] == 3
+    assert "request handler failed" not in gateway.log_text
 
 
 # -- restart and the CLI ----------------------------------------------------------------------------------

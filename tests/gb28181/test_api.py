@@ -248,7 +248,8 @@ async def test_metrics(tmp_path: Path) -> None:
 
 
 async def test_alarm_is_answered_stored_and_acknowledged(tmp_path: Path) -> None:
-    async with running_gateway(tmp_path) as gw:
+    # The gateway's own default charset is UTF-8 here, so answering in the device's GB2312 is visible.
+    async with running_gateway(tmp_path, {"sip": {"encoding": "UTF-8"}}) as gw:
         dev = await bootstrapped(gw)
         alarm_xml = (
             f"<Notify>\r\n<CmdType>Alarm</CmdType>\r\n<SN>4711</SN>\r\n<DeviceID>{ALARM_IN}</DeviceID>\r\n"

@@ -88,11 +88,21 @@ def test_bad_files_name_key_value_and_expectation(
     assert expected in err
 
 
-def test_bad_yaml_names_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("text", "where"), [
     # Line 3 starts with a tab, which YAML forbids in indentation.
-    code, _, err = check(tmp_path, 'sip:\n  id: "34020000002000000001"\n\tlisten: "127.0.0.1:5060"\n', capsys)
+    ('sip:\n  id: "34020000002000000001"\n\tlisten: "127.0.0.1:5060"\n', "at line 3"),
+    # An unterminated quote on line 2: the parser notices at the end, and says where the string began.
+    ('sip:\n  password: "Unterminated-S3cret\n  id: "34020000002000000001"\n', "from line 2"),
+], ids=["tab", "unterminated-password"])
+def test_bad_yaml_names_the_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
+) -> None:
+    code, _, err = check(tmp_path, text, capsys)
     assert code == 2
-    assert str(tmp_path / "gateway.yaml") in err and "valid YAML at line 3" in err
+    assert err.startswith(f"configuration error: {tmp_path / 'gateway.yaml'}: ") and "valid YAML" in err
+    assert where in err
+    # The parser's own message quotes the offending line; that line may be a password.
+    assert "S3cret" not in err
 
 
 def test_a_key_given_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -316,15 +316,18 @@ async def test_hikvision_ipc_full_exchange(tmp_path: Path) -> None:
         ("keepalive", "z9hG4bK927308490"), ("info", "z9hG4bK2061567590"), ("status", "z9hG4bK1675009157"),
         ("catalog", "z9hG4bK759035473"), ("preset", "z9hG4bK1149716366"), ("alarm", "z9hG4bK797206218"),
     )}
-    config = {**FAST, "devices": [{"id": device_id, "username": "34020000001320000088", "password": "hik-pass-1"}]}
+    # Until a device shows its charset the gateway writes its configured one; UTF-8 here, so that the
+    # switch to the device's GB2312 after DeviceInfo can be seen.
+    config = {"sip": {**FAST["sip"], "encoding": "UTF-8"},
+              "devices": [{"id": device_id, "username": "34020000001320000088", "password": "hik-pass-1"}]}
 
     async with running_gateway(tmp_path, config) as gw:
         dev = await gw.udp("IP Camera")
         await register(dev, first, authorized, "hik-pass-1")
         await send_ok(dev, messages["keepalive"])
-        await answer_query(dev, "DeviceInfo", [messages["info"]])
+        info_query = await answer_query(dev, "DeviceInfo", [messages["info"]])
         catalog_query = await answer_query(dev, "Catalog", [messages["catalog"]])
-        # DeviceInfo declared GB2312: from then on the gateway writes to this device in GB2312.
+        assert b'encoding="UTF-8"' in info_query.body.split(b"\n", 1)[0]
         assert b'encoding="GB2312"' in catalog_query.body.split(b"\n", 1)[0]
         channels = await wait_until(lambda: channels_by_id(gw, device_id), what="the catalog")
 

@@ -733,3 +733,16 @@ def test_make_response_to_a_malformed_to_still_answers() -> None:
         req.check_addresses()
     resp = make_response(req, 400, to_tag="t1")
     assert resp.get("To") == bad_to[4:-2].decode()
+
+
+def test_non_standard_header_names_are_found_in_any_case() -> None:
+    """GB/T 28181-2022 devices send e.g. X-GB-Ver; names are case-insensitive (RFC 3261 §7.3.5)."""
+    from sip.message import parse_message as _parse
+
+    msg = _parse(
+        b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+        b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\nX-GB-Ver: 3.0\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert msg.get("x-gb-ver") == "3.0"
+    assert msg.get("X-GB-VER") == "3.0"
+    assert msg.get_all("x-gb-ver") == ["3.0"]

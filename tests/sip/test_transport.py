@@ -55,3 +55,26 @@ async def test_udp_socket_gets_a_large_receive_buffer() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 1 << 20
     finally:
         await transport.close()
+
+
+async def test_crlf_keepalive_ping_on_tcp_gets_a_pong() -> None:
+    """RFC 5626 §4.4.1: CRLFCRLF is answered with CRLF, and the connection stays usable."""
+    transport = SipTransport(SipEndpoint(), lambda txn: None)
+    _, port = await transport.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\r\n\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == b"\r\n"
+        writer.write(
+            b"OPTIONS sip:34020000002000000001@127.0.0.1 SIP/2.0\r\n"
+            b"Via: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKping1\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: ping@test\r\nCSeq: 1 OPTIONS\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 2)
+        assert status.startswith(b"SIP/2.0 200")
+        writer.close()
+    finally:
+        await transport.close()
