@@ -123,6 +123,10 @@ class DeviceAccess:
             raise RuntimeError("DeviceAccess is not attached to a transport")
         return self.transport
 
+    def handle(self, method: str, handler: Callable[[ServerTransaction], None]) -> None:
+        """Route requests of ``method`` from devices to another part of the gateway (live media: BYE)."""
+        self._handlers[method] = handler
+
     def on_request(self, txn: ServerTransaction) -> None:
         method = txn.request.method
         self.metrics.request(method)
@@ -159,6 +163,10 @@ class DeviceAccess:
         now = self.clock()
         device_id = req.to.uri.user or req.from_.uri.user or ""
         where = f"{source.host}:{source.port}/{source.transport}"
+        if not device_id:
+            log.warning("registration refused: no device ID in To or From", source=where)
+            t.reply(txn, 400, "No device ID: To and From carry no user part")
+            return
         blog = log.bind(device=device_id, source=where)
 
         for key in (device_id, source.host):
@@ -231,12 +239,14 @@ class DeviceAccess:
         source: Peer = txn.remote
         cfg = self.config.sip
         contact = req.contact
-        requested = req.expires
-        if requested is None and contact is not None:
-            value = contact.params.get("expires")
-            requested = int(value) if value and value.isdigit() else None
+        requested: int | None = None
+        # RFC 3261 10.3: a Contact's expires parameter takes precedence over the Expires header.
+        value = contact.params.get("expires") if contact is not None else None
+        if value and value.isascii() and value.isdigit():
+            # Anything past ten digits is beyond any maximum; int() would also refuse thousands of digits.
+            requested = int(value) if len(value) <= 10 else cfg.register_max_expires
         if requested is None:
-            requested = 3600
+            requested = req.expires if req.expires is not None else 3600
         headers: list[tuple[str, str]] = [("Date", gb_date(now))]
         if requested == 0:
             self.registry.unregister(device_id, now)

@@ -16,6 +16,7 @@ from registry.model import Channel, Device
 
 from .access import AccessError
 from .ids import GbId, InvalidGbId
+from .live import PlayError, Session
 
 if TYPE_CHECKING:
     from .daemon import Gateway
@@ -207,6 +208,89 @@ async def list_alarms(request: web.Request) -> web.Response:
     )
 
 
+def session_json(session: Session) -> dict[str, Any]:
+    stream = session.stream
+    ingest = stream.ingest.stats
+    output = session.output.stats
+    return {
+        "id": session.id,
+        "channel_id": stream.channel_id,
+        "device_id": stream.device_id,
+        "state": "ended" if session.ended else ("streaming" if output.state == "live" else output.state),
+        "ended": session.ended,
+        "transport": session.transport,
+        "receiver": output.receiver,
+        "local_port": output.local_port,
+        "ssrc": f"{output.ssrc:010d}" if output.ssrc < 10**10 else str(output.ssrc),
+        "age": round(output.age, 3),
+        "packets_out": output.packets,
+        "bytes_out": output.bytes,
+        "device": {
+            "transport": stream.transport.value,
+            "ssrc": stream.ssrc,
+            "local_port": ingest.local_port,
+            "packets_in": ingest.packets,
+            "bytes_in": ingest.bytes,
+            "lost": ingest.lost,
+            "reordered": ingest.reordered,
+            "dropped": ingest.dropped,
+            "age": round(ingest.age, 3),
+        },
+    }
+
+
+async def play(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body must be JSON: {\"host\", \"port\", \"transport\", \"ssrc\"}")
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    host, port, ssrc = body.get("host"), body.get("port"), body.get("ssrc")
+    transport = body.get("transport", "udp")
+    if host is not None and not isinstance(host, str):
+        return _error(400, "host must be a string")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
+        return _error(400, "port must be an integer from 1 to 65535")
+    if ssrc is not None:
+        try:
+            ssrc = int(ssrc)
+        except (TypeError, ValueError):
+            return _error(400, "ssrc must be a number (10 digits as in y=)")
+        if not 0 <= ssrc <= 9_999_999_999:
+            return _error(400, "ssrc must be a number (10 digits as in y=)")
+    if not isinstance(transport, str):
+        return _error(400, "transport must be udp, tcp-active or tcp-passive")
+    try:
+        session = await gw.live.play(
+            request.match_info["channel_id"], host=host, port=port, transport=transport, ssrc=ssrc
+        )
+    except PlayError as exc:
+        return _error(exc.http_status, exc.detail, exc.stage, device_status=exc.status)
+    return web.json_response(session_json(session))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    return web.json_response([session_json(s) for s in list(gw.live.sessions.values())])
+
+
+async def get_session(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    session = gw.live.sessions.get(request.match_info["session_id"])
+    if session is None:
+        return _error(404, f"no session {request.match_info['session_id']}")
+    return web.json_response(session_json(session))
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    if not gw.live.stop(request.match_info["session_id"]):
+        return _error(404, f"no session {request.match_info['session_id']}")
+    return web.json_response({"id": request.match_info["session_id"], "state": "stopped"})
+
+
 async def health(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     return web.json_response(
@@ -229,5 +313,9 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/devices/{device_id}/catalog/refresh", refresh_catalog)
     app.router.add_get("/api/devices/{device_id}/status", device_status)
     app.router.add_get("/api/alarms", list_alarms)
+    app.router.add_post("/api/channels/{channel_id}/play", play)
+    app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/sessions/{session_id}", get_session)
+    app.router.add_delete("/api/sessions/{session_id}", delete_session)
     app.router.add_get("/metrics", metrics)
     return app

@@ -81,6 +81,18 @@ class SipConfig:
 
 
 @dataclass(slots=True)
+class MediaConfig:
+    ip: str = "127.0.0.1"
+    ports: str = "30000-30999"
+    first_packet_timeout: float = 10.0
+    media_timeout: float = 10.0
+    idle_timeout: float = 5.0
+    reinvite: bool = True
+    ssrc_check: bool = False
+    stream_transport: str = "udp"
+
+
+@dataclass(slots=True)
 class StorageConfig:
     backend: str = "sqlite"
     path: str = "gateway.db"
@@ -109,6 +121,7 @@ class DeviceCredential:
 @dataclass(slots=True)
 class GatewayConfig:
     sip: SipConfig = field(default_factory=SipConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -258,6 +271,44 @@ def _read_sip(sec: _Section) -> SipConfig:
     return cfg
 
 
+_PORT_RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
+_IP_RE = re.compile(r"[0-9A-Fa-f:.]+")
+
+
+def _port_range(key: str, value: Any) -> str:
+    text = value if isinstance(value, str) else ""
+    match = _PORT_RANGE_RE.fullmatch(text.strip())
+    what = 'a port range "LOW-HIGH" within 1024-65535 holding at least 2 ports, e.g. "30000-30999"'
+    if match is None:
+        raise ConfigError(key, value, what)
+    low, high = int(match[1]), int(match[2])
+    if not 1024 <= low < high <= 65535:
+        raise ConfigError(key, value, what)
+    return f"{low}-{high}"
+
+
+def _media_ip(key: str, value: Any) -> str:
+    if not isinstance(value, str) or _IP_RE.fullmatch(value) is None or value in ("0.0.0.0", "::"):
+        raise ConfigError(key, value, "a specific IP address (it is put in SDP toward devices)")
+    return value
+
+
+def _read_media(sec: _Section) -> MediaConfig:
+    d = MediaConfig()
+    cfg = MediaConfig(
+        ip=sec.get("ip", d.ip, _media_ip),
+        ports=sec.get("ports", d.ports, _port_range),
+        first_packet_timeout=sec.get("first_packet_timeout", d.first_packet_timeout, _number(float, 0.5, 120)),
+        media_timeout=sec.get("media_timeout", d.media_timeout, _number(float, 1, 600)),
+        idle_timeout=sec.get("idle_timeout", d.idle_timeout, _number(float, 0, 3600)),
+        reinvite=sec.get("reinvite", d.reinvite, _bool),
+        ssrc_check=sec.get("ssrc_check", d.ssrc_check, _bool),
+        stream_transport=sec.get("stream_transport", d.stream_transport, _choice(STREAM_TRANSPORTS)),
+    )
+    sec.finish()
+    return cfg
+
+
 def _read_devices(value: Any) -> list[DeviceCredential]:
     if value is _MISSING or value is None:
         return []
@@ -306,6 +357,7 @@ def load_config(data: Any) -> GatewayConfig:
     logsec.finish()
     cfg = GatewayConfig(
         sip=_read_sip(top.section("sip")),
+        media=_read_media(top.section("media")),
         storage=storage_cfg,
         api=api_cfg,
         log=log_cfg,

@@ -19,13 +19,15 @@ from registry.devices import DeviceRegistry
 from registry.model import Device
 from registry.sqlite import SqliteStorage
 from registry.storage import MemoryStorage, Storage
+from rtp.relay import RelayEngine
 from sip.endpoint import EndpointConfig, SipEndpoint
-from sip.transaction import Timers
+from sip.transaction import ServerTransaction, Timers
 from sip.transport import SipTransport
 
 from .access import DeviceAccess
 from .api import make_app
 from .config import ConfigError, GatewayConfig, load_config_file
+from .live import LiveStreams
 from .metrics import GatewayMetrics
 
 log = structlog.get_logger("gb28181.daemon")
@@ -33,6 +35,9 @@ log = structlog.get_logger("gb28181.daemon")
 
 class Gateway:
     """One running gateway. ``start`` binds everything; ``stop`` undoes it in reverse order."""
+
+    live: LiveStreams
+    relay: RelayEngine
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -75,7 +80,17 @@ class Gateway:
         _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.transport = transport
         self.access.attach(transport)
-        self._runner = web.AppRunner(make_app(self), access_log=None)
+        self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip, ports=cfg.media.ports)
+        self.live = LiveStreams(self.access, self.relay, cfg.media, self.metrics)
+        self.access.handle("BYE", self._on_bye)
+        self.metrics.bind_live(
+            streams=lambda: len(self.live.streams),
+            sessions=lambda: len(self.live.sessions),
+            totals=self.live.totals,
+        )
+        # A request can be waiting on a device that never answers (Timer F: 32 s) or on a catalog
+        # (catalog_first_wait): stopping must not wait for those, so in-flight requests get one second.
+        self._runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port)
         await site.start()
@@ -100,6 +115,11 @@ class Gateway:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if hasattr(self, "live"):
+            self.live.close()
+            # Let the BYEs to devices leave before the transport closes.
+            await asyncio.sleep(0.05)
+            self.relay.close()
         if self.transport is not None:
             await self.transport.close()
         await self.access.close()
@@ -130,6 +150,11 @@ class Gateway:
         old.sip.allowlist = config.sip.allowlist
         old.devices = config.devices
         log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
+
+    def _on_bye(self, txn: ServerTransaction) -> None:
+        if not self.live.on_bye(txn):
+            assert self.transport is not None
+            self.transport.reply(txn, 481)
 
     def _on_status(self, device: Device, online: bool, reason: str) -> None:
         state = "online" if online else "offline"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +12,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # The *_created series double the output and no dashboard uses them.
 disable_created_metrics()
@@ -45,6 +47,11 @@ class GatewayMetrics:
         self.catalogs = Counter("gb_catalogs", "Catalog assemblies by outcome", ["result"], registry=r)
         self.alarms = Counter("gb_alarms", "Alarm notifications received", registry=r)
         self.lockouts = Counter("gb_auth_lockouts", "Authentication lockouts started", ["kind"], registry=r)
+        self.invites = Counter("gb_invites", "INVITEs to devices by outcome (the stage that failed, or ok)",
+                               ["stage"], registry=r)
+        self.media_timeouts = Counter("gb_media_timeouts", "Device streams ended by a media timeout", registry=r)
+        self.live_streams = Gauge("gb_live_streams", "Device streams being relayed", registry=r)
+        self.live_sessions = Gauge("gb_live_sessions", "Receivers of relayed streams", registry=r)
         # Labelled children are cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[str, Counter] = {}
 
@@ -61,5 +68,30 @@ class GatewayMetrics:
         self.devices_online.set_function(online)
         self.sip_dropped.set_function(dropped)
 
+    def bind_live(self, streams: Callable[[], float], sessions: Callable[[], float],
+                  totals: Callable[[], dict[str, int]]) -> None:
+        self.live_streams.set_function(streams)
+        self.live_sessions.set_function(sessions)
+        self.registry.register(_RelayTotals(totals))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RelayTotals(Collector):
+    """Lifetime relay counters, read from the relay at scrape time (the hot path counts, we only read)."""
+
+    def __init__(self, totals: Callable[[], dict[str, int]]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterable[Metric]:
+        totals = self._totals()
+        for key, help_text in (
+            ("packets_in", "RTP packets received from devices"),
+            ("bytes_in", "RTP bytes received from devices"),
+            ("packets_out", "RTP packets relayed to receivers"),
+            ("bytes_out", "RTP bytes relayed to receivers"),
+            ("lost", "RTP packets lost on device legs"),
+            ("reordered", "RTP packets out of order on device legs"),
+        ):
+            yield CounterMetricFamily(f"gb_relay_{key}", help_text, value=totals[key])

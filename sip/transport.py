@@ -105,9 +105,22 @@ class SipTransport:
         """Listen on UDP and TCP; with port 0 both use the same ephemeral port."""
         self._loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        udp, _ = await self._loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port), family=family
-        )
+        # An ephemeral UDP port may be taken on TCP: then try another one (a fixed port fails at once).
+        for attempt in range(20 if port == 0 else 1):
+            udp, _ = await self._loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port), family=family
+            )
+            chosen = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp_server = await self._loop.create_server(
+                    lambda: _TcpConnection(self), host, chosen, family=family, reuse_address=True
+                )
+            except OSError:
+                udp.close()
+                if port != 0 or attempt == 19:
+                    raise
+                continue
+            break
         self._udp = udp
         sock = udp.get_extra_info("socket")
         if sock is not None:
@@ -116,11 +129,7 @@ class SipTransport:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, option, self.limits.socket_buffer)
-        sockname = udp.get_extra_info("sockname")
-        self.host, self.port = host, sockname[1]
-        self._tcp_server = await self._loop.create_server(
-            lambda: _TcpConnection(self), host, self.port, family=family, reuse_address=True
-        )
+        self.host, self.port = host, chosen
         self._idle_task = self._loop.create_task(self._close_idle())
         return self.host, self.port
 

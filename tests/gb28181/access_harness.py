@@ -19,16 +19,17 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
 from gb28181 import logs
-from gb28181.config import GatewayConfig, HostPort, load_config
+from gb28181.config import GatewayConfig
 from gb28181.daemon import Gateway
 
 GATEWAY_ID = "34020000002000000001"
@@ -55,35 +56,22 @@ class OffsetClock:
         self.offset += seconds
 
 
-class LogTee(io.TextIOBase):
-    """The one stream structlog is configured with for this test session; each gateway gets a fresh buffer.
+@contextlib.contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """The gateway's structlog output through the production pipeline (``logs.configure``, so secrets
+    are redacted as in production) as JSON lines at debug level, in a buffer.
 
-    ``logs.configure`` caches loggers on first use, so the stream cannot be swapped per test; what it
-    writes to can.
+    Loggers are not cached while capturing, and the previous configuration comes back afterwards, so
+    tests elsewhere that capture logs their own way are unaffected.
     """
-
-    def __init__(self) -> None:
-        self.buffer = io.StringIO()
-
-    def write(self, text: str) -> int:
-        return self.buffer.write(text)
-
-    def isatty(self) -> bool:
-        return False
-
-
-_TEE = LogTee()
-_configured = False
-
-
-def capture_logs() -> io.StringIO:
-    """Route the gateway's structlog output (JSON lines, debug level) into a fresh buffer."""
-    global _configured
-    if not _configured:
-        logs.configure("debug", "json", stream=_TEE)
-        _configured = True
-    _TEE.buffer = io.StringIO()
-    return _TEE.buffer
+    saved = structlog.get_config()
+    buffer = io.StringIO()
+    logs.configure("debug", "json", stream=buffer)
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved)
 
 
 def log_events(text: str) -> list[dict[str, Any]]:

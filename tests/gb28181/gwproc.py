@@ -27,7 +27,7 @@ from typing import Any, Self
 import aiohttp
 import yaml
 
-from gb28181.config import HostPort, load_config
+from gb28181.config import load_config
 from gb28181.daemon import Gateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,6 +182,9 @@ class UdpDevice:
         self.port = 0
         self.requests: asyncio.Queue[SipMsg] = asyncio.Queue()
         self.seen: list[SipMsg] = []
+        # SUBSCRIBEs go here instead of `requests`; a device that answers them sets `on_subscribe`.
+        self.subscribes: list[SipMsg] = []
+        self.on_subscribe: Callable[[SipMsg], None] | None = None
         self._answers: dict[str, bytes] = {}
         self._waiting: dict[str, asyncio.Future[SipMsg]] = {}
         self._transport: asyncio.DatagramTransport | None = None
@@ -209,6 +212,11 @@ class UdpDevice:
             self.send(self._answers[msg.branch])
             return
         self._answers[msg.branch] = b""
+        if msg.method == "SUBSCRIBE":
+            self.subscribes.append(msg)
+            if self.on_subscribe is not None:
+                self.on_subscribe(msg)
+            return
         self.seen.append(msg)
         self.requests.put_nowait(msg)
 
@@ -251,7 +259,10 @@ class UdpDevice:
             lines.append(f"{name}: {value}")
         lines += [f"{name}: {value}" for name, value in headers]
         lines += [f"User-Agent: {self.user_agent}", "Content-Length: 0"]
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.respond(request, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def respond(self, request: SipMsg, data: bytes) -> None:
+        """Send a response; the last one sent for a request also answers its retransmissions."""
         self._answers[request.branch] = data
         self.send(data)
 
@@ -269,6 +280,7 @@ class GbDevice(UdpDevice):
         self.tag = os.urandom(4).hex()
         self.cseq = 0
         self.sn = 0
+        self.on_subscribe = self.accept_subscription
         # Nonces and digest responses this device saw or computed, for "never shown anywhere" checks.
         self.secrets: set[str] = set()
 
@@ -289,6 +301,11 @@ class GbDevice(UdpDevice):
             f"Content-Length: {len(body)}",
         ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def accept_subscription(self, request: SipMsg) -> None:
+        """200 OK for a catalog SUBSCRIBE, granting what was asked."""
+        self.reply(request, headers=[("Contact", f"<sip:{self.device_id}@{self.host}:{self.port}>"),
+                                     ("Expires", request.get("Expires") or "3600")])
 
     async def register(self, password: str, expires: int = 3600, username: str | None = None) -> SipMsg:
         """REGISTER, answering one 401 with digest. Returns the final answer."""
@@ -438,17 +455,15 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, overrides: dict[str, Any] | None = None) -> AsyncIterator[InProcessGateway]:
     """A Gateway in this event loop on ephemeral loopback ports, with SQLite under tmp_path."""
+    # Ports free for both UDP and TCP: with port 0 the transport binds TCP on whatever port UDP got,
+    # which fails now and then when that port is busy on TCP.
     base: dict[str, Any] = {
-        "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": "127.0.0.1:5060", "query_timeout": 1,
+        "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": f"127.0.0.1:{free_port()}", "query_timeout": 1,
                 "catalog_first_wait": 3, "catalog_gap_timeout": 0.5},
         "storage": {"backend": "sqlite", "path": str(tmp_path / "gateway.db")},
-        "api": {"listen": "127.0.0.1:8080"},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
     }
-    config = load_config(_merge(base, overrides or {}))
-    # Port 0 is not valid in a file, but the in-process gateway reports what it bound.
-    config.sip.listen = HostPort("127.0.0.1", 0)
-    config.api.listen = HostPort("127.0.0.1", 0)
-    gateway = Gateway(config)
+    gateway = Gateway(load_config(_merge(base, overrides or {})))
     await gateway.start()
     api = ApiClient(f"http://127.0.0.1:{gateway.api_port}")
     handle = InProcessGateway(gateway, api)

@@ -98,13 +98,52 @@ async def test_expires_clamped_not_refused(gateway: RunningGateway, asked: str |
     assert datetime.fromisoformat(found["expires_at"]).timestamp() - registered == pytest.approx(granted, abs=0.01)
 
 
-async def test_contact_expires_parameter_used_without_expires_header(gateway: RunningGateway) -> None:
+async def test_contact_expires_parameter_wins_over_expires_header(gateway: RunningGateway) -> None:
+    """RFC 3261 10.3: the Contact's expires parameter is the requested time, whatever Expires says."""
     device = await gateway.new_device()
-    response = await device.register(
-        expires=None, extra_headers=[("Contact", f"<sip:{DEVICE_ID}@127.0.0.1:{device.local_port}>;expires=120")]
-    )
+    contact = f"<sip:{DEVICE_ID}@127.0.0.1:{device.local_port}>"
+    response = await device.register(expires=None, extra_headers=[("Contact", f"{contact};expires=120")])
     assert response.status == 200
     assert response.get("Expires") == "120"
+
+    response = await device.register(expires=3600, extra_headers=[("Contact", f"{contact};expires=300")])
+    assert response.get("Expires") == "300"
+
+    response = await device.register(expires=3600, extra_headers=[("Contact", f"{contact};expires=0")])
+    assert response.status == 200
+    assert response.get("Expires") == "0"
+    assert (await gateway.device())["online"] is False
+
+
+async def test_contact_star_with_expires_0_unregisters(gateway: RunningGateway) -> None:
+    device = await gateway.registered_device()
+    response = await device.register(expires=0, extra_headers=[("Contact", "*")])
+    assert response.status == 200
+    found = await gateway.device()
+    assert (found["online"], found["registered"]) == (False, False)
+
+
+async def test_register_without_any_device_id_refused(gateway: RunningGateway) -> None:
+    """A REGISTER naming no user in To or From must not create a device with an empty ID."""
+    device = await gateway.new_device()
+    head = (
+        "REGISTER sip:3402000000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{device.local_port};rport;branch=z9hG4bK{{branch}}\r\n"
+        "From: <sip:3402000000>;tag=1\r\nTo: <sip:3402000000>\r\nCall-ID: no-user@127.0.0.1\r\n"
+        f"CSeq: {{cseq}} REGISTER\r\nContact: <sip:127.0.0.1:{device.local_port}>\r\n"
+    )
+    first = await device.send((head.format(branch="nouser1", cseq=1) + "Content-Length: 0\r\n\r\n").encode(),
+                              "z9hG4bKnouser1")
+    if first.status == 401:
+        value, response_hash = digest_authorization(
+            digest_params(first.get("WWW-Authenticate") or ""), "anyone", PASSWORD, "sip:3402000000"
+        )
+        device.secrets.add(response_hash)
+        data = head.format(branch="nouser2", cseq=2) + f"Authorization: {value}\r\nContent-Length: 0\r\n\r\n"
+        first = await device.send(data.encode(), "z9hG4bKnouser2")
+    assert 400 <= first.status < 500, first.start
+    _, devices = await gateway.api("/api/devices")
+    assert devices == []
 
 
 # -- refusals ---------------------------------------------------------------------------------------------

@@ -160,6 +160,31 @@ async def test_message_claiming_an_unregistered_sender_is_403(gateway: RunningGa
     assert response.status == 403
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>;expires=" + "9" * 5000)],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>;expires=\u00b2")],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>;expires=-5")],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>;expires=soon")],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>"), ("Expires", "-1")],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>"), ("Expires", "9" * 30)],
+        [("Contact", "<sip:{id}@127.0.0.1:{port}>"), ("Expires", "tomorrow")],
+    ],
+    ids=["5000-digit-param", "superscript-digit", "negative-param", "word-param", "negative-header",
+         "30-digit-header", "word-header"],
+)
+async def test_absurd_expires_values(gateway: RunningGateway, victim: SipDevice,
+                                     headers: list[tuple[str, str]]) -> None:
+    """From a device with the right password: a clamped grant or a 400, never a 500."""
+    device = await gateway.new_device("34020000011328000002")
+    filled = [(n, v.format(id=device.device_id, port=device.local_port)) for n, v in headers]
+    response = await device.register(expires=None, extra_headers=filled)
+    assert response.status in (200, 400), response.start
+    if response.status == 200:
+        assert 60 <= int(response.get("Expires") or "") <= 86400
+
+
 # -- oversize ---------------------------------------------------------------------------------------------
 
 

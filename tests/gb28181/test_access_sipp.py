@@ -11,13 +11,13 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
-
 from access_harness import (
     DEVICE_ID,
     PASSWORD,
@@ -29,8 +29,10 @@ from access_harness import (
     requires_sipp,
 )
 
+from sip.endpoint import SipEndpoint
+from sip.transport import SipTransport
+
 TRANSPORTS = ["UDP", "TCP"]
-sipp_test = [pytest.mark.sipp, requires_sipp]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -344,6 +346,26 @@ async def test_registration_survives_restart(gateway_factory, tmp_path: Path) ->
     response = await device.keepalive()
     assert response.status == 200
     assert (await second.device())["online"] is True
+
+
+async def test_listening_on_port_0_survives_busy_tcp_ports() -> None:
+    """Port 0 promises one free port for UDP and TCP alike, however many TCP ports are in use."""
+    held = []
+    try:
+        for _ in range(2000):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(1)
+            held.append(sock)
+        for _ in range(300):
+            transport = SipTransport(SipEndpoint(), lambda txn: None)
+            try:
+                await transport.start("127.0.0.1", 0)
+            finally:
+                await transport.close()
+    finally:
+        for sock in held:
+            sock.close()
 
 
 async def _wait_http(url: str, process: asyncio.subprocess.Process, timeout: float = 10) -> None:

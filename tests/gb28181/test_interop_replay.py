@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,13 @@ _START_LINE = re.compile(r"^(?:[A-Z]+ sips?:\S+ SIP/2\.0|SIP/2\.0 \d{3} .*)$", r
 _DECLARED = re.compile(r'encoding\s*=\s*"([^"]+)"', re.IGNORECASE)
 
 
-def text_message(path: Path, anchor: str) -> TextMessage:
-    """Rebuild the wire bytes of the message containing `anchor` in a text dump."""
+def text_message(path: Path, anchor: str, occurrence: int = 0, newline: str = "\n") -> TextMessage:
+    """Rebuild the wire bytes of the message holding the `occurrence`-th `anchor` of a text dump; body
+    lines end with `newline`."""
     text = path.read_text(encoding="utf-8")
-    at = text.index(anchor)
+    at = -1
+    for _ in range(occurrence + 1):
+        at = text.index(anchor, at + 1)
     start = [m.start() for m in _START_LINE.finditer(text, 0, at)][-1]
     lines = text[start:].split("\n")
     count = next(i for i, line in enumerate(lines) if not line.strip())
@@ -91,7 +95,7 @@ def text_message(path: Path, anchor: str) -> TextMessage:
     root = re.search(r"<(Notify|Response|Query|Control)>", rest)
     assert root is not None, anchor
     end = rest.index(f"</{root.group(1)}>") + len(root.group(1)) + 3
-    body_text = rest[:end] + "\n"
+    body_text = (rest[:end] + "\n").replace("\n", newline)
     declared_charset = _DECLARED.search(body_text.split("\n", 1)[0])
     body = body_text.encode(declared_charset.group(1) if declared_charset else "ascii")
     return TextMessage(head + body, declared, len(body))
@@ -150,6 +154,21 @@ def with_digest(data: bytes, challenge: dict[str, str], password: str, algorithm
         lines[i] = text.encode()
         return _join(lines, body)
     raise AssertionError("no Authorization header to answer with")
+
+
+def as_answer_to(captured: bytes, request: SipMsg, dev: UdpDevice) -> bytes:
+    """A captured response sent again for a new request: the headers a UAS copies from the request (Via,
+    From, To without the device's tag, Call-ID, CSeq, Event) taken from it, Contact at the test socket."""
+    lines, body = _split(at_socket(captured, dev))
+    for i, line in enumerate(lines[1:], 1):
+        name, _, value = line.decode().partition(":")
+        key = name.strip().lower()
+        if key in ("via", "from", "call-id", "cseq", "event"):
+            lines[i] = f"{name}: {request.get(name.strip())}".encode()
+        elif key == "to":
+            tag = re.search(r";tag=[^;\s]+", value)
+            lines[i] = f"{name}: {request.get('To')}{tag.group(0) if tag else ''}".encode()
+    return _join(lines, body)
 
 
 def hikvision_authorized(register: bytes, username: str, uri: str, branch: str) -> bytes:
@@ -227,10 +246,16 @@ _TEXT_SOURCES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "anchor"), _TEXT_SOURCES, ids=[a for _, a in _TEXT_SOURCES])
-def test_rebuilt_bodies_have_the_declared_length(path: Path, anchor: str) -> None:
-    """LF lines plus one trailing LF, in the declared charset, is what these devices put on the wire."""
-    message = text_message(path, anchor)
+# Dahua's answer to SUBSCRIBE is the one body in these dumps written with CRLF.
+DAHUA_SUBSCRIBE_OK = (DAHUA, "rport=5080;branch=z9hG4bK-30843279-FF20876-1ne2abdV", 1, "\r\n")
+
+
+@pytest.mark.parametrize(("path", "anchor", "occurrence", "newline"),
+                         [*((p, a, 0, "\n") for p, a in _TEXT_SOURCES), DAHUA_SUBSCRIBE_OK],
+                         ids=[*(a for _, a in _TEXT_SOURCES), "dahua-subscribe-200"])
+def test_rebuilt_bodies_have_the_declared_length(path: Path, anchor: str, occurrence: int, newline: str) -> None:
+    """Lines plus one trailing line end, in the declared charset, is what these devices put on the wire."""
+    message = text_message(path, anchor, occurrence, newline)
     assert message.rebuilt_length == message.declared_length
 
 
@@ -442,17 +467,29 @@ async def test_hikvision_nvr_split_catalog(tmp_path: Path, complete: bool) -> No
 
 async def test_dahua_ipc(tmp_path: Path) -> None:
     """IPC-HDW2230C (SIP UAS V2.1.4.500306): REGISTER with a Route header and IP:port in From/To,
-    keepalives and Catalog declared GB2312 with indentation, Dahua's own <StreamNum>, PTZType in <Info>."""
+    keepalives and Catalog declared GB2312 with indentation, Dahua's own <StreamNum>, PTZType in <Info>,
+    and the catalog SUBSCRIBE answered ``101 Dialog Establishement`` then 200 OK with a Result body."""
     device_id = "34020000001320000001"
     first = text_message(DAHUA, "z9hG4bK304023727").data
     authorized = text_message(DAHUA, "z9hG4bK274916397").data
     keepalive_1 = text_message(DAHUA, "z9hG4bK1710841801").data
     catalog = text_message(DAHUA, "z9hG4bK1354810080").data
     keepalive_2 = text_message(DAHUA, "z9hG4bK1857393892").data
-    assert first.count(b"Route:") == 1
+    provisional = text_message(DAHUA, DAHUA_SUBSCRIBE_OK[1]).data
+    subscribed = text_message(*DAHUA_SUBSCRIBE_OK).data
+    assert first.count(b"Route:") == 1 and provisional.startswith(b"SIP/2.0 101 Dialog Establishement\r\n")
+    assert subscribed.startswith(b"SIP/2.0 200 OK\r\n") and b"Expires: 3600" in subscribed
+    # Ask for longer than the device grants, so that honouring its Expires is visible.
+    config = {"sip": {**FAST["sip"], "catalog_subscribe_expires": 7200}}
 
-    async with running_gateway(tmp_path, FAST) as gw:
+    async with running_gateway(tmp_path, config) as gw:
         dev = await gw.udp("SIP UAS V2.1.4.500306")
+
+        def answer_subscribe(request: SipMsg) -> None:
+            dev.send(as_answer_to(provisional, request, dev))
+            dev.respond(request, with_sn(as_answer_to(subscribed, request, dev), request.sn or ""))
+
+        dev.on_subscribe = answer_subscribe
         await register(dev, first, authorized, "12345678")
         await send_ok(dev, keepalive_1)
         await answer_query(dev, "DeviceInfo", [])  # the capture holds no DeviceInfo answer
@@ -470,3 +507,10 @@ async def test_dahua_ipc(tmp_path: Path) -> None:
         assert channel["parent_id"] == device_id and channel["status"] == "ON"
         assert channel["ptz_type"] == 3
         assert channel["id_info"]["type"] == "132"
+
+        subscriptions = gw.gateway.access.subscriptions
+        subscription = await wait_until(lambda: asyncio.sleep(0, subscriptions.get(device_id)),
+                                        what="the catalog subscription")
+        request = dev.subscribes[0]
+        assert (request.get("Event") or "").startswith("Catalog") and request.cmd_type == "Catalog"
+        assert 3500 < subscription.expires_at - time.time() <= 3600

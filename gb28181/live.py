@@ -1,0 +1,433 @@
+"""Live video: INVITE a device for a channel and relay its PS stream to any number of receivers.
+
+One device stream per channel, however many viewers: a second play request for a running channel joins
+it (and starts on a keyframe from the relay's GOP cache). Every failure names the step that failed, because
+"the INVITE succeeded but there is no video" is what users of other platforms cannot diagnose:
+
+- ``unknown channel``   no device has that channel (404)
+- ``device offline``    its device is not online (409)
+- ``INVITE rejected``   the device answered the INVITE with an error (its status is given)
+- ``no answer``         the device did not answer the INVITE
+- ``bad answer``        the device's SDP answer is unusable
+- ``no media``          the device accepted but no RTP arrived within ``media.first_packet_timeout``
+- ``bad media``         packets arrived but none was the device's RTP (wrong source, not RTP)
+
+``media.stream_transport`` (and each device's ``stream_transport``) is the gateway's role for the device
+leg: ``tcp-passive`` = the gateway listens and the device connects (offer ``a=setup:passive``),
+``tcp-active`` = the gateway connects to the port the device answers with (offer ``a=setup:active``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from registry.model import Device
+from rtp.ports import PortRangeExhausted
+from rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
+from sip.dialog import Dialog
+from sip.endpoint import Peer
+from sip.errors import SipError
+from sip.message import Request, Response, new_call_id, new_tag
+from sip.sdp import SdpError, SessionDescription
+from sip.transaction import ServerTransaction
+from sip.transport import SipTimeout
+
+from .access import AccessError
+
+if TYPE_CHECKING:
+    from .access import DeviceAccess
+    from .config import MediaConfig
+    from .metrics import GatewayMetrics
+
+log = structlog.get_logger("gb28181.live")
+
+# PS first, then the elementary streams devices fall back to (GB/T 28181-2016 Annex F offer order).
+OFFER_PAYLOADS = ((96, "PS", 90000), (98, "H264", 90000), (97, "MPEG4", 90000))
+
+
+class PlayError(AccessError):
+    """A play request failed at ``stage``; ``http_status`` is what the API answers."""
+
+    def __init__(self, stage: str, detail: str, http_status: int, status: int | None = None) -> None:
+        super().__init__(stage, detail, status)
+        self.http_status = http_status
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """One receiver of a channel's live stream (an API viewer, later an upper platform)."""
+
+    id: str
+    stream: DeviceStream
+    output: RelayOutput
+    transport: str
+    created: float = field(default_factory=time.monotonic)
+    ended: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class DeviceStream:
+    """The device leg of a channel: the INVITE dialog and the relay ingest fed by it."""
+
+    channel_id: str
+    device_id: str
+    ssrc: str
+    ingest: Ingest
+    transport: MediaTransport
+    dialog: Dialog | None = None
+    invite: Request | None = None
+    state: str = "inviting"
+    ready: asyncio.Future[None] | None = None
+    sessions: dict[str, Session] = field(default_factory=dict)
+    ended: str | None = None
+    device_bye: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class LiveStreams:
+    def __init__(self, access: DeviceAccess, relay: RelayEngine, media: MediaConfig, metrics: GatewayMetrics) -> None:
+        self.access = access
+        self.metrics = metrics
+        self.relay = relay
+        self.media = media
+        self.streams: dict[str, DeviceStream] = {}
+        self.sessions: dict[str, Session] = {}
+        self._by_call_id: dict[str, DeviceStream] = {}
+        self._ssrc_seq = itertools.count(int.from_bytes(os.urandom(2), "big") % 10000)
+        self.invite_outcomes: dict[str, int] = {}
+        self.media_timeouts = 0
+        # Counters of ended streams, so metrics stay monotonic when a stream's relay goes away.
+        self.ended_totals = {"packets_in": 0, "bytes_in": 0, "lost": 0, "reordered": 0, "packets_out": 0,
+                             "bytes_out": 0}
+
+    # -- the play request ----------------------------------------------------------------------------
+
+    async def play(
+        self, channel_id: str, *, host: str | None, port: int | None, transport: str, ssrc: int | None = None
+    ) -> Session:
+        """Start or join the channel's stream and relay it to ``host:port`` (or a local port for
+        ``tcp-passive``, where the receiver connects to us)."""
+        try:
+            out_transport = MediaTransport(transport)
+        except ValueError:
+            raise PlayError("bad request", f"transport must be udp, tcp-active or tcp-passive, not {transport!r}",
+                            400) from None
+        if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
+            raise PlayError("bad request", f"a {transport} output needs host and port", 400)
+        stream = self.streams.get(channel_id)
+        if stream is None or stream.ended is not None:
+            stream = await self._open(channel_id)
+        elif stream.ready is not None and not stream.ready.done():
+            await asyncio.shield(stream.ready)
+        if stream.ended is not None:
+            raise PlayError("no media", f"the stream of {channel_id} ended: {stream.ended}", 504)
+        out_ssrc = ssrc if ssrc is not None else int(stream.ssrc)
+        try:
+            output = stream.ingest.add_output(
+                out_transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed
+            )
+        except (OSError, PortRangeExhausted) as exc:
+            raise PlayError("output failed", f"cannot open the output: {exc}", 503) from None
+        session = Session(f"{stream.ingest.id}-{output.id}", stream, output, out_transport.value)
+        stream.sessions[session.id] = session
+        self.sessions[session.id] = session
+        log.info("session started", session=session.id, channel=channel_id, transport=out_transport.value,
+                 receiver=output.receiver, local_port=output.local_port)
+        return session
+
+    def stop(self, session_id: str) -> bool:
+        """End one receiver; the device leg outlives it only until the relay's idle timeout."""
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.ended = "stopped"
+        session.stream.sessions.pop(session_id, None)
+        if not session.stream.ingest.closed:
+            session.stream.ingest.remove_output(session.output)
+        log.info("session stopped", session=session_id, channel=session.stream.channel_id)
+        return True
+
+    def _count(self, stage: str) -> None:
+        self.invite_outcomes[stage] = self.invite_outcomes.get(stage, 0) + 1
+        self.metrics.invites.labels(stage).inc()
+
+    def _find_device(self, channel_id: str) -> Device:
+        registry = self.access.registry
+        channel = registry.channel(channel_id)
+        device = registry.get(channel.device_id) if channel is not None else registry.get(channel_id)
+        if device is None:
+            self._count("unknown channel")
+            raise PlayError("unknown channel", f"no device has channel {channel_id}", 404)
+        if not device.online:
+            self._count("device offline")
+            raise PlayError("device offline", f"device {device.id} of channel {channel_id} is offline", 409)
+        return device
+
+    def _transport_for(self, device: Device) -> MediaTransport:
+        choice = (device.stream_transport or self.media.stream_transport).lower()
+        return MediaTransport(choice)
+
+    def new_ssrc(self) -> str:
+        """``0`` (live) + digits 4-8 of the domain + a 4-digit sequence (GB/T 28181-2016 Annex F)."""
+        domain = self.access.config.sip.domain
+        return f"0{domain[3:8]}{next(self._ssrc_seq) % 10000:04d}"
+
+    async def _open(self, channel_id: str) -> DeviceStream:
+        device = self._find_device(channel_id)
+        media = self.media
+        transport = self._transport_for(device)
+        ssrc = self.new_ssrc()
+        config = IngestConfig(
+            transport=transport,
+            device_host=device.host,
+            ssrc=int(ssrc),
+            check_ssrc=media.ssrc_check,
+            media_timeout=media.media_timeout,
+            first_packet_timeout=media.first_packet_timeout,
+            idle_timeout=media.idle_timeout,
+        )
+        try:
+            ingest = self.relay.open_ingest(config, on_stop=self._ingest_stopped, on_device_bye=self._rtcp_bye)
+        except (OSError, PortRangeExhausted) as exc:
+            self._count("no port")
+            raise PlayError("no port", f"no media port free in {media.ports}: {exc}", 503) from None
+        loop = asyncio.get_running_loop()
+        stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future())
+        self.streams[channel_id] = stream
+        try:
+            await self._invite(stream, device)
+            await self._first_media(stream)
+        except PlayError as exc:
+            self._fail(stream, exc)
+            raise
+        except BaseException:
+            self._fail(stream, PlayError("cancelled", "play request cancelled", 499))
+            raise
+        assert stream.ready is not None
+        if not stream.ready.done():
+            stream.ready.set_result(None)
+        self._count("ok")
+        return stream
+
+    def _fail(self, stream: DeviceStream, exc: PlayError) -> None:
+        stream.ended = f"{exc.stage}: {exc.detail}"
+        if stream.ready is not None and not stream.ready.done():
+            stream.ready.set_exception(exc)
+            stream.ready.exception()  # joined waiters re-raise it; nobody else must be warned
+        self._teardown(stream, send_bye=stream.dialog is not None)
+
+    async def _invite(self, stream: DeviceStream, device: Device) -> None:
+        access = self.access
+        transport = access.transport
+        assert transport is not None
+        cfg = access.config.sip
+        media = self.media
+        ingest = stream.ingest
+        tcp = stream.transport is not MediaTransport.UDP
+        offer = SessionDescription.offer(
+            "Play",
+            cfg.id,
+            media.ip,
+            ingest.local_port,
+            "TCP/RTP/AVP" if tcp else "RTP/AVP",
+            OFFER_PAYLOADS,
+            stream.ssrc,
+            setup=("passive" if stream.transport is MediaTransport.TCP_PASSIVE else "active") if tcp else None,
+            connection="new" if tcp else None,
+        )
+        peer = Peer(device.transport, device.host, device.port)
+        host = f"[{device.host}]" if ":" in device.host else device.host
+        sip_host = f"[{transport.host}]" if ":" in transport.host else transport.host
+        access._cseq += 1
+        invite = Request(
+            "INVITE",
+            f"sip:{stream.channel_id}@{host}:{device.port}",
+            [
+                ("Via", transport.via(device.transport)),
+                ("From", f"<sip:{cfg.id}@{cfg.domain}>;tag={new_tag()}"),
+                ("To", f"<sip:{stream.channel_id}@{cfg.domain}>"),
+                ("Call-ID", new_call_id(transport.host)),
+                ("CSeq", f"{access._cseq} INVITE"),
+                ("Contact", f"<sip:{cfg.id}@{sip_host}:{transport.port}>"),
+                ("Max-Forwards", "70"),
+                ("User-Agent", cfg.user_agent),
+                ("Subject", f"{stream.channel_id}:{stream.ssrc},{cfg.id}:0"),
+                ("Content-Type", "APPLICATION/SDP"),
+            ],
+            offer.serialize(),
+        )
+        stream.invite = invite
+        self._by_call_id[invite.call_id or ""] = stream
+        try:
+            response = await transport.send_request(invite, peer)
+        except SipTimeout:
+            self._count("no answer")
+            raise PlayError("no answer", f"device {device.id} did not answer the INVITE", 504) from None
+        except SipError as exc:
+            self._count("no answer")
+            raise PlayError("no answer", f"INVITE to {device.id} failed: {exc.reason}", 504, exc.status) from None
+        if response.status >= 300:
+            self._count("INVITE rejected")
+            raise PlayError("INVITE rejected", f"device {device.id} answered {response.status} {response.reason}",
+                            502, response.status)
+        dialog = Dialog.from_uac(invite, response, peer)
+        stream.dialog = dialog
+        transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
+        answer = self._answer(stream, response, device)
+        stream.state = "connecting"
+        try:
+            await ingest.start(host=device.host, port=answer)
+        except (OSError, TimeoutError, ValueError) as exc:
+            self._count("bad answer")
+            raise PlayError("bad answer", f"cannot reach the device's media port: {exc}", 502) from None
+
+    def _answer(self, stream: DeviceStream, response: Response, device: Device) -> int | None:
+        """Read the SDP answer liberally; return the device's media port where the relay needs it."""
+        if not response.body:
+            if stream.transport is MediaTransport.TCP_ACTIVE:
+                self._count("bad answer")
+                raise PlayError("bad answer", "the 200 OK has no SDP, so there is no port to connect to", 502)
+            return None
+        try:
+            sdp = SessionDescription.parse(response.body)
+        except SdpError as exc:
+            self._count("bad answer")
+            raise PlayError("bad answer", f"unreadable SDP answer: {exc}", 502) from None
+        video = next((m for m in sdp.media if m.kind == "video"), sdp.media[0] if sdp.media else None)
+        if video is None:
+            self._count("bad answer")
+            raise PlayError("bad answer", "the SDP answer has no media line", 502)
+        address = sdp.address_of(video)
+        if address and address not in ("0.0.0.0", "::") and address != device.host:
+            # Behind NAT the answer names a private address; media is checked against the signalling one.
+            log.info("SDP answer address differs from the device's", device=device.id, sdp=address,
+                     signalling=device.host)
+        if sdp.ssrc and sdp.ssrc != stream.ssrc:
+            log.info("device answered another SSRC", device=device.id, offered=stream.ssrc, answered=sdp.ssrc)
+        return video.port or None
+
+    async def _first_media(self, stream: DeviceStream) -> None:
+        """Wait for the device's first RTP packet, so a play request that will show nothing says why."""
+        ingest = stream.ingest
+        deadline = time.monotonic() + self.media.first_packet_timeout
+        delay = 0.002
+        while time.monotonic() < deadline and not ingest.closed:
+            if ingest.stats.packets:
+                stream.state = "streaming"
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.02)
+        stats = ingest.stats
+        if stats.packets:
+            stream.state = "streaming"
+            return
+        dropped = sum(stats.dropped.values())
+        if dropped:
+            self._count("bad media")
+            raise PlayError("bad media", f"{dropped} packets arrived but none was the device's RTP "
+                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})", 502)
+        self._count("no media")
+        raise PlayError("no media", f"no RTP from the device within {self.media.first_packet_timeout:g} s", 504)
+
+    # -- endings -------------------------------------------------------------------------------------
+
+    def _ingest_stopped(self, ingest: Ingest, reason: StopReason) -> None:
+        stream = next((s for s in self.streams.values() if s.ingest is ingest), None)
+        if stream is None:
+            return
+        if reason is StopReason.MEDIA_TIMEOUT:
+            self.media_timeouts += 1
+            self.metrics.media_timeouts.inc()
+        log.info("device stream stopped", channel=stream.channel_id, reason=reason.value,
+                 detail=ingest.stop_detail)
+        stream.ended = reason.value
+        self._teardown(stream, send_bye=not stream.device_bye)
+
+    def _rtcp_bye(self, ingest: Ingest, reason: str) -> None:
+        log.info("device sent RTCP BYE", ingest=ingest.id, reason=reason)
+
+    def _output_closed(self, output: RelayOutput, reason: StopReason) -> None:
+        for session in list(self.sessions.values()):
+            if session.output is output:
+                session.ended = reason.value
+                self.sessions.pop(session.id, None)
+                session.stream.sessions.pop(session.id, None)
+                log.info("session ended", session=session.id, reason=reason.value)
+
+    def _teardown(self, stream: DeviceStream, send_bye: bool) -> None:
+        if self.streams.get(stream.channel_id) is stream:
+            del self.streams[stream.channel_id]
+        if stream.invite is not None:
+            self._by_call_id.pop(stream.invite.call_id or "", None)
+        for session in list(stream.sessions.values()):
+            session.ended = stream.ended or "ended"
+            self.sessions.pop(session.id, None)
+        stream.sessions.clear()
+        stream.state = "ended"
+        for key, value in stream_totals(stream.ingest).items():
+            self.ended_totals[key] += value
+        if not stream.ingest.closed:
+            stream.ingest.close()
+        if send_bye and stream.dialog is not None:
+            self.access.spawn(self._bye(stream.dialog, stream.device_id))
+
+    async def _bye(self, dialog: Dialog, device_id: str) -> None:
+        transport = self.access.transport
+        device = self.access.registry.get(device_id)
+        if transport is None or device is None:
+            return
+        bye = dialog.create_request("BYE", via=transport.via(device.transport))
+        try:
+            response = await transport.send_request(bye, dialog.peer)
+        except SipError as exc:
+            log.info("BYE to device not answered", device=device_id, reason=exc.reason)
+            return
+        if response.status >= 300:
+            log.info("device refused BYE", device=device_id, status=response.status)
+
+    def on_bye(self, txn: ServerTransaction) -> bool:
+        """A BYE from a device ends its stream; False if the BYE is not for one of ours."""
+        stream = self._by_call_id.get(txn.request.call_id or "")
+        if stream is None:
+            return False
+        transport = self.access.transport
+        assert transport is not None
+        transport.reply(txn, 200)
+        log.info("device ended the stream (BYE)", channel=stream.channel_id, device=stream.device_id)
+        stream.device_bye = True
+        stream.ended = "device BYE"
+        self._teardown(stream, send_bye=False)
+        return True
+
+    def totals(self) -> dict[str, int]:
+        """Lifetime relay counters: ended streams plus the running ones."""
+        out = dict(self.ended_totals)
+        for stream in self.streams.values():
+            for key, value in stream_totals(stream.ingest).items():
+                out[key] += value
+        return out
+
+    def close(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.ended = "gateway stopping"
+            self._teardown(stream, send_bye=True)
+
+
+def stream_totals(ingest: Ingest) -> dict[str, int]:
+    stats = ingest.stats
+    outputs = [o.stats for o in ingest.outputs]
+    return {
+        "packets_in": stats.packets,
+        "bytes_in": stats.bytes,
+        "lost": stats.lost,
+        "reordered": stats.reordered,
+        "packets_out": sum(o.packets for o in outputs),
+        "bytes_out": sum(o.bytes for o in outputs),
+    }
