@@ -109,14 +109,23 @@ class DeviceAccess:
             "MESSAGE": self._on_message,
             "NOTIFY": self._on_notify,
         }
-        # What Allow says, in OPTIONS answers and in 405s alike (the endpoint answers OPTIONS itself).
-        self.methods: tuple[str, ...] = (*self._handlers, "OPTIONS")
-        self._allow = ", ".join(self.methods)
+        self.methods: tuple[str, ...] = ()
+        self._allow = ""
+        self._advertise()
 
     # -- wiring --------------------------------------------------------------------------------------
 
     def attach(self, transport: SipTransport) -> None:
         self.transport = transport
+        self._advertise()
+
+    def _advertise(self) -> None:
+        """Allow names exactly the methods routed here, in 405s and in the OPTIONS answers the endpoint
+        gives itself, whenever a handler is added."""
+        self.methods = (*self._handlers, "OPTIONS")
+        self._allow = ", ".join(self.methods)
+        if self.transport is not None:
+            self.transport.endpoint.config.allow = self.methods
 
     def _t(self) -> SipTransport:
         if self.transport is None:
@@ -126,6 +135,7 @@ class DeviceAccess:
     def handle(self, method: str, handler: Callable[[ServerTransaction], None]) -> None:
         """Route requests of ``method`` from devices to another part of the gateway (live media: BYE)."""
         self._handlers[method] = handler
+        self._advertise()
 
     def on_request(self, txn: ServerTransaction) -> None:
         method = txn.request.method
@@ -223,8 +233,8 @@ class DeviceAccess:
         self.metrics.registrations.labels("auth_failed").inc()
         log.warning("authentication failed", device=device_id, source=f"{source.host}:{source.port}", reason=why)
         cfg = self.config.sip
-        for kind, key in (("device", device_id), ("source", source.host)):
-            if self.lockout.failure(key, now):
+        for kind, key, tag in (("device", device_id, None), ("source", source.host, device_id)):
+            if self.lockout.failure(key, now, tag):
                 self.metrics.lockouts.labels(kind).inc()
                 log.warning(
                     "locked out after repeated authentication failures",
@@ -299,7 +309,7 @@ class DeviceAccess:
             return
         sender = self._sender(req)
         now = self.clock()
-        if not self.registry.is_registered(sender, now):
+        if not self.registry.is_registered(sender, now) or not self._from_device(sender, txn.remote):
             t.reply(txn, 403, "Device not registered")
             return
         try:
@@ -319,12 +329,21 @@ class DeviceAccess:
         match = _FROM_USER_RE.search(req.get("From") or "")
         device_id = match.group(1) if match else ""
         now = self.clock()
-        if self.registry.touch(device_id, now):
+        if self._from_device(device_id, txn.remote) and self.registry.touch(device_id, now):
             self.metrics.keepalives.labels("ok").inc()
             self._t().reply(txn, 200)
             return
         self.metrics.keepalives.labels("unregistered").inc()
         self._t().reply(txn, 403, "Device not registered")
+
+    def _from_device(self, device_id: str, source: Peer) -> bool:
+        """Whether a request claiming to be from ``device_id`` comes from where that device registered.
+
+        Without this, anyone knowing an ID could keep a dead camera "online" or inject its catalog and
+        alarms. A device whose address changed is refused and registers again, as it would anyway.
+        """
+        device = self.registry.get(device_id)
+        return device is not None and device.host == source.host
 
     def _sender(self, req: Request) -> str:
         match = _FROM_USER_RE.search(req.get("From") or "")
@@ -425,7 +444,7 @@ class DeviceAccess:
         req = txn.request
         t = self._t()
         sender = self._sender(req)
-        if not self.registry.is_registered(sender, self.clock()):
+        if not self.registry.is_registered(sender, self.clock()) or not self._from_device(sender, txn.remote):
             t.reply(txn, 403, "Device not registered")
             return
         try:
@@ -545,11 +564,15 @@ class DeviceAccess:
 
     def _catalog_done(self, result: CatalogResult) -> None:
         device_id = result.device_id
-        if self.registry.get(device_id) is not None:
+        # Nothing at all arrived (no answer, or the device was offline): there is no catalog to merge, and
+        # flagging the old one partial would claim the device announced channels it did not send.
+        if self.registry.get(device_id) is not None and (result.complete or result.items):
             channels = [channel_from_item(device_id, item) for item in result.items]
             self.registry.replace_channels(device_id, channels, partial=not result.complete)
         self.metrics.catalogs.labels("complete" if result.complete else "partial").inc()
-        if not result.complete:
+        if not result.items and not result.complete:
+            log.warning("no catalog received", device=device_id)
+        elif not result.complete:
             log.warning("catalog incomplete", device=device_id, received=len(result.items), expected=result.sum_num)
         else:
             log.info("catalog received", device=device_id, channels=len(result.items))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
 from registry.model import Channel, Device
@@ -20,6 +21,8 @@ from .live import PlayError, Session
 
 if TYPE_CHECKING:
     from .daemon import Gateway
+
+log = structlog.get_logger("gb28181.api")
 
 GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway")
 
@@ -140,7 +143,9 @@ async def refresh_catalog(request: web.Request) -> web.Response:
         return found
     gw = request.app[GATEWAY_KEY]
     if request.query.get("wait", "true").lower() in ("0", "false", "no"):
-        gw.access.spawn(gw.access.refresh_catalog(found.id))
+        if not found.online:
+            return _access_error(AccessError("device offline", f"{found.id} is not online"))
+        gw.access.spawn(_refresh_in_background(gw, found.id))
         return web.json_response({"device_id": found.id, "state": "requested"}, status=202)
     try:
         result = await gw.access.refresh_catalog(found.id)
@@ -155,6 +160,14 @@ async def refresh_catalog(request: web.Request) -> web.Response:
             "channel_count": found.channel_count,
         }
     )
+
+
+async def _refresh_in_background(gw: Gateway, device_id: str) -> None:
+    # Nobody awaits this task: a failure must end in the log, not in "exception never retrieved".
+    try:
+        await gw.access.refresh_catalog(device_id)
+    except AccessError as exc:
+        log.info("catalog refresh failed", device=device_id, stage=exc.stage, reason=exc.detail)
 
 
 async def device_status(request: web.Request) -> web.Response:
@@ -186,7 +199,10 @@ async def list_alarms(request: web.Request) -> web.Response:
     try:
         limit = min(int(request.query.get("limit", "100")), 1000)
     except ValueError:
-        return _error(400, "limit must be a whole number")
+        limit = -1
+    if limit < 0:
+        # SQLite reads a negative LIMIT as no limit at all.
+        return _error(400, "limit must be a whole number, at least 0")
     alarms = await gw.storage.list_alarms(request.query.get("device_id"), limit)
     return web.json_response(
         [

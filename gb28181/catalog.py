@@ -53,7 +53,9 @@ class CatalogAssembler:
         if assembly is None:
             assembly = self._open[key] = _Assembly(device_id, sn, now)
         assembly.pages += 1
-        if page.sum_num is not None:
+        if page.sum_num is not None and page.sum_num >= 0:
+            # A negative SumNum is nonsense: treat it as unknown rather than as "complete" (which would
+            # replace the device's channels with nothing).
             assembly.sum_num = page.sum_num
         for item in page.items:
             if item.device_id:

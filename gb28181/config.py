@@ -178,9 +178,12 @@ class _Section:
 
 def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable[[str, Any], str]:
     def convert(key: str, value: Any) -> str:
-        if isinstance(value, bool) or not isinstance(value, str | int):
+        if isinstance(value, _WrittenInt | _WrittenFloat):
+            text = value.text
+        elif isinstance(value, bool) or not isinstance(value, str | int):
             raise ConfigError(key, value, what)
-        text = str(value)
+        else:
+            text = str(value)
         if pattern is not None and pattern.fullmatch(text) is None:
             raise ConfigError(key, value, what)
         return text
@@ -367,6 +370,24 @@ def load_config(data: Any) -> GatewayConfig:
     return cfg
 
 
+class _WrittenInt(int):
+    """A YAML number that keeps its text. YAML 1.1 reads an unquoted 00000000 as 0, 01234567 as 342391
+    and 12:34:56 as 45296: a password or ID written that way must be what the administrator typed."""
+
+    text = ""
+
+
+class _WrittenFloat(float):
+    text = ""
+
+
+def _number_as_written(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    value = loader.construct_yaml_int(node) if node.tag.endswith(":int") else loader.construct_yaml_float(node)
+    kept = _WrittenInt(value) if isinstance(value, int) else _WrittenFloat(value)
+    kept.text = node.value
+    return kept
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping: PyYAML silently keeps the last value,
     so a second ``password:`` pasted under a device would quietly win."""
@@ -385,6 +406,8 @@ def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _number_as_written)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number_as_written)
 
 
 def load_config_file(path: str | Path) -> GatewayConfig:

@@ -6,8 +6,10 @@ from __future__ import annotations
 class AuthLockout:
     """Counts failures per key within a window; at ``max_failures`` the key is locked for ``duration``.
 
-    Keys are device IDs and source addresses alike, so one attacker cycling IDs from one address, and many
-    addresses guessing one ID's password, are both stopped. ``max_failures`` 0 disables locking.
+    Keys are device IDs and source addresses. A source address is counted in *distinct device IDs* that
+    failed from it (``tag``), not in attempts: thousands of cameras share one NAT address, and one of them
+    retrying a wrong password must lock only its own ID, never its neighbours. Someone cycling through IDs
+    from one address is what locks the address. ``max_failures`` 0 disables locking.
     """
 
     __slots__ = ("_failures", "_locked", "duration", "max_failures")
@@ -15,7 +17,7 @@ class AuthLockout:
     def __init__(self, max_failures: int, duration: float) -> None:
         self.max_failures = max_failures
         self.duration = duration
-        self._failures: dict[str, tuple[int, float]] = {}
+        self._failures: dict[str, tuple[int, float, frozenset[str]]] = {}
         self._locked: dict[str, float] = {}
 
     def locked_until(self, key: str, now: float) -> float | None:
@@ -27,19 +29,23 @@ class AuthLockout:
             return None
         return until
 
-    def failure(self, key: str, now: float) -> bool:
-        """Count one failure; True when this failure starts a lockout (log it once, then)."""
+    def failure(self, key: str, now: float, tag: str | None = None) -> bool:
+        """Count one failure (or one more distinct ``tag``); True when this starts a lockout (log it)."""
         if self.max_failures <= 0:
             return False
-        count, first = self._failures.get(key, (0, now))
+        count, first, tags = self._failures.get(key, (0, now, frozenset()))
         if now - first > self.duration:
-            count, first = 0, now
-        count += 1
+            count, first, tags = 0, now, frozenset()
+        if tag is None:
+            count += 1
+        elif tag not in tags:
+            tags = tags | {tag}
+            count = len(tags)
         if count >= self.max_failures:
             self._failures.pop(key, None)
             self._locked[key] = now + self.duration
             return True
-        self._failures[key] = (count, first)
+        self._failures[key] = (count, first, tags)
         return False
 
     def success(self, key: str) -> None:

@@ -494,10 +494,12 @@ class DeviceSimulator:
         self._queue_ready.set()
 
     async def _pace_registrations(self) -> None:
-        """Token bucket: at most `register_rate` first legs per second, in bursts of one tick's worth."""
+        """Token bucket: at most `register_rate` first legs per second. The bucket holds 50 ms worth, so
+        a loop iteration slower than the 10 ms tick does not lose budget, and an idle queue does not build
+        up a burst larger than that."""
         rate = self.config.register_rate
         tick = 0.01 if rate >= 100 else 1.0 / rate
-        burst = max(1.0, rate * tick)
+        burst = max(1.0, rate * 0.05)
         budget = burst
         last = self._loop.time()
         queue = self._queue
@@ -1090,14 +1092,3 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signum)
     log.info("simulator stopped", **asdict(simulator.stats))
     return 0 if complete else 1
-
-
-def main(args: argparse.Namespace) -> int:
-    """Run `run(args)` on uvloop when it is installed (several times the packet rate of asyncio's loop)."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(run(args))

@@ -210,7 +210,8 @@ def _in_dialog(request: Request) -> bool:
 
 def _as_sip_error(exc: ValueError) -> SipError:
     """Any ValueError out of a parser means bad input (an ``int()`` a syntax check let through, say)."""
-    return exc if isinstance(exc, SipError) else SipParseError(f"Unreadable value: {exc}")
+    # The interpreter's own message (e.g. about int digit limits) is no reason phrase for a peer.
+    return exc if isinstance(exc, SipError) else SipParseError("Unreadable value in a header")
 
 
 def _reason(exc: SipError) -> str:

@@ -1,8 +1,8 @@
 """What the device-access integration tests share: a gateway handle, a scripted SIP device, a sipp runner.
 
-The fixtures that build them are in conftest.py. The gateway runs in the test's event loop on free loopback ports with a SQLite file under tmp_path, so the
-tests reach it only through its contracts: SIP on 127.0.0.1 (UDP and TCP), the HTTP API and the log
-output. ``SipDevice`` is a deliberately small, independent SIP client (its own parsing and digest
+The fixtures that build them are in conftest.py. The gateway runs in the test's event loop on free loopback
+ports with a SQLite file under tmp_path, so the tests reach it only through its contracts: SIP on 127.0.0.1
+(UDP and TCP), the HTTP API and the log output. ``SipDevice`` is a deliberately small, independent SIP client (its own parsing and digest
 arithmetic, not the project's ``sip`` package), so a bug there cannot hide the same bug in the gateway.
 """
 
@@ -204,8 +204,11 @@ class SipDevice:
     answered by ``on_request`` (default: 200 OK). Responses resolve the request with the same Via branch.
     """
 
-    def __init__(self, device_id: str, gateway_port: int, transport: str = "UDP") -> None:
+    def __init__(
+        self, device_id: str, gateway_port: int, transport: str = "UDP", local_host: str = "127.0.0.1"
+    ) -> None:
         self.device_id = device_id
+        self.local_host = local_host
         self.gateway = ("127.0.0.1", gateway_port)
         self.transport = transport
         self.local_port = 0
@@ -219,7 +222,6 @@ class SipDevice:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.closed = asyncio.Event()
         # Every secret this device computed or saw, for the "never in the logs" checks.
         self.secrets: set[str] = set()
         self.last_authorization = ""
@@ -228,7 +230,7 @@ class SipDevice:
         loop = asyncio.get_running_loop()
         if self.transport == "UDP":
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _DeviceUdp(self), local_addr=("127.0.0.1", 0)
+                lambda: _DeviceUdp(self), local_addr=(self.local_host, 0)
             )
             self.local_port = self._udp.get_extra_info("sockname")[1]
         else:
@@ -257,8 +259,6 @@ class SipDevice:
                 self.received(head + body)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
-        finally:
-            self.closed.set()
 
     # -- bytes ------------------------------------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class SipDevice:
         to_user = to_user or (self.device_id if method == "REGISTER" else GATEWAY_ID)
         lines = [
             f"{method} sip:{GATEWAY_ID}@{DOMAIN} SIP/2.0",
-            f"Via: SIP/2.0/{self.via_transport} 127.0.0.1:{self.local_port};rport;branch={branch}",
+            f"Via: SIP/2.0/{self.via_transport} {self.local_host}:{self.local_port};rport;branch={branch}",
             f"From: <sip:{from_user}@{DOMAIN}>;tag={self.from_tag}",
             f"To: <sip:{to_user}@{DOMAIN}>",
             f"Call-ID: {call_id or self.call_id}",
@@ -374,7 +374,7 @@ class SipDevice:
         """REGISTER; answer a 401 (once, or again when it says stale) with digest. Returns the final answer."""
         extra_headers = extra_headers or []
         headers = [] if any(n == "Contact" for n, _ in extra_headers) else [
-            ("Contact", f"<sip:{self.device_id}@127.0.0.1:{self.local_port}>")
+            ("Contact", f"<sip:{self.device_id}@{self.local_host}:{self.local_port}>")
         ]
         if expires is not None:
             headers.append(("Expires", str(expires)))
@@ -505,8 +505,10 @@ class RunningGateway:
                 raise AssertionError(f"timed out waiting for {what}")
             await asyncio.sleep(0.02)
 
-    async def new_device(self, device_id: str = DEVICE_ID, transport: str = "UDP") -> SipDevice:
-        device = await SipDevice(device_id, self.sip_port, transport).open()
+    async def new_device(
+        self, device_id: str = DEVICE_ID, transport: str = "UDP", local_host: str = "127.0.0.1"
+    ) -> SipDevice:
+        device = await SipDevice(device_id, self.sip_port, transport, local_host).open()
         self.devices.append(device)
         return device
 

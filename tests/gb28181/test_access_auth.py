@@ -310,3 +310,66 @@ async def test_digest_uri_as_the_device_wrote_it(gateway: RunningGateway) -> Non
     device.secrets.add(response_hash)
     response = await device.request("REGISTER", headers=[*headers, ("Authorization", value)])
     assert response.status == 200, response.start
+
+
+async def test_unquoted_numeric_passwords_in_the_yaml_file_are_taken_as_written(gateway_factory, tmp_path) -> None:
+    """YAML 1.1 reads 00012345 and 01234567 as octal numbers; the devices were given the digits."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        f"sip:\n  password: 00012345\ndevices:\n  - id: {OTHER_ID}\n    password: 01234567\n", encoding="utf-8"
+    )
+    gateway = await gateway_factory(path)
+    device = await gateway.new_device()
+    device.secrets |= {"00012345", "01234567"}
+    response = await device.register("00012345")
+    assert response.status == 200, response.start
+    other = await gateway.new_device(OTHER_ID)
+    response = await other.register("01234567")
+    assert response.status == 200, response.start
+    for secret in device.secrets | other.secrets:
+        assert secret not in gateway.log_text
+
+
+@pytest.mark.parametrize(
+    "gateway", [{"sip": {"lockout_failures": 3, "lockout_seconds": 60}}], indirect=True
+)
+async def test_one_failing_camera_does_not_lock_its_nat_neighbours(gateway: RunningGateway) -> None:
+    """Cameras behind one NAT share a source address: one with a wrong password locks only itself."""
+    failing = await gateway.new_device(OTHER_ID)
+    for _ in range(5):
+        assert (await failing.register(WRONG_PASSWORD)).status == 403
+    assert (await failing.register(PASSWORD)).reason.startswith("Locked out")
+    neighbour = await gateway.new_device(DEVICE_ID)
+    assert (await neighbour.register(PASSWORD)).status == 200
+    assert not [e for e in lockout_events(gateway) if e.get("kind") == "source"]
+
+
+@pytest.mark.parametrize(
+    "gateway", [{"sip": {"lockout_failures": 3, "lockout_seconds": 60}}], indirect=True
+)
+async def test_an_address_cycling_through_ids_is_locked(gateway: RunningGateway) -> None:
+    ids = [f"3402000000132000{n:04d}" for n in range(10, 13)]
+    for device_id in ids:
+        guesser = await gateway.new_device(device_id)
+        assert (await guesser.register(WRONG_PASSWORD)).status == 403
+    # Another ID, right password, same address: the address itself is now locked.
+    victim = await gateway.new_device("34020000001320000099")
+    assert (await victim.register(PASSWORD)).reason.startswith("Locked out")
+    assert [e["key"] for e in lockout_events(gateway) if e.get("kind") == "source"] == ["127.0.0.1"]
+
+
+async def test_keepalive_from_another_address_is_refused(gateway: RunningGateway) -> None:
+    """Knowing a device's ID is not enough to keep it online or speak for it."""
+    await gateway.registered_device(DEVICE_ID)
+    impostor = await gateway.new_device(DEVICE_ID, local_host="127.0.0.2")
+    answer = await impostor.keepalive()
+    assert answer.status == 403
+    alarm = await impostor.message(
+        b'<?xml version="1.0"?><Notify><CmdType>Alarm</CmdType><SN>1</SN>'
+        + f"<DeviceID>{DEVICE_ID}</DeviceID><AlarmPriority>1</AlarmPriority><AlarmMethod>2</AlarmMethod>"
+        .encode()
+        + b"</Notify>"
+    )
+    assert alarm.status == 403
+    status, alarms = await gateway.api("/api/alarms")
+    assert status == 200 and alarms == []

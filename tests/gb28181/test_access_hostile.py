@@ -160,6 +160,48 @@ async def test_message_claiming_an_unregistered_sender_is_403(gateway: RunningGa
     assert response.status == 403
 
 
+ODD_VALUES = ["", "abc", "-1", "99999999999999999999999", "NaN", "1e400", "东", " 3 "]
+
+
+def odd_documents(value: str) -> list[bytes]:
+    """Every command the gateway reads from devices, with ``value`` in each field it converts."""
+    def doc(root: str, cmd: str, inner: str, sn: str = "3") -> bytes:
+        return (f"<{root}><CmdType>{cmd}</CmdType><SN>{sn}</SN><DeviceID>{DEVICE_ID}</DeviceID>"
+                f"{inner}</{root}>").encode()
+    v = value
+    item = (f"<Item><DeviceID>{v}</DeviceID><Event>{v}</Event><Longitude>{v}</Longitude><Latitude>{v}</Latitude>"
+            f"<PTZType>{v}</PTZType><Parental>{v}</Parental><Status>{v}</Status><Port>{v}</Port></Item>")
+    return [
+        doc("Response", "Catalog", f'<SumNum>{v}</SumNum><DeviceList Num="{v}">{item}</DeviceList>'),
+        doc("Notify", "Catalog", f'<SumNum>{v}</SumNum><DeviceList Num="{v}">{item}</DeviceList>'),
+        doc("Response", "DeviceInfo", f"<DeviceName>{v}</DeviceName><Result>{v}</Result><Channel>{v}</Channel>"),
+        doc("Notify", "Alarm", f"<AlarmPriority>{v}</AlarmPriority><AlarmMethod>{v}</AlarmMethod>"
+            f"<AlarmTime>{v}</AlarmTime><Longitude>{v}</Longitude><Info><AlarmType>{v}</AlarmType></Info>", sn=v),
+        doc("Notify", "MobilePosition", f"<Time>{v}</Time><Longitude>{v}</Longitude><Latitude>{v}</Latitude>"
+            f"<Speed>{v}</Speed><Direction>{v}</Direction>", sn=v),
+        doc("Response", "DeviceStatus", f"<Result>{v}</Result><Online>{v}</Online><DeviceTime>{v}</DeviceTime>"
+            f'<Alarmstatus Num="{v}"><Item><DeviceID>{v}</DeviceID><DutyStatus>{v}</DutyStatus></Item></Alarmstatus>'),
+        doc("Response", "RecordInfo", f'<SumNum>{v}</SumNum><RecordList Num="{v}"><Item><StartTime>{v}</StartTime>'
+            "</Item></RecordList>"),
+        doc("Notify", "MediaStatus", f"<NotifyType>{v}</NotifyType>"),
+        doc("Query", "Catalog", ""),
+        doc("Control", "DeviceControl", f"<PTZCmd>{v}</PTZCmd>"),
+    ]
+
+
+async def test_odd_values_in_every_command(gateway: RunningGateway, victim: SipDevice) -> None:
+    """Placeholders, huge numbers, NaN, words where numbers go: each message is answered, none ends in an
+    exception, the API still serves what was stored."""
+    for value in ODD_VALUES:
+        for body in odd_documents(value):
+            response = await victim.message(body)
+            assert response.status == 200 or 400 <= response.status < 500, (body, response.start)
+    await asyncio.sleep(0.1)
+    for path in (f"/api/devices/{DEVICE_ID}/channels", "/api/alarms", "/api/devices"):
+        status, _ = await gateway.api(path)
+        assert status == 200, path
+
+
 @pytest.mark.parametrize(
     "headers",
     [
