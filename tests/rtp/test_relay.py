@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -747,3 +748,32 @@ async def test_engine_close_releases_every_port(engine: RelayEngine) -> None:
     assert engine.ports.leased == 9
     engine.close()
     assert engine.ports.leased == 0 and engine.ingests == []
+
+
+# --------------------------------------------------------------------------------------------- uvloop
+
+ENGINE_SCENARIOS = [
+    function
+    for name, function in list(globals().items())
+    if name.startswith("test_")
+    and inspect.iscoroutinefunction(function)
+    and list(inspect.signature(function).parameters) == ["engine"]
+]
+
+
+@pytest.mark.parametrize("scenario", ENGINE_SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))
+def test_on_uvloop(scenario: Callable[[RelayEngine], Any]) -> None:
+    """Every scenario above again on uvloop, which the gateway runs on: its add_reader, sock_connect and
+    timers are not the default loop's."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> None:
+        relay = RelayEngine(asyncio.get_running_loop(), bind_host=HOST, ports=PORTS)
+        try:
+            await scenario(relay)
+        finally:
+            relay.close()
+        assert relay.ports.leased == 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
