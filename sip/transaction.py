@@ -388,8 +388,8 @@ class TransactionLayer:
         self._client[txn.key] = txn
         self._output.append((txn.data, remote))
         if not reliable:
-            self._schedule(txn._next_retransmit, _TIMER_RETRANSMIT, txn)
-        self._schedule(txn.deadline, _TIMER_TIMEOUT, txn)
+            self._schedule(txn._next_retransmit, _TIMER_RETRANSMIT, txn.key)
+        self._schedule(txn.deadline, _TIMER_TIMEOUT, txn.key)
         return txn
 
     def send_stateless(self, data: bytes, remote: Remote) -> None:
@@ -428,13 +428,13 @@ class TransactionLayer:
                 if txn.state is State.COMPLETED:
                     return
                 txn.state = State.COMPLETED
-                self._schedule(now + (0.0 if txn.reliable else 32.0), _TIMER_END, txn)
+                self._schedule(now + (0.0 if txn.reliable else 32.0), _TIMER_END, txn.key)
             else:
                 # 2xx retransmissions reach the TU again so the dialog can re-send its ACK (RFC 6026).
                 first = txn.state is not State.ACCEPTED
                 txn.state = State.ACCEPTED
                 if first:
-                    self._schedule(now + t.b, _TIMER_END, txn)
+                    self._schedule(now + t.b, _TIMER_END, txn.key)
             txn.response = response
             self._events.append(ResponseReceived(txn, response))
             return
@@ -443,7 +443,7 @@ class TransactionLayer:
         txn.state = State.COMPLETED
         txn.response = response
         self._events.append(ResponseReceived(txn, response))
-        self._schedule(now + (0.0 if txn.reliable else t.t4), _TIMER_END, txn)
+        self._schedule(now + (0.0 if txn.reliable else t.t4), _TIMER_END, txn.key)
 
     def cancel_request(self, txn: ClientTransaction) -> Request:
         """A CANCEL for a pending INVITE (§9.1): same branch, Call-ID, From, To, CSeq number."""
@@ -488,11 +488,15 @@ class TransactionLayer:
                     self.timeouts += 1
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, kind, txn = heapq.heappop(heap)
-            if isinstance(txn, ServerTransaction):
-                self._server_timer(txn, kind, now)
+            _, _, kind, entry = heapq.heappop(heap)
+            if isinstance(entry, ServerTransaction):
+                self._server_timer(entry, kind, now)
             else:
-                self._client_timer(txn, kind, now)
+                # Client timers hold the key, not the transaction: a finished one (and its request and
+                # response) must be freed at once, not when its last Timer F entry comes up 32 s later.
+                client = self._client.get(entry)
+                if client is not None:
+                    self._client_timer(client, kind, now)
 
     def _server_timer(self, txn: ServerTransaction, kind: int, now: float) -> None:
         state = txn.state
@@ -534,7 +538,7 @@ class TransactionLayer:
                 self._output.append((txn.data, txn.remote))
                 txn._interval = txn._interval * 2 if txn.is_invite else min(2 * txn._interval, self.timers.t2)
                 txn._next_retransmit = now + txn._interval
-                self._schedule(txn._next_retransmit, _TIMER_RETRANSMIT, txn)
+                self._schedule(txn._next_retransmit, _TIMER_RETRANSMIT, txn.key)
             return
         if kind == _TIMER_TIMEOUT:
             if state in (State.CALLING, State.TRYING, State.PROCEEDING):

@@ -299,10 +299,16 @@ def run(
     time.sleep(0.3)
     if relay_conn is not None:
         relay_conn.send("start")
+    before = _core_times(relay_core)
     sender_conn.send("go")
     sent = sender_conn.recv()
+    after = _core_times(relay_core)
     time.sleep(0.3)
     result: dict[str, Any] = {"sender": sent}
+    if before and after:
+        total = sum(after) - sum(before)
+        names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+        result["core"] = {name: (a - b) / total for name, a, b in zip(names, after, before, strict=False) if total}
     if relay_conn is not None:
         relay_conn.send("stop")
         result["relay"] = relay_conn.recv()
@@ -312,6 +318,19 @@ def run(
         if process is not None:
             process.join(5)
     return result
+
+
+def _core_times(core: int) -> list[int]:
+    """Jiffies the core spent per state (/proc/stat), to see whether the relay's core was saturated and
+    how much went to softirq (the kernel's side of its sends, not charged to the process)."""
+    try:
+        with open("/proc/stat") as stat:
+            for line in stat:
+                if line.startswith(f"cpu{core} "):
+                    return [int(x) for x in line.split()[1:9]]
+    except OSError:
+        pass
+    return []
 
 
 def _percentile(values: list[int], fraction: float) -> float:
@@ -344,6 +363,20 @@ def main() -> None:
             f"  sink rate {rate:,.0f} packets/s, loss sender->sink {1 - sink['count'] / max(1, sender['sent']):.1%}; "
             f"relay CPU {per_packet * 1e6:.2f} µs/packet -> {1 / per_packet:,.0f} packets/s per free core"
         )
+        if "core" in result:
+            core = result["core"]
+            print(
+                "  relay core: "
+                + ", ".join(f"{name} {share:.0%}" for name, share in core.items() if share >= 0.005)
+                + " (includes whatever else ran there)"
+            )
+            # The kernel's side of the relay's sends (and of the receiver's wake-ups) runs as softirq on
+            # the relay's core and is not charged to the process: count it to estimate a free core.
+            softirq = core.get("softirq", 0.0) * sender["seconds"] / max(1, relay["relayed"])
+            print(
+                f"  relay CPU + its core's softirq: {(per_packet + softirq) * 1e6:.2f} µs/packet -> "
+                f"{1 / (per_packet + softirq):,.0f} packets/s on a free core"
+            )
         if "keyframes" in relay:
             print(
                 f"  output seq gaps at the sink {sink['seq_gaps']}, SSRC rewritten {sink['ssrc_ok']}, "

@@ -230,7 +230,7 @@ def test_ids_follow_the_hikvision_captures() -> None:
 
 
 @given(
-    prefix=st.from_regex(r"[0-9]{10,16}", fullmatch=True),
+    prefix=st.from_regex(r"[0-9]{13,16}", fullmatch=True).filter(lambda p: p[10:13] != "131"),
     start=st.integers(1, 500),
     count=st.integers(1, 500),
     channels=st.integers(0, 16),
@@ -250,9 +250,7 @@ def test_channel_ids_are_unique_and_locatable(prefix: str, start: int, count: in
         other_channel = data.draw(st.integers(1, channels))
         if (other, other_channel) != (number, channel):
             assert config.channel_id(other, other_channel) != gb_id
-    located = config.locate(gb_id)
-    # A device ID whose type digits are 131 may also read as a channel; the device wins.
-    assert located == (number, channel) or (channel and gb_id.startswith(prefix) and located is not None)
+    assert config.locate(gb_id) == (number, channel)
 
 
 def test_config_rejects_what_cannot_be_numbered() -> None:
@@ -260,6 +258,10 @@ def test_config_rejects_what_cannot_be_numbered() -> None:
         SimulatorConfig(server_host="h", server_port=1, count=100_000, channels=100)
     with pytest.raises(ValueError, match="does not fit"):
         SimulatorConfig(server_host="h", server_port=1, id_prefix="3402000000132000", count=10_000)
+    with pytest.raises(ValueError, match="type of the channels"):
+        SimulatorConfig(server_host="h", server_port=1, id_prefix="3402000000131")
+    with pytest.raises(ValueError, match="13 to 19 digits"):
+        SimulatorConfig(server_host="h", server_port=1, id_prefix="3402000000")
     with pytest.raises(ValueError, match="transport"):
         SimulatorConfig(server_host="h", server_port=1, transport="sctp")
     with pytest.raises(ValueError, match="encoding"):

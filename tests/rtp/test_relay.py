@@ -736,6 +736,22 @@ async def test_rtcp_receiver_reports_sender_reports_and_byes(engine: RelayEngine
     device_rtcp.close()
 
 
+async def test_dual_stack_engine_accepts_and_sends_to_ipv4_hosts() -> None:
+    try:
+        relay = RelayEngine(asyncio.get_running_loop(), bind_host="::", ports=PORTS)
+        ingest = relay.open_ingest(IngestConfig(device_host=HOST))
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    sink = udp_socket()
+    ingest.add_output(MediaTransport.UDP, *sink.getsockname(), ssrc=7, seq_base=0)
+    device = udp_socket()
+    device.sendto(rtp(1, b"v4 device"), (HOST, ingest.local_port))
+    got = await receive(sink, 1)
+    assert got[0].payload == b"v4 device" and not ingest.stats.dropped  # seen as ::ffff:127.0.0.1
+    relay.close()
+    device.close()
+
+
 async def test_engine_close_releases_every_port(engine: RelayEngine) -> None:
     sink = udp_socket()
     for transport in MediaTransport:

@@ -655,3 +655,40 @@ def test_client_transaction_requires_a_branch() -> None:
     layer = new_layer()
     with pytest.raises(SipError):
         layer.send_request(sip_request(branch=None), UAC, False, now=0.0)
+
+
+def test_a_finished_client_transaction_is_freed_before_its_timer_f_entry_comes_up() -> None:
+    """Regression: the timer heap held finished client transactions (request, bytes, response) until
+    Timer F, 32 s later: hundreds of MB at a few thousand requests per second."""
+    import gc
+
+    from sip.message import Request, Response
+    from sip.transaction import ClientTransaction, TransactionLayer
+
+    def alive() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, ClientTransaction) and o.key[0] == "z9hG4bKfreed")
+
+    layer = TransactionLayer()
+    request = Request(
+        "MESSAGE",
+        "sip:34020000001320000001@127.0.0.1:5060",
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bKfreed"),
+            ("From", "<sip:34020000002000000001@3402000000>;tag=1"),
+            ("To", "<sip:34020000001320000001@3402000000>"),
+            ("Call-ID", "freed@test"),
+            ("CSeq", "1 MESSAGE"),
+        ],
+    )
+    txn = layer.send_request(request, ("127.0.0.1", 5060), False, 0.0)
+    response = Response(200, None, [(n, v) for n, v in request.headers if n != "CSeq"] + [("CSeq", "1 MESSAGE")])
+    layer.receive_response(response, ("127.0.0.1", 5060), 0.1)
+    while layer.next_event() is not None:
+        pass
+    layer.take_output()
+    del txn, request, response
+    layer.handle_timer(0.1 + layer.timers.t4 + 0.01)  # Timer K: the transaction ends
+    assert layer.client_count == 0
+    assert alive() == 0, "the ended transaction is still referenced (by a pending Timer E/F entry?)"
+    assert layer.next_deadline() is not None  # its Timer F entry is still queued, harmlessly
