@@ -68,8 +68,11 @@ class Session:
     stream: DeviceStream
     output: RelayOutput
     transport: str
+    host: str | None = None
+    port: int | None = None
     created: float = field(default_factory=time.monotonic)
     ended: str | None = None
+    reinvites: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -135,7 +138,7 @@ class LiveStreams:
             )
         except (OSError, PortRangeExhausted) as exc:
             raise PlayError("output failed", f"cannot open the output: {exc}", 503) from None
-        session = Session(f"{stream.ingest.id}-{output.id}", stream, output, out_transport.value)
+        session = Session(f"{stream.ingest.id}-{output.id}", stream, output, out_transport.value, host, port)
         stream.sessions[session.id] = session
         self.sessions[session.id] = session
         log.info("session started", session=session.id, channel=channel_id, transport=out_transport.value,
@@ -348,7 +351,59 @@ class LiveStreams:
         log.info("device stream stopped", channel=stream.channel_id, reason=reason.value,
                  detail=ingest.stop_detail)
         stream.ended = reason.value
+        kept = [session for session in stream.sessions.values() if self._may_reinvite(session)]
+        if reason is StopReason.MEDIA_TIMEOUT and kept:
+            for session in kept:
+                stream.sessions.pop(session.id, None)
+            self._teardown(stream, send_bye=not stream.device_bye)
+            self.access.spawn(self._reinvite(stream.channel_id, kept))
+            return
         self._teardown(stream, send_bye=not stream.device_bye)
+
+    def _may_reinvite(self, session: Session) -> bool:
+        """A receiver can follow a new device leg unless it connected to a port that goes away with the
+        old one (TCP passive). A re-INVITE that brings no media ends the receivers, so this cannot loop
+        without media flowing in between."""
+        return (
+            self.media.reinvite
+            and session.transport != MediaTransport.TCP_PASSIVE.value
+            and session.ended is None
+        )
+
+    async def _reinvite(self, channel_id: str, sessions: list[Session]) -> None:
+        """After a media timeout, INVITE the device again and move the receivers to the new leg.
+
+        Each receiver keeps its SSRC and its sequence numbers continue, so a viewer or an upper platform
+        sees a pause, not a new stream. If the device cannot be brought back, the receivers end with the
+        stage that failed.
+        """
+        log.info("re-inviting the device after a media timeout", channel=channel_id, receivers=len(sessions))
+        try:
+            stream = self.streams.get(channel_id)
+            if stream is None or stream.ended is not None:
+                stream = await self._open(channel_id)
+        except PlayError as exc:
+            for session in sessions:
+                session.ended = f"media timeout; re-INVITE failed: {exc.stage}"
+                self.sessions.pop(session.id, None)
+            log.warning("re-INVITE failed", channel=channel_id, stage=exc.stage, detail=exc.detail)
+            return
+        for session in sessions:
+            old = session.output
+            try:
+                output = stream.ingest.add_output(
+                    MediaTransport(session.transport), session.host, session.port,
+                    ssrc=old.ssrc, seq_base=old.next_seq, on_close=self._output_closed,
+                )
+            except (OSError, PortRangeExhausted) as exc:
+                session.ended = f"media timeout; output failed: {exc}"
+                self.sessions.pop(session.id, None)
+                continue
+            session.output = output
+            session.stream = stream
+            session.reinvites += 1
+            stream.sessions[session.id] = session
+        log.info("device stream restored", channel=channel_id, receivers=len(stream.sessions))
 
     def _rtcp_bye(self, ingest: Ingest, reason: str) -> None:
         log.info("device sent RTCP BYE", ingest=ingest.id, reason=reason)
@@ -356,6 +411,8 @@ class LiveStreams:
     def _output_closed(self, output: RelayOutput, reason: StopReason) -> None:
         for session in list(self.sessions.values()):
             if session.output is output:
+                if reason is StopReason.MEDIA_TIMEOUT and self._may_reinvite(session):
+                    continue  # kept for the re-INVITE that _ingest_stopped is about to start
                 session.ended = reason.value
                 self.sessions.pop(session.id, None)
                 session.stream.sessions.pop(session.id, None)
