@@ -26,6 +26,7 @@ from typing import Any, Self
 
 import aiohttp
 import yaml
+from wire import SipMessage, free_port
 
 from gb28181.config import load_config
 from gb28181.daemon import Gateway
@@ -39,21 +40,6 @@ DOMAIN = "3402000000"
 
 
 # -- ports ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port that was free for both UDP and TCP on 127.0.0.1 a moment ago (the config needs 1-65535)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(port)
-    raise RuntimeError("no free port")
 
 
 def port_in_use(port: int) -> bool:
@@ -70,52 +56,8 @@ def port_in_use(port: int) -> bool:
 # -- SIP messages ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class SipMsg:
-    """A SIP message parsed just enough for assertions."""
-
-    start: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    raw: bytes
-
-    @classmethod
-    def parse(cls, data: bytes) -> SipMsg:
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("utf-8", "replace").split("\r\n")
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers.append((name.strip(), value.strip()))
-        return cls(lines[0], headers, body, data)
-
-    @property
-    def is_response(self) -> bool:
-        return self.start.startswith("SIP/2.0 ")
-
-    @property
-    def status(self) -> int:
-        return int(self.start.split(" ", 2)[1])
-
-    @property
-    def reason(self) -> str:
-        parts = self.start.split(" ", 2)
-        return parts[2] if len(parts) > 2 else ""
-
-    @property
-    def method(self) -> str:
-        return self.start.split(" ", 1)[0]
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-    @property
-    def branch(self) -> str:
-        match = re.search(r";\s*branch=([^;,\s]+)", self.get("Via") or "")
-        return match.group(1) if match else ""
+class SipMsg(SipMessage):
+    """A SIP message parsed just enough for assertions, with the GB/T 28181 bits the replays read."""
 
     def xml(self, tag: str) -> str | None:
         """Text of the first <tag> of the body (bodies may declare GB2312, which expat cannot read)."""

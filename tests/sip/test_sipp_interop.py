@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wire import free_port
 
 from sip.endpoint import Peer, SipEndpoint
 from sip.registration import Registration, RegistrationError, RegistrationState
@@ -48,21 +48,6 @@ class SippRun:
         for log in sorted(self.workdir.glob("*_messages.log")):
             parts.append(f"--- {log.name} (end)\n{log.read_text(errors='replace')[-3000:]}")
         return "\n".join(parts)
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (sipp binds one of them, we may use the other)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def sipp_command(scenario: str, transport: str, calls: int, *extra: str) -> list[str]:

@@ -1,0 +1,73 @@
+"""What several test areas need to talk to the real thing from outside: free ports, and a SIP message
+parsed just enough for assertions (deliberately not the project's own ``sip`` package)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass
+
+
+def free_port() -> int:
+    """A port that was free for both UDP and TCP on 127.0.0.1 a moment ago (for configs and sipp)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class SipMessage:
+    start: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> SipMessage:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("utf-8", "replace").split("\r\n")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return cls(lines[0], headers, body, data)
+
+    @property
+    def is_response(self) -> bool:
+        return self.start.startswith("SIP/2.0 ")
+
+    @property
+    def status(self) -> int:
+        return int(self.start.split(" ", 2)[1])
+
+    @property
+    def reason(self) -> str:
+        parts = self.start.split(" ", 2)
+        return parts[2] if len(parts) > 2 else ""
+
+    @property
+    def method(self) -> str:
+        return self.start.split(" ", 1)[0]
+
+    def get(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    @property
+    def branch(self) -> str:
+        via = self.get("Via") or self.get("v") or ""
+        match = re.search(r";\s*branch=([^;,\s]+)", via)
+        return match.group(1) if match else ""
