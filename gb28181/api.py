@@ -307,6 +307,35 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.json_response({"id": request.match_info["session_id"], "state": "stopped"})
 
 
+async def list_positions(request: web.Request) -> web.Response:
+    found = _device_or_404(request)
+    if isinstance(found, web.Response):
+        return found
+    gw = request.app[GATEWAY_KEY]
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= 1000:
+        return _error(400, "limit must be a whole number from 1 to 1000")
+    positions = await gw.storage.list_mobile_positions(found.id, limit)
+    return web.json_response(
+        [
+            {
+                "device_id": p.device_id,
+                "time": p.time,
+                "longitude": p.longitude,
+                "latitude": p.latitude,
+                "speed": p.speed,
+                "direction": p.direction,
+                "altitude": p.altitude,
+                "received_at": _iso(p.received_at),
+            }
+            for p in positions
+        ]
+    )
+
+
 async def health(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     return web.json_response(
@@ -329,6 +358,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/devices/{device_id}/catalog/refresh", refresh_catalog)
     app.router.add_get("/api/devices/{device_id}/status", device_status)
     app.router.add_get("/api/alarms", list_alarms)
+    app.router.add_get("/api/devices/{device_id}/positions", list_positions)
     app.router.add_post("/api/channels/{channel_id}/play", play)
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/sessions/{session_id}", get_session)

@@ -4,7 +4,9 @@ Each device behaves on the wire like the Hikvision and eXosip captures in shared
 REGISTER with digest (the same Call-ID, the nonce reused on refresh as eXosip does), keepalive MESSAGEs
 with a rising SN, Catalog answers split over several MESSAGEs the way NVRs send them, DeviceInfo,
 DeviceStatus, and a NOTIFY after a Catalog SUBSCRIBE. Like a camera, a device registers again when its
-keepalive is refused or goes unanswered three times in a row.
+keepalive is refused or goes unanswered three times in a row. Given a media file, devices answer a Play
+INVITE for a channel (or the device itself) and stream it as PS over RTP (`gb28181.simulator_media`) until
+a BYE, and send BYE themselves when the media duration ends or the simulator stops.
 
 Scale is the design constraint (100,000 devices in one process): devices share a SIP socket per group
 (as devices behind one NAT address do), a device is one slotted record, every timer lives in one heap
@@ -50,7 +52,16 @@ from gb28181.manscdp import (
     response_device_status,
     response_result,
 )
+from gb28181.simulator_media import (
+    MediaCall,
+    MediaOptions,
+    MediaSource,
+    OfferError,
+    add_media_arguments,
+    media_options_from_args,
+)
 from gb28181.xmltext import codec_for
+from sip.dialog import Dialog
 from sip.digest import DigestClient, DigestError, parse_challenge
 from sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from sip.errors import SipError
@@ -109,6 +120,7 @@ class SimulatorConfig:
     """Hikvision IPCs send "IP Camera"; gateways special-case vendors by it, so it is configurable."""
     t1: float = 0.5
     """SIP T1; a keepalive times out after 64 * T1 (Timer F)."""
+    media: MediaOptions = field(default_factory=MediaOptions)
 
     def __post_init__(self) -> None:
         self.transport = self.transport.upper()
@@ -216,6 +228,11 @@ class SimulatorStats:
     """Answers, NOTIFYs and reports the server did not accept with 2xx (or did not answer)."""
     unsupported: int = 0
     """Requests the simulator refused because it does not simulate what they ask for."""
+    invites: int = 0
+    calls: int = 0
+    """INVITEs answered 200 (media calls set up)."""
+    byes_received: int = 0
+    byes_sent: int = 0
 
 
 class _Group:
@@ -228,8 +245,9 @@ class _Group:
         endpoint: SipEndpoint,
         server: Peer,
         on_request: Callable[[_Group, ServerTransaction], None],
+        on_ack: Callable[[Request, Peer], None],
     ) -> None:
-        self.transport = SipTransport(endpoint, partial(on_request, self))
+        self.transport = SipTransport(endpoint, partial(on_request, self), on_ack=on_ack)
         self.server = server
         self.contact_host = ""
 
@@ -312,6 +330,8 @@ class DeviceSimulator:
         self._token = os.urandom(4).hex()
         self._serial = itertools.count(1)
         self._keepalive_body = _keepalive_template(config.encoding)
+        self._source: MediaSource | None = None
+        self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -319,10 +339,12 @@ class DeviceSimulator:
         """Open the sockets and queue every device for registration (paced by `register_rate`)."""
         cfg = self.config
         self._loop = asyncio.get_running_loop()
+        if cfg.media.file is not None:
+            self._source = MediaSource.load(cfg.media.file, cfg.media.codec)
         server = Peer(cfg.transport, cfg.server_host, cfg.server_port)
         endpoint_config = EndpointConfig(user_agent=cfg.user_agent, timers=Timers(t1=cfg.t1))
         for first in range(0, cfg.count, cfg.devices_per_socket):
-            group = _Group(SipEndpoint(endpoint_config), server, self._on_request)
+            group = _Group(SipEndpoint(endpoint_config), server, self._on_request, self._on_ack)
             await group.start(cfg.bind)
             self._groups.append(group)
             for number in range(cfg.start + first, cfg.start + min(first + cfg.devices_per_socket, cfg.count)):
@@ -339,6 +361,9 @@ class DeviceSimulator:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._calls:
+            await asyncio.wait([self._loop.create_task(self._hang_up_quietly(call_id)) for call_id in self._calls],
+                               timeout=64 * self.config.t1 if timeout is None else timeout)
         for task in list(self._tasks):
             task.cancel()
         self._queue.clear()
@@ -764,8 +789,9 @@ class DeviceSimulator:
         elif method == "SUBSCRIBE":
             self._on_subscribe(group, txn)
         elif method == "INVITE":
-            self.stats.unsupported += 1
-            self._reply(group, txn, 488, "Simulated device sends no media")
+            self._on_invite(group, txn)
+        elif method == "BYE" and txn.request.call_id in self._calls:
+            self._on_bye(group, txn)
         elif method in ("BYE", "CANCEL", "INFO", "NOTIFY"):
             self._reply(group, txn, 481)
         else:
@@ -865,6 +891,87 @@ class DeviceSimulator:
             dialog = _Dialog(target, local=response.get("To") or "", remote=request.get("From") or "",
                              call_id=request.call_id or "", event=event)
             self._spawn(self._notify_catalog(device, channel, dialog, expires, doc.sn))
+
+    # -- live video ----------------------------------------------------------------------------------
+
+    def _on_invite(self, group: _Group, txn: ServerTransaction) -> None:
+        """Answer a Play INVITE for a channel or the device itself; the media starts with the ACK."""
+        self.stats.invites += 1
+        request = txn.request
+        media = self.config.media
+        located = None
+        with contextlib.suppress(SipError):
+            located = self.config.locate(request.request_uri.user or "")
+        if located is None:
+            self._reply(group, txn, 404, "No such channel")
+            return
+        if media.invite_status == 0:
+            return
+        if media.invite_status != 200:
+            self._reply(group, txn, media.invite_status)
+            return
+        if self._source is None:
+            self.stats.unsupported += 1
+            self._reply(group, txn, 488, "Simulated device has no media file")
+            return
+        number, channel = located
+        target_id = self._target_id(self._devices[number - self.config.start], channel)
+        contact = f"<sip:{target_id}@{group.contact_host}>"
+        call_id = request.call_id or ""
+        try:
+            # Our responses carry the endpoint's tag in To, so that is our side of every dialog we answer.
+            dialog = Dialog.from_uas(request, group.transport.endpoint.local_tag, contact, peer=group.server)
+            call, answer = MediaCall.answer(call_id, target_id, request.body, self._source, media,
+                                            bind=self.config.bind, signalling_host=txn.remote.host)
+        except SipError as exc:
+            self._reply(group, txn, exc.status, exc.reason)
+            return
+        except OfferError as exc:
+            self._reply(group, txn, exc.status, exc.reason)
+            return
+        except OSError as exc:
+            self._reply(group, txn, 503, f"No media port: {exc.strerror}")
+            return
+        self._calls[call_id] = (group, dialog, call)
+        self.stats.calls += 1
+        self._reply(group, txn, 200, headers=[("Contact", contact), ("Content-Type", "APPLICATION/SDP")], body=answer)
+
+    def _on_ack(self, request: Request, source: Peer) -> None:
+        entry = self._calls.get(request.call_id or "")
+        if entry is not None:
+            entry[2].start(self._call_finished)
+
+    def _on_bye(self, group: _Group, txn: ServerTransaction) -> None:
+        _, _, call = self._calls.pop(txn.request.call_id or "")
+        self.stats.byes_received += 1
+        call.close("BYE received")
+        self._reply(group, txn, 200)
+
+    def _call_finished(self, call: MediaCall) -> None:
+        """The media duration has passed: the device hangs up."""
+        self._spawn(self._hang_up_quietly(call.call_id))
+
+    async def _hang_up_quietly(self, call_id: str) -> None:
+        with contextlib.suppress(SipError):
+            await self.hang_up(call_id)
+
+    @property
+    def calls(self) -> dict[str, MediaCall]:
+        """Calls being answered or streamed, by Call-ID."""
+        return {call_id: entry[2] for call_id, entry in self._calls.items()}
+
+    async def hang_up(self, call_id: str) -> Response | None:
+        """End a call from the device's side: stop its media and send BYE. Returns the server's answer,
+        None if there is no such call; raises SipTimeout when the BYE is not answered."""
+        entry = self._calls.pop(call_id, None)
+        if entry is None:
+            return None
+        group, dialog, call = entry
+        call.close("BYE sent")
+        bye = dialog.create_request("BYE", via=group.transport.via(self.config.transport),
+                                    extra_headers=[("User-Agent", self.config.user_agent)])
+        self.stats.byes_sent += 1
+        return await group.transport.send_request(bye, group.server)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coroutine)
@@ -1041,6 +1148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--bind", default=d.bind, help=f"local address of the devices (default {d.bind})")
     add("--user-agent", default=d.user_agent, help=f"User-Agent of the devices (default {d.user_agent!r})")
     add("--stats-interval", type=float, default=10.0, help="seconds between statistics lines; 0 for none")
+    add_media_arguments(parser)
 
 
 def _server_address(text: str) -> tuple[str, int]:
@@ -1075,6 +1183,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         retry_interval=args.retry_interval,
         bind=args.bind,
         user_agent=args.user_agent,
+        media=media_options_from_args(args),
     )
 
 
@@ -1097,6 +1206,10 @@ async def run(args: argparse.Namespace) -> int:
     try:
         with fewer_collections():
             complete = await _run_until(simulator, stop, args.duration, args.stats_interval)
+    except (OSError, ValueError) as exc:
+        # Only starting can fail like this: the media file is unreadable or holds no keyframe.
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

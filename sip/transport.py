@@ -97,6 +97,7 @@ class SipTransport:
         self._idle_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stray_responses = 0
+        self._receiving = False
         self.refused_connections = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -156,7 +157,9 @@ class SipTransport:
 
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         txn.respond(response, self._loop.time())
-        self._flush()
+        if not self._receiving:
+            # Answered later (from a task): nothing else will send it. Inside _receive, its flush does.
+            self._flush()
 
     def reply(
         self,
@@ -219,6 +222,7 @@ class SipTransport:
         endpoint = self.endpoint
         txn = endpoint.receive(data, source, self._loop.time())
         if txn is not None:
+            self._receiving = True
             try:
                 self.on_request(txn)
             except SipError as exc:
@@ -228,6 +232,8 @@ class SipTransport:
                 log.exception("request handler failed", method=txn.request.method)
                 if txn.state in _UNANSWERED:
                     txn.reply(500, now=self._loop.time())
+            finally:
+                self._receiving = False
         self._flush()
 
     def _flush(self) -> None:

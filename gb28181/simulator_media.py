@@ -1,0 +1,406 @@
+"""Media for simulated devices: answer a Play INVITE like a camera and stream a file as PS over RTP.
+
+A real camera answers the platform's SDP offer with ``s=Play``, its own address and port, ``a=sendonly``,
+``a=rtpmap:96 PS/90000`` and the ``y=`` SSRC it will send, then, once the ACK arrives, sends one PS pack
+per frame, cut into RTP packets, every 1/fps seconds. Over TCP (RFC 4571 framing) it takes the role the
+offer leaves it: an offer with ``a=setup:passive`` means the platform listens, so the device connects to
+the offered port; ``a=setup:active`` means the platform connects, so the device listens on the port it
+answers. This module does that for `gb28181.simulator`, plus the misbehaviour tests need: another SSRC
+than offered (or 0, as devices that ignore ``y=`` send), packet loss and reordering, silence.
+
+The elementary stream is split into access units once (`MediaSource`) and shared by every call; each call
+muxes and packetises as it goes, because PS timestamps and RTP sequence numbers are per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from rtp.elementary import StreamType, is_keyframe, iter_access_units
+from rtp.framing import frame
+from rtp.packetizer import PsRtpPacketizer
+from rtp.ps import PsMuxer
+from sip.sdp import SdpError, SessionDescription
+
+log = structlog.get_logger("gb28181.simulator")
+
+CODECS = {"h264": StreamType.H264, "h265": StreamType.H265}
+PS_PAYLOAD = (96, "PS", 90000)
+_CLOCK = 90_000
+_CONNECT_TIMEOUT = 10.0
+_MAX_LAG = 1.0
+"""Seconds a stream may fall behind its frame clock before it stops catching up and restarts the clock
+(a loaded event loop must not turn into a burst of seconds of video)."""
+
+
+class OfferError(Exception):
+    """An INVITE offer the simulated device cannot answer; ``status`` is the SIP response to send."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True, kw_only=True)
+class MediaOptions:
+    """How simulated devices answer INVITEs and what they stream. Invalid values raise ValueError."""
+
+    file: Path | None = None
+    """H.264/H.265 Annex B elementary stream, streamed in a loop; None answers every INVITE 488."""
+    codec: str = "h264"
+    fps: float = 25.0
+    duration: float = 0.0
+    """Seconds a call streams before the device hangs up with BYE; 0 streams until the BYE comes."""
+    ssrc: int | None = None
+    """None answers and sends the offered ``y=``; a number is answered and sent instead (0 like devices
+    that ignore ``y=``)."""
+    invite_status: int = 200
+    """Final answer to INVITE: 200 streams, 4xx-6xx rejects (486 Busy Here), 0 never answers (only the
+    100 Trying the transaction layer sends)."""
+    send: bool = True
+    """False: answer 200 and never send a packet."""
+    loss: float = 0.0
+    """Fraction of RTP packets not sent, as if lost on the way."""
+    reorder: float = 0.0
+    """Fraction of RTP packets sent after the packet that follows them in the same frame."""
+    seed: int | None = None
+    mtu: int = 1400
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"media codec must be one of {sorted(CODECS)}, not {self.codec!r}")
+        if not 0 < self.fps <= 240:
+            raise ValueError(f"fps must be above 0 and at most 240, not {self.fps}")
+        if self.duration < 0:
+            raise ValueError("media duration must not be negative")
+        if self.ssrc is not None and not 0 <= self.ssrc <= 0xFFFFFFFF:
+            raise ValueError(f"SSRC {self.ssrc} does not fit in 32 bits")
+        if self.invite_status != 0 and not (self.invite_status == 200 or 400 <= self.invite_status <= 699):
+            raise ValueError(f"INVITE status must be 200, 400-699 or 0 (no answer), not {self.invite_status}")
+        if not (0 <= self.loss < 1 and 0 <= self.reorder < 1):
+            raise ValueError("loss and reorder are fractions from 0 up to (not including) 1")
+        if not 64 <= self.mtu <= 65535:
+            raise ValueError(f"MTU must be 64 to 65535 bytes, not {self.mtu}")
+
+
+@dataclass(slots=True, frozen=True)
+class MediaSource:
+    """A file's access units from its first keyframe on, as (Annex B bytes, keyframe)."""
+
+    path: Path
+    codec: StreamType
+    frames: tuple[tuple[bytes, bool], ...]
+
+    @classmethod
+    def load(cls, path: Path, codec: str) -> MediaSource:
+        """Raises ValueError when the file holds no keyframe (a decoder could never start)."""
+        stream_type = CODECS[codec]
+        units = [(unit, is_keyframe(unit, stream_type)) for unit in iter_access_units(path.read_bytes(), stream_type)]
+        first = next((i for i, (_, keyframe) in enumerate(units) if keyframe), None)
+        if first is None:
+            raise ValueError(f"{path} holds no {codec} keyframe")
+        # Looping starts over at the first keyframe, so a receiver never sees a P-frame follow the end.
+        return cls(path, stream_type, tuple(units[first:]))
+
+
+@dataclass(slots=True)
+class CallStats:
+    frames: int = 0
+    packets: int = 0
+    """RTP packets sent (dropped ones not included)."""
+    bytes: int = 0
+    dropped: int = 0
+    """Packets left out on purpose (`MediaOptions.loss`)."""
+    reordered: int = 0
+    """Packets sent after their successor on purpose (`MediaOptions.reorder`)."""
+    send_errors: int = 0
+    first_packet_at: float | None = None
+    """`time.monotonic()` when the first packet went out."""
+
+
+class MediaCall:
+    """The media side of one answered INVITE: sockets bound at answer time, streaming from the ACK on.
+
+    ``role`` is how the device sends: ``udp``, ``tcp-active`` (it connects to the offered port) or
+    ``tcp-passive`` (it listens on the answered port and the platform connects).
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        channel_id: str,
+        source: MediaSource,
+        options: MediaOptions,
+        role: str,
+        target: tuple[str, int],
+        ssrc: int,
+        sock: socket.socket,
+    ) -> None:
+        self.call_id = call_id
+        self.channel_id = channel_id
+        self.source = source
+        self.options = options
+        self.role = role
+        self.target = target
+        self.ssrc = ssrc
+        self.stats = CallStats()
+        self.state = "answered"
+        self.ended: str | None = None
+        self._sock = sock
+        self._conn: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._random = random.Random(options.seed)
+
+    def __repr__(self) -> str:
+        return f"<MediaCall {self.call_id} {self.role} -> {self.target[0]}:{self.target[1]} ssrc={self.ssrc} {self.state}>"
+
+    @property
+    def local_port(self) -> int:
+        return int(self._sock.getsockname()[1])
+
+    @classmethod
+    def answer(
+        cls,
+        call_id: str,
+        channel_id: str,
+        offer: bytes,
+        source: MediaSource,
+        options: MediaOptions,
+        *,
+        bind: str,
+        signalling_host: str,
+    ) -> tuple[MediaCall, bytes]:
+        """Bind the media socket for ``offer`` and build the SDP answer; raises OfferError when the
+        offer cannot be served (no PS, not a live Play, no port)."""
+        try:
+            sdp = SessionDescription.parse(offer)
+        except SdpError as exc:
+            raise OfferError(400, f"unreadable SDP offer: {exc.reason}") from None
+        if (sdp.session_name or "").strip().lower() != "play":
+            raise OfferError(488, f"only live Play is simulated, not {sdp.session_name!r}")
+        video = next((m for m in sdp.media if m.kind.lower() == "video"), None)
+        if video is None:
+            raise OfferError(488, "the offer has no video")
+        if PS_PAYLOAD[0] not in video.formats or video.rtpmap.get(PS_PAYLOAD[0], ("PS",))[0].upper() != "PS":
+            raise OfferError(488, "the offer has no PS payload type 96")
+        address = sdp.address_of(video)
+        if address in ("", "0.0.0.0", "::"):
+            address = signalling_host
+        if video.is_tcp:
+            # RFC 4145: an offer without a=setup is active; we take the other role, and pick active for actpass.
+            role = "tcp-passive" if (video.setup or "active") == "active" else "tcp-active"
+        else:
+            role = "udp"
+        if role != "tcp-passive" and not video.port:
+            raise OfferError(488, "the offer has no media port to send to")
+        offered = sdp.ssrc_int
+        if options.ssrc is not None:
+            ssrc = options.ssrc
+        elif offered is not None:
+            ssrc = offered
+        else:
+            ssrc = random.randrange(10**9)
+        sock = _bind(role, bind)
+        call = cls(call_id, channel_id, source, options, role, (address, video.port), ssrc & 0xFFFFFFFF, sock)
+        tcp = role != "udp"
+        answer = SessionDescription.offer(
+            "Play",
+            channel_id,
+            bind,
+            call.local_port,
+            "TCP/RTP/AVP" if tcp else "RTP/AVP",
+            (PS_PAYLOAD,),
+            ssrc,
+            setup=role.removeprefix("tcp-") if tcp else None,
+            connection="new" if tcp else None,
+            direction="sendonly",
+            media_params="",
+        )
+        return call, answer.serialize()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self, on_finished: Callable[[MediaCall], None]) -> None:
+        """The ACK arrived: stream until `close`, or until `MediaOptions.duration` passes, when
+        ``on_finished`` is called so the device can hang up."""
+        if self._task is not None or self.ended is not None:
+            return
+        if not self.options.send:
+            self.state = "silent"
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(on_finished))
+
+    def mute(self) -> None:
+        """Stop sending without ending the call, as a camera whose encoder hangs does."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self.ended is None:
+            self.state = "silent"
+
+    def close(self, reason: str) -> None:
+        """End the call's media (BYE either way): stop sending, close the sockets."""
+        if self.ended is not None:
+            return
+        self.ended = reason
+        self.state = "ended"
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        for sock in (self._conn, self._sock):
+            if sock is not None:
+                sock.close()
+
+    # -- streaming -----------------------------------------------------------------------------------
+
+    async def _connect(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        sock = self._sock
+        if self.role == "udp":
+            sock.connect(self.target)
+            return sock
+        if self.role == "tcp-active":
+            await asyncio.wait_for(loop.sock_connect(sock, self.target), _CONNECT_TIMEOUT)
+            conn = sock
+        else:
+            conn, peer = await asyncio.wait_for(loop.sock_accept(sock), _CONNECT_TIMEOUT)
+            self._conn = conn
+            conn.setblocking(False)
+            log.debug("simulated device accepted media connection", call_id=self.call_id, peer=f"{peer[0]}:{peer[1]}")
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+
+    async def _run(self, on_finished: Callable[[MediaCall], None]) -> None:
+        try:
+            sock = await self._connect()
+        except (OSError, TimeoutError) as exc:
+            log.warning("simulated device has no media connection", call_id=self.call_id, role=self.role,
+                        target=f"{self.target[0]}:{self.target[1]}", error=repr(exc))
+            self.state = "failed"
+            return
+        self.state = "streaming"
+        loop = asyncio.get_running_loop()
+        options, stats = self.options, self.stats
+        frames = self.source.frames
+        muxer = PsMuxer(video=self.source.codec)
+        packetizer = PsRtpPacketizer(self.ssrc, PS_PAYLOAD[0], options.mtu, self._random.getrandbits(16))
+        base = self._random.getrandbits(31)
+        step = _CLOCK / options.fps
+        udp = self.role == "udp"
+        started = clock = loop.time()
+        count = 0
+        while not options.duration or loop.time() - started < options.duration:
+            unit, keyframe = frames[count % len(frames)]
+            pts = base + round(count * step)
+            packets = self._impair(packetizer.packetize(muxer.mux_video(unit, pts, keyframe=keyframe), pts))
+            if stats.first_packet_at is None and packets:
+                stats.first_packet_at = time.monotonic()
+            if udp:
+                self._send_datagrams(sock, packets)
+            else:
+                try:
+                    await loop.sock_sendall(sock, b"".join(frame(p) for p in packets))
+                except OSError as exc:
+                    log.info("simulated device lost its media connection", call_id=self.call_id, error=str(exc))
+                    self.state = "failed"
+                    return
+                stats.packets += len(packets)
+                stats.bytes += sum(map(len, packets))
+            stats.frames += 1
+            count += 1
+            due = clock + count / options.fps
+            now = loop.time()
+            if now - due > _MAX_LAG:
+                clock = now - count / options.fps
+                due = now
+            await asyncio.sleep(max(0.0, due - now))
+        self.state = "finished"
+        self._task = None
+        on_finished(self)
+
+    def _send_datagrams(self, sock: socket.socket, packets: list[bytes]) -> None:
+        stats = self.stats
+        for packet in packets:
+            try:
+                sock.send(packet)
+            except OSError:
+                # A full buffer, or ICMP port unreachable once the platform closed its port: a camera
+                # keeps sending until the BYE or its own timeout.
+                stats.send_errors += 1
+                continue
+            stats.packets += 1
+            stats.bytes += len(packet)
+
+    def _impair(self, packets: list[bytes]) -> list[bytes]:
+        """Drop and swap packets as `MediaOptions.loss`/`reorder` ask. A swapped packet goes out right after
+        its successor and never together with a drop, so a receiver can count each exactly."""
+        options = self.options
+        if not options.loss and not options.reorder:
+            return packets
+        draw = self._random.random
+        out: list[bytes] = []
+        held: bytes | None = None
+        last = len(packets) - 1
+        for index, packet in enumerate(packets):
+            if held is None:
+                if options.loss and draw() < options.loss:
+                    self.stats.dropped += 1
+                    continue
+                if options.reorder and index < last and draw() < options.reorder:
+                    held = packet
+                    continue
+            out.append(packet)
+            if held is not None:
+                out.append(held)
+                held = None
+                self.stats.reordered += 1
+        return out
+
+
+def _bind(role: str, host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if role == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(family, kind)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, 0))
+        if role == "tcp-passive":
+            sock.listen(1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+
+def add_media_arguments(parser: argparse.ArgumentParser) -> None:
+    """Media options of `gb28181-gateway simulate`."""
+    d = MediaOptions()
+    add = parser.add_argument
+    add("--media", type=Path, metavar="FILE",
+        help="H.264/H.265 elementary stream (Annex B) to stream, looping, when INVITEd (default: answer 488)")
+    add("--media-codec", choices=sorted(CODECS), default=d.codec, help=f"codec of --media (default {d.codec})")
+    add("--fps", type=float, default=d.fps, help=f"frames per second of --media (default {d.fps:g})")
+    add("--media-duration", type=float, default=d.duration,
+        help="seconds a call streams before the device sends BYE; 0 until the server's BYE (default 0)")
+    add("--answer-ssrc", type=int, metavar="SSRC",
+        help="answer and send this SSRC instead of the offered y= (0 acts like devices that ignore y=)")
+
+
+def media_options_from_args(args: argparse.Namespace) -> MediaOptions:
+    """The media options the parsed arguments describe; ValueError names what is wrong."""
+    return MediaOptions(
+        file=args.media, codec=args.media_codec, fps=args.fps, duration=args.media_duration, ssrc=args.answer_ssrc
+    )
