@@ -76,6 +76,7 @@ REASON_PHRASES = {
 
 # Headers a response copies from its request (RFC 3261 §8.2.6.2).
 _COPIED_TO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
+_COPIED_SET = frozenset(_COPIED_TO_RESPONSE)
 _REQUIRED_IN_REQUEST = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
@@ -397,7 +398,7 @@ def make_response(
     ``to_tag`` is added to To unless the request already has one (in-dialog) or the response is 100.
     """
     first = request._index()
-    if request._multi is None and len(first) >= 5 and all(n in first for n in _COPIED_TO_RESPONSE):
+    if request._multi is None and first.keys() >= _COPIED_SET:
         # Every header once (the usual case): copy by lookup instead of scanning the list.
         to = first["To"]
         if to_tag is not None and status > 100 and not _has_tag(to):
