@@ -244,6 +244,8 @@ def session_json(session: Session) -> dict[str, Any]:
         "device": {
             "transport": stream.transport.value,
             "ssrc": stream.ssrc,
+            # What the device really sends: many ignore the offered y= (0, an old value...).
+            "ssrc_received": None if ingest.ssrc is None else f"{ingest.ssrc:010d}",
             "local_port": ingest.local_port,
             "packets_in": ingest.packets,
             "bytes_in": ingest.bytes,

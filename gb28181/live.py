@@ -337,6 +337,10 @@ class LiveStreams:
             raise PlayError("bad media", f"{dropped} packets arrived but none was the device's RTP "
                             f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})", 502)
         self._count("no media")
+        if ingest.stop_reason not in (None, StopReason.NO_MEDIA):
+            # Ended early: by the relay (the device closed its connection) or by us (the device's BYE).
+            why = stream.ended if ingest.stop_reason is StopReason.CLOSED and stream.ended else ingest.stop_detail
+            raise PlayError("no media", f"the device stream stopped before its first packet: {why}", 504)
         raise PlayError("no media", f"no RTP from the device within {self.media.first_packet_timeout:g} s", 504)
 
     # -- endings -------------------------------------------------------------------------------------
@@ -419,6 +423,9 @@ class LiveStreams:
                 log.info("session ended", session=session.id, reason=reason.value)
 
     def _teardown(self, stream: DeviceStream, send_bye: bool) -> None:
+        if stream.state == "ended":
+            # Already torn down by another path (the ingest stopping, a BYE) while a play waited on it.
+            return
         if self.streams.get(stream.channel_id) is stream:
             del self.streams[stream.channel_id]
         if stream.invite is not None:

@@ -232,6 +232,7 @@ class SimulatorStats:
     calls: int = 0
     """INVITEs answered 200 (media calls set up)."""
     byes_received: int = 0
+    """Every BYE that arrived, also those for no call of ours (answered 481)."""
     byes_sent: int = 0
 
 
@@ -336,7 +337,8 @@ class DeviceSimulator:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the sockets and queue every device for registration (paced by `register_rate`)."""
+        """Open the sockets and queue every device for registration (paced by `register_rate`). Raises
+        OSError or ValueError when the media file cannot be read or holds no keyframe."""
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         if cfg.media.file is not None:
@@ -354,16 +356,16 @@ class DeviceSimulator:
             self._enqueue(device)
 
     async def stop(self, unregister: bool = True, timeout: float | None = None) -> None:
-        """Stop all activity; with `unregister`, first send REGISTER Expires: 0 for registered devices
-        (paced like registrations) and wait for the answers, by default as long as the pacing needs
-        plus 5 s."""
+        """Stop all activity: hang up every call (BYE, waiting up to `timeout` or 5 s for the answers);
+        with `unregister`, then send REGISTER Expires: 0 for registered devices (paced like
+        registrations) and wait for the answers, by default as long as the pacing needs plus 5 s."""
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._calls:
             await asyncio.wait([self._loop.create_task(self._hang_up_quietly(call_id)) for call_id in self._calls],
-                               timeout=64 * self.config.t1 if timeout is None else timeout)
+                               timeout=5.0 if timeout is None else timeout)
         for task in list(self._tasks):
             task.cancel()
         self._queue.clear()
@@ -790,9 +792,9 @@ class DeviceSimulator:
             self._on_subscribe(group, txn)
         elif method == "INVITE":
             self._on_invite(group, txn)
-        elif method == "BYE" and txn.request.call_id in self._calls:
+        elif method == "BYE":
             self._on_bye(group, txn)
-        elif method in ("BYE", "CANCEL", "INFO", "NOTIFY"):
+        elif method in ("CANCEL", "INFO", "NOTIFY"):
             self._reply(group, txn, 481)
         else:
             self.stats.unsupported += 1
@@ -910,7 +912,7 @@ class DeviceSimulator:
         if media.invite_status != 200:
             self._reply(group, txn, media.invite_status)
             return
-        if self._source is None:
+        if self._source is None and media.send:
             self.stats.unsupported += 1
             self._reply(group, txn, 488, "Simulated device has no media file")
             return
@@ -932,6 +934,10 @@ class DeviceSimulator:
         except OSError as exc:
             self._reply(group, txn, 503, f"No media port: {exc.strerror}")
             return
+        previous = self._calls.get(call_id)
+        if previous is not None:
+            # A re-INVITE: the new answer's media replaces the old.
+            previous[2].close("re-INVITE")
         self._calls[call_id] = (group, dialog, call)
         self.stats.calls += 1
         self._reply(group, txn, 200, headers=[("Contact", contact), ("Content-Type", "APPLICATION/SDP")], body=answer)
@@ -942,9 +948,12 @@ class DeviceSimulator:
             entry[2].start(self._call_finished)
 
     def _on_bye(self, group: _Group, txn: ServerTransaction) -> None:
-        _, _, call = self._calls.pop(txn.request.call_id or "")
         self.stats.byes_received += 1
-        call.close("BYE received")
+        entry = self._calls.pop(txn.request.call_id or "", None)
+        if entry is None:
+            self._reply(group, txn, 481)
+            return
+        entry[2].close("BYE received")
         self._reply(group, txn, 200)
 
     def _call_finished(self, call: MediaCall) -> None:

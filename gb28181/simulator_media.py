@@ -56,7 +56,8 @@ class MediaOptions:
     """How simulated devices answer INVITEs and what they stream. Invalid values raise ValueError."""
 
     file: Path | None = None
-    """H.264/H.265 Annex B elementary stream, streamed in a loop; None answers every INVITE 488."""
+    """H.264/H.265 Annex B elementary stream, streamed in a loop; None answers INVITEs 488 unless `send`
+    is off."""
     codec: str = "h264"
     fps: float = 25.0
     duration: float = 0.0
@@ -68,7 +69,7 @@ class MediaOptions:
     """Final answer to INVITE: 200 streams, 4xx-6xx rejects (486 Busy Here), 0 never answers (only the
     100 Trying the transaction layer sends)."""
     send: bool = True
-    """False: answer 200 and never send a packet."""
+    """False: answer 200 (and over TCP, connect or accept) but never send a packet."""
     loss: float = 0.0
     """Fraction of RTP packets not sent, as if lost on the way."""
     reorder: float = 0.0
@@ -105,7 +106,8 @@ class MediaSource:
     def load(cls, path: Path, codec: str) -> MediaSource:
         """Raises ValueError when the file holds no keyframe (a decoder could never start)."""
         stream_type = CODECS[codec]
-        units = [(unit, is_keyframe(unit, stream_type)) for unit in iter_access_units(path.read_bytes(), stream_type)]
+        units = [(unit, is_keyframe(unit, stream_type))
+                 for unit in iter_access_units(path.read_bytes(), stream_type)]
         first = next((i for i, (_, keyframe) in enumerate(units) if keyframe), None)
         if first is None:
             raise ValueError(f"{path} holds no {codec} keyframe")
@@ -139,7 +141,7 @@ class MediaCall:
         self,
         call_id: str,
         channel_id: str,
-        source: MediaSource,
+        source: MediaSource | None,
         options: MediaOptions,
         role: str,
         target: tuple[str, int],
@@ -162,7 +164,8 @@ class MediaCall:
         self._random = random.Random(options.seed)
 
     def __repr__(self) -> str:
-        return f"<MediaCall {self.call_id} {self.role} -> {self.target[0]}:{self.target[1]} ssrc={self.ssrc} {self.state}>"
+        target = f"{self.target[0]}:{self.target[1]}"
+        return f"<MediaCall {self.call_id} {self.role} -> {target} ssrc={self.ssrc} {self.state}>"
 
     @property
     def local_port(self) -> int:
@@ -174,7 +177,7 @@ class MediaCall:
         call_id: str,
         channel_id: str,
         offer: bytes,
-        source: MediaSource,
+        source: MediaSource | None,
         options: MediaOptions,
         *,
         bind: str,
@@ -197,7 +200,7 @@ class MediaCall:
         if address in ("", "0.0.0.0", "::"):
             address = signalling_host
         if video.is_tcp:
-            # RFC 4145: an offer without a=setup is active; we take the other role, and pick active for actpass.
+            # RFC 4145: an offer without a=setup is active. We take the other role (active for actpass).
             role = "tcp-passive" if (video.setup or "active") == "active" else "tcp-active"
         else:
             role = "udp"
@@ -213,19 +216,24 @@ class MediaCall:
         sock = _bind(role, bind)
         call = cls(call_id, channel_id, source, options, role, (address, video.port), ssrc & 0xFFFFFFFF, sock)
         tcp = role != "udp"
-        answer = SessionDescription.offer(
-            "Play",
-            channel_id,
-            bind,
-            call.local_port,
-            "TCP/RTP/AVP" if tcp else "RTP/AVP",
-            (PS_PAYLOAD,),
-            ssrc,
-            setup=role.removeprefix("tcp-") if tcp else None,
-            connection="new" if tcp else None,
-            direction="sendonly",
-            media_params="",
-        )
+        try:
+            answer = SessionDescription.offer(
+                "Play",
+                channel_id,
+                bind,
+                call.local_port,
+                "TCP/RTP/AVP" if tcp else "RTP/AVP",
+                (PS_PAYLOAD,),
+                ssrc,
+                setup=role.removeprefix("tcp-") if tcp else None,
+                connection="new" if tcp else None,
+                direction="sendonly",
+                media_params="",
+            )
+        except ValueError as exc:
+            # A wildcard bind address: there is no address to put in c=.
+            call.close("no answer")
+            raise OfferError(500, f"cannot answer: {exc}") from None
         return call, answer.serialize()
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -234,9 +242,6 @@ class MediaCall:
         """The ACK arrived: stream until `close`, or until `MediaOptions.duration` passes, when
         ``on_finished`` is called so the device can hang up."""
         if self._task is not None or self.ended is not None:
-            return
-        if not self.options.send:
-            self.state = "silent"
             return
         self._task = asyncio.get_running_loop().create_task(self._run(on_finished))
 
@@ -276,7 +281,8 @@ class MediaCall:
             conn, peer = await asyncio.wait_for(loop.sock_accept(sock), _CONNECT_TIMEOUT)
             self._conn = conn
             conn.setblocking(False)
-            log.debug("simulated device accepted media connection", call_id=self.call_id, peer=f"{peer[0]}:{peer[1]}")
+            log.debug("simulated device accepted media connection", call_id=self.call_id,
+                      peer=f"{peer[0]}:{peer[1]}")
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
@@ -288,11 +294,15 @@ class MediaCall:
                         target=f"{self.target[0]}:{self.target[1]}", error=repr(exc))
             self.state = "failed"
             return
+        options, stats, source = self.options, self.stats, self.source
+        if not options.send or source is None:
+            self.state = "silent"
+            self._task = None
+            return
         self.state = "streaming"
         loop = asyncio.get_running_loop()
-        options, stats = self.options, self.stats
-        frames = self.source.frames
-        muxer = PsMuxer(video=self.source.codec)
+        frames = source.frames
+        muxer = PsMuxer(video=source.codec)
         packetizer = PsRtpPacketizer(self.ssrc, PS_PAYLOAD[0], options.mtu, self._random.getrandbits(16))
         base = self._random.getrandbits(31)
         step = _CLOCK / options.fps
@@ -402,5 +412,9 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
 def media_options_from_args(args: argparse.Namespace) -> MediaOptions:
     """The media options the parsed arguments describe; ValueError names what is wrong."""
     return MediaOptions(
-        file=args.media, codec=args.media_codec, fps=args.fps, duration=args.media_duration, ssrc=args.answer_ssrc
+        file=args.media,
+        codec=args.media_codec,
+        fps=args.fps,
+        duration=args.media_duration,
+        ssrc=args.answer_ssrc,
     )

@@ -184,6 +184,8 @@ class IngestConfig:
     rtcp_interval: float = 5.0
     """Seconds between receiver reports; 0 sends none (a BYE is still sent when stopping)."""
     connect_timeout: float = 5.0
+    """TCP set-up: connecting to a device or receiver, and how long a passive output waits for its
+    receiver to connect."""
     max_pending: int = 2 << 20
     """TCP outputs: bytes queued for a slow receiver before whole packets are dropped."""
 
@@ -331,6 +333,7 @@ class RelayOutput:
     """
 
     __slots__ = (
+        "_accept_timer",
         "_connect_task",
         "_created",
         "_ingest",
@@ -395,6 +398,7 @@ class RelayOutput:
         self._listener: socket.socket | None = None
         self._rtcp_sock: socket.socket | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._accept_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return (
@@ -450,6 +454,8 @@ class RelayOutput:
             listener.listen(4)
             self._listener = listener
             loop.add_reader(listener.fileno(), self._on_accept)
+            # A receiver that never connects must not keep the ingest (and the device's stream) alive.
+            self._accept_timer = loop.call_later(connect_timeout, self._accept_expired)
         else:
             self._connect_task = loop.create_task(self._connect(loop, connect_timeout))
 
@@ -486,10 +492,19 @@ class RelayOutput:
             loop.remove_reader(listener.fileno())
             listener.close()
             self._listener = None
+            if self._accept_timer is not None:
+                self._accept_timer.cancel()
+                self._accept_timer = None
             self.host, self.port = _normalize_host(addr[0]), addr[1]
             conn.setblocking(False)
             self._stream_connected(loop, conn)
             return
+
+    def _accept_expired(self) -> None:
+        self._accept_timer = None
+        if self.state is OutputState.WAITING:
+            log.warning("relay output receiver never connected", output=self.id, local_port=self.local_port)
+            self._end(StopReason.CONNECT_FAILED, notify=True)
 
     def _stream_connected(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -601,6 +616,9 @@ class RelayOutput:
         if self._connect_task is not None:
             self._connect_task.cancel()
             self._connect_task = None
+        if self._accept_timer is not None:
+            self._accept_timer.cancel()
+            self._accept_timer = None
         if self._sender is not None:
             self._sender.close()
         for sock in (self._listener, self.sock, self._rtcp_sock):
@@ -856,8 +874,8 @@ class Ingest:
         """Relay to a receiver with its own SSRC; numbering starts at ``seq_base`` (random if None).
 
         UDP and TCP active need the receiver's ``host:port``. TCP passive listens on the output's
-        ``local_port`` and starts when the receiver connects; ``host``, if given, is the only host
-        accepted. Each output starts with the cached GOP, so its receiver starts on a keyframe.
+        ``local_port`` and starts when the receiver connects (ending as ``CONNECT_FAILED`` if none does
+        within ``connect_timeout``); ``host``, if given, is the only host accepted. Each output starts with the cached GOP, so its receiver starts on a keyframe.
         """
         if self.closed:
             raise RuntimeError("ingest is closed")
