@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from sys import intern
 from typing import Any
 
 import structlog
@@ -646,34 +645,29 @@ class DeviceAccess:
 def channel_from_item(device_id: str, item: CatalogItem) -> Channel:
     """A registry channel from a catalog item; fields without a Channel attribute are kept in ``raw``.
 
-    The registry keeps every channel for as long as the node runs, so values that many channels share
-    (vendor, model, owner, civil code, parent, the codes in ``raw`` and their keys) are interned, and a
-    parent that is the device itself is the caller's string: about 390 bytes less per channel
-    (tests/bench/bench_devices.py). Pass the registry's own ``Device.id`` as ``device_id``.
+    (The registry shares the strings thousands of channels repeat when it takes the channel.)
     """
-    raw = {intern(key): intern(value) for key, value in item.extra.items()}
+    raw = dict(item.extra)
     for key in ("block", "ip_address", "resolution", "secrecy", "register_way", "safety_way"):
         value = getattr(item, key)
         if value is not None and value != "":
-            raw[key] = intern(str(value))
-    status = "ON" if item.online is not False else "OFF"
-    parent_id = item.parent_id or ""
+            raw[key] = str(value)
     return Channel(
         id=item.device_id,
         device_id=device_id,
         name=item.name or "",
-        parent_id=device_id if parent_id == device_id else intern(parent_id),
-        manufacturer=intern(item.manufacturer or ""),
-        model=intern(item.model or ""),
-        owner=intern(item.owner or ""),
-        civil_code=intern(item.civil_code or ""),
+        parent_id=item.parent_id or "",
+        manufacturer=item.manufacturer or "",
+        model=item.model or "",
+        owner=item.owner or "",
+        civil_code=item.civil_code or "",
         address=item.address or "",
-        status=status,
+        status="ON" if item.online is not False else "OFF",
         longitude=item.longitude,
         latitude=item.latitude,
         ptz_type=item.ptz_type,
         parental=bool(item.parental),
-        business_group_id=intern(item.business_group_id or ""),
+        business_group_id=item.business_group_id or "",
         raw=raw,
     )
 
