@@ -7,6 +7,7 @@ Nothing secret is ever serialised: devices carry no password, nonce or digest fi
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -101,12 +102,14 @@ def _access_error(exc: AccessError) -> web.Response:
     return _error(status, exc.detail, exc.stage, device_status=exc.status)
 
 
-def _device_or_404(request: web.Request) -> Device | web.Response:
-    gw = request.app[GATEWAY_KEY]
+def _device_or_404(request: web.Request) -> Device:
+    """The device the path names; an unknown one ends the request with a JSON 404."""
     device_id = request.match_info["device_id"]
-    device = gw.registry.get(device_id)
+    device = request.app[GATEWAY_KEY].registry.get(device_id)
     if device is None:
-        return _error(404, f"no device {device_id}")
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no device {device_id}"}), content_type="application/json"
+        )
     return device
 
 
@@ -123,24 +126,18 @@ async def list_devices(request: web.Request) -> web.Response:
 
 async def get_device(request: web.Request) -> web.Response:
     found = _device_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     gw = request.app[GATEWAY_KEY]
     return web.json_response(device_json(found, gw.registry.is_registered(found.id, gw.access.clock())))
 
 
 async def list_channels(request: web.Request) -> web.Response:
     found = _device_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     channels = request.app[GATEWAY_KEY].registry.channels(found.id)
     return web.json_response([channel_json(c) for c in channels])
 
 
 async def refresh_catalog(request: web.Request) -> web.Response:
     found = _device_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     gw = request.app[GATEWAY_KEY]
     if request.query.get("wait", "true").lower() in ("0", "false", "no"):
         if not found.online:
@@ -172,8 +169,6 @@ async def _refresh_in_background(gw: Gateway, device_id: str) -> None:
 
 async def device_status(request: web.Request) -> web.Response:
     found = _device_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     gw = request.app[GATEWAY_KEY]
     try:
         status = await gw.access.device_status(found.id)
@@ -311,8 +306,6 @@ async def delete_session(request: web.Request) -> web.Response:
 
 async def list_positions(request: web.Request) -> web.Response:
     found = _device_or_404(request)
-    if isinstance(found, web.Response):
-        return found
     gw = request.app[GATEWAY_KEY]
     try:
         limit = int(request.query.get("limit", "100"))

@@ -55,7 +55,3 @@ class AuthLockout:
         """Forget stale counters and finished lockouts (called from a periodic task)."""
         self._locked = {k: t for k, t in self._locked.items() if t > now}
         self._failures = {k: v for k, v in self._failures.items() if now - v[1] <= self.duration}
-
-    @property
-    def locked_count(self) -> int:
-        return len(self._locked)

@@ -20,7 +20,7 @@ import structlog
 
 from .endpoint import Peer, SipEndpoint
 from .errors import SipError, SipParseError
-from .message import Request, Response, make_response, new_branch
+from .message import Request, Response, StreamFramer, make_response, new_branch
 from .transaction import (
     AckReceived,
     ClientTransaction,
@@ -390,8 +390,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 class _TcpConnection(asyncio.Protocol):
     def __init__(self, owner: SipTransport) -> None:
-        from .message import StreamFramer
-
         self._owner = owner
         self._framer = StreamFramer(owner.endpoint.config.max_message_size)
         self._transport: asyncio.Transport | None = None
