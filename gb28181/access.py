@@ -23,7 +23,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,6 +111,7 @@ class DeviceAccess:
         self._keepalive_ok = metrics.keepalives.labels("ok")
         self._keepalive_refused = metrics.keepalives.labels("unregistered")
         registry.add_status_listener(self._on_status)
+        self._alarm_listeners: list[Callable[[Alarm], Awaitable[None]]] = []
         self._handlers: dict[str, Callable[[ServerTransaction], None]] = {
             "REGISTER": self._on_register,
             "MESSAGE": self._on_message,
@@ -327,8 +328,13 @@ class DeviceAccess:
             return
         if doc.repairs:
             log.info("MANSCDP body repaired", device=sender, cmd=doc.cmd_type, repairs=doc.repairs)
-        t.reply(txn, 200)
         self.registry.touch(sender, now)
+        if doc.root == "Notify" and doc.cmd_type == "Alarm":
+            # Answered once stored: a device that gets no 200 sends the alarm again, so an alarm the
+            # device saw accepted is on disk (and in the upward outbox) even if we are killed right after.
+            self.spawn(self._on_alarm(sender, doc, now, txn))
+            return
+        t.reply(txn, 200)
         self._dispatch(sender, doc, now)
 
     def _on_keepalive(self, txn: ServerTransaction) -> None:
@@ -400,9 +406,17 @@ class DeviceAccess:
         if changes:
             self.registry.update(device_id, **changes)
 
-    async def _on_alarm(self, device_id: str, doc: ManscdpDocument, now: float) -> None:
+    def add_alarm_listener(self, listener: Callable[[Alarm], Awaitable[None]]) -> None:
+        """Called with each stored alarm before the device's MESSAGE is answered (the upward outbox)."""
+        self._alarm_listeners.append(listener)
+
+    async def _on_alarm(
+        self, device_id: str, doc: ManscdpDocument, now: float, txn: ServerTransaction | None = None
+    ) -> None:
         alarm = doc.typed()
         if not isinstance(alarm, manscdp.AlarmNotify):
+            if txn is not None:
+                self._t().reply(txn, 400, "Alarm without the fields of one")
             return
         self.metrics.alarms.inc()
         record = Alarm(
@@ -418,7 +432,17 @@ class DeviceAccess:
             latitude=alarm.latitude,
             received_at=now,
         )
-        await self.storage.add_alarm(record)
+        try:
+            await self.storage.add_alarm(record)
+            for listener in self._alarm_listeners:
+                await listener(record)
+        except Exception:
+            log.exception("alarm not stored", device=device_id)
+            if txn is not None:
+                self._t().reply(txn, 500, "Alarm not stored")
+            return
+        if txn is not None:
+            self._t().reply(txn, 200)
         log.info("alarm received", device=device_id, channel=record.channel_id, method=record.method,
                  priority=record.priority, type=record.alarm_type)
         # Annex A: the platform acknowledges an alarm with a Response carrying Result OK.

@@ -78,6 +78,8 @@ class SipConfig:
     catalog_gap_timeout: float = 5.0
     query_timeout: float = 10.0
     user_agent: str = "gb28181-gateway"
+    rate_limit: int = 10000
+    """Messages per second accepted from one source IP; thousands of cameras may share one NAT address."""
 
 
 @dataclass(slots=True)
@@ -118,6 +120,75 @@ class DeviceCredential:
     stream_transport: str | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class ShareRule:
+    """One ``share:`` rule of an upstream. Every criterion given must match; ``None`` means not given.
+
+    GB/T 28181 IDs carry their meaning by position: digits 1-8 the centre (civil) code, 9-10 the
+    industry, 11-13 the type (131 camera, 132 IPC, 134 alarm input...), so policy can be written
+    without listing cameras one by one.
+    """
+
+    prefix: tuple[str, ...] | None = None
+    industry: tuple[str, ...] | None = None
+    type: tuple[str, ...] | None = None
+    ids: frozenset[str] | None = None
+    control: bool = False
+
+    def matches(self, channel_id: str) -> bool:
+        if self.ids is not None and channel_id not in self.ids:
+            return False
+        if self.prefix is not None and not channel_id.startswith(self.prefix):
+            return False
+        if self.industry is not None and channel_id[8:10] not in self.industry:
+            return False
+        return self.type is None or channel_id[10:13] in self.type
+
+
+@dataclass(slots=True, frozen=True)
+class IdRule:
+    """Rewrite an ID prefix toward an upper (``from`` -> ``to``, same length keeps IDs 20 digits)."""
+
+    source: str
+    target: str
+
+
+@dataclass(slots=True)
+class UpstreamConfig:
+    """One upper platform the gateway registers to (police station, district, city)."""
+
+    name: str
+    id: str
+    domain: str
+    address: HostPort
+    listen: HostPort
+    media_ip: str
+    transport: str = "udp"
+    media_ports: str = "40000-40999"
+    password: str = field(default="", repr=False)
+    username: str = ""
+    realm: str = ""
+    register_expires: int = 3600
+    keepalive_interval: int = 60
+    keepalive_misses: int = 3
+    enabled: bool = True
+    share: tuple[ShareRule, ...] = ()
+    channel_ids: dict[str, str] = field(default_factory=dict)
+    channel_id_rule: IdRule | None = None
+    channel_names: dict[str, str] = field(default_factory=dict)
+    catalog_max_bytes: int = 1300
+    rate_limit: int = 5000
+    alarms: bool = True
+    alarm_retry_max: float = 300.0
+    """Seconds between alarm delivery attempts grow up to this while the upper does not accept them."""
+
+
+@dataclass(slots=True)
+class AuditConfig:
+    path: str = "audit.log"
+    """File of cross-boundary actions, one JSON object per line ("-" = standard error)."""
+
+
 @dataclass(slots=True)
 class GatewayConfig:
     sip: SipConfig = field(default_factory=SipConfig)
@@ -126,6 +197,8 @@ class GatewayConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
     devices: list[DeviceCredential] = field(default_factory=list)
+    upstreams: list[UpstreamConfig] = field(default_factory=list)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def realm(self) -> str:
@@ -264,6 +337,7 @@ def _read_sip(sec: _Section) -> SipConfig:
         catalog_gap_timeout=sec.get("catalog_gap_timeout", d.catalog_gap_timeout, _number(float, 0.1, 600)),
         query_timeout=sec.get("query_timeout", d.query_timeout, _number(float, 0.1, 600)),
         user_agent=sec.get("user_agent", d.user_agent, _string()),
+        rate_limit=sec.get("rate_limit", d.rate_limit, _number(int, 0, 10_000_000)),
     )
     if cfg.register_min_expires > cfg.register_max_expires:
         raise ConfigError(
@@ -340,6 +414,133 @@ def _read_devices(value: Any) -> list[DeviceCredential]:
     return devices
 
 
+_CODE_LISTS = {"industry": re.compile(r"\d{2}"), "type": re.compile(r"\d{3}")}
+
+
+def _codes(pattern: re.Pattern[str], what: str) -> Callable[[str, Any], tuple[str, ...]]:
+    """A code or a list of codes (``industry: "01"`` and ``industry: ["01", "11"]`` both work)."""
+    one = _string(pattern, what)
+
+    def convert(key: str, value: Any) -> tuple[str, ...]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise ConfigError(key, value, f"{what}, or a non-empty list of them")
+        return tuple(one(f"{key}[{i}]", item) for i, item in enumerate(items))
+
+    return convert
+
+
+def _read_share(value: Any, path: str) -> tuple[ShareRule, ...]:
+    if value is _MISSING or value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(path, value, "a list of share rules (prefix, industry, type, ids, control)")
+    rules = []
+    for i, item in enumerate(value):
+        sec = _Section(item, f"{path}[{i}]")
+        id_list = sec.get("ids", None, _codes(_ID_RE, "a 20-digit channel ID"))
+        rule = ShareRule(
+            prefix=sec.get("prefix", None, _codes(re.compile(r"\d{0,20}"), "an ID prefix of up to 20 digits")),
+            industry=sec.get("industry", None, _codes(_CODE_LISTS["industry"], "a 2-digit industry code")),
+            type=sec.get("type", None, _codes(_CODE_LISTS["type"], "a 3-digit type code")),
+            ids=frozenset(id_list) if id_list is not None else None,
+            control=sec.get("control", False, _bool),
+        )
+        sec.finish()
+        if rule.prefix is None and rule.industry is None and rule.type is None and rule.ids is None:
+            raise ConfigError(sec.path, item, 'at least one of prefix, industry, type, ids (prefix: "" shares all)')
+        rules.append(rule)
+    return tuple(rules)
+
+
+def _id_table(what: str) -> Callable[[str, Any], dict[str, str]]:
+    def convert(key: str, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ConfigError(key, value, f"a mapping of channel ID to {what}")
+        table: dict[str, str] = {}
+        for k, v in value.items():
+            channel = _string(_ID_RE, "a 20-digit channel ID")(f"{key} (key)", k)
+            if what == "ID":
+                table[channel] = _string(_ID_RE, "a 20-digit ID")(f"{key}.{channel}", v)
+            else:
+                table[channel] = _string(re.compile(r".{1,64}", re.S), "a name of 1 to 64 characters")(
+                    f"{key}.{channel}", v)
+        if what == "ID" and len(set(table.values())) != len(table):
+            raise ConfigError(key, value, "distinct target IDs (two channels cannot share one ID upstream)")
+        return table
+
+    return convert
+
+
+def _id_rule(key: str, value: Any) -> IdRule:
+    sec = _Section(value, key)
+    digits = _string(re.compile(r"\d{1,20}"), "an ID prefix of digits")
+    source = sec.get("from", "", digits)
+    target = sec.get("to", "", digits)
+    sec.finish()
+    if not source or len(source) != len(target):
+        raise ConfigError(key, value, 'from: and to: prefixes of the same length (IDs stay 20 digits)')
+    return IdRule(source, target)
+
+
+def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
+    if value is _MISSING or value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError("upstreams", value, "a list of upper platforms")
+    result: list[UpstreamConfig] = []
+    names: set[str] = set()
+    listens: set[HostPort] = set()
+    for i, item in enumerate(value):
+        sec = _Section(item, f"upstreams[{i}]")
+        required: dict[str, Any] = {}
+        for key, convert in (
+            ("name", _string(re.compile(r"[\w.-]{1,32}"), "a name of letters, digits, '.', '-' or '_'")),
+            ("id", _string(_ID_RE, "a 20-digit GB/T 28181 ID")),
+            ("address", parse_host_port),
+            ("listen", parse_host_port),
+            ("media_ip", _media_ip),
+        ):
+            found = sec.get(key, None, convert)
+            if found is None:
+                raise ConfigError(sec.key(key), _MISSING, "a value (this key is required)")
+            required[key] = found
+        d = UpstreamConfig(**required, domain="")
+        cfg = UpstreamConfig(
+            **required,
+            domain=sec.get("domain", required["id"][:10], _string(_DOMAIN_RE, "a 10-digit SIP domain")),
+            transport=sec.get("transport", d.transport, _choice(("udp", "tcp"))),
+            media_ports=sec.get("media_ports", d.media_ports, _port_range),
+            password=sec.get("password", "", _string(re.compile(r".{1,128}"), "a password of 1 to 128 characters")),
+            username=sec.get("username", sip.id, _string(re.compile(r"\S{1,64}"), "a user name")),
+            realm=sec.get("realm", "", _string()),
+            register_expires=sec.get("register_expires", d.register_expires, _number(int, 60, 86400)),
+            keepalive_interval=sec.get("keepalive_interval", d.keepalive_interval, _number(int, 5, 3600)),
+            keepalive_misses=sec.get("keepalive_misses", d.keepalive_misses, _number(int, 1, 100)),
+            enabled=sec.get("enabled", True, _bool),
+            share=_read_share(sec.raw("share"), sec.key("share")),
+            channel_ids=sec.get("channel_ids", {}, _id_table("ID")),
+            channel_id_rule=sec.get("channel_id_rule", None, _id_rule),
+            channel_names=sec.get("channel_names", {}, _id_table("name")),
+            catalog_max_bytes=sec.get("catalog_max_bytes", d.catalog_max_bytes, _number(int, 600, 60000)),
+            rate_limit=sec.get("rate_limit", d.rate_limit, _number(int, 0, 10_000_000)),
+            alarms=sec.get("alarms", True, _bool),
+            alarm_retry_max=sec.get("alarm_retry_max", d.alarm_retry_max, _number(float, 1, 3600)),
+        )
+        sec.finish()
+        if cfg.name in names:
+            raise ConfigError(sec.key("name"), cfg.name, "a name used by one upstream only")
+        names.add(cfg.name)
+        if cfg.listen in listens or cfg.listen == sip.listen:
+            raise ConfigError(sec.key("listen"), str(cfg.listen),
+                              "an address of its own (not sip.listen, not another upstream's listen)")
+        listens.add(cfg.listen)
+        if cfg.id == sip.id:
+            raise ConfigError(sec.key("id"), cfg.id, f"the upper platform's ID, not the gateway's own ({sip.id})")
+        result.append(cfg)
+    return result
+
+
 def load_config(data: Any) -> GatewayConfig:
     """Validate a parsed YAML document (None means: all defaults)."""
     top = _Section(data, "")
@@ -358,13 +559,19 @@ def load_config(data: Any) -> GatewayConfig:
         format=logsec.get("format", "auto", _choice(("auto", "console", "json"))),
     )
     logsec.finish()
+    auditsec = top.section("audit")
+    audit_cfg = AuditConfig(path=auditsec.get("path", AuditConfig().path, _string(re.compile(r".+"), "a file path")))
+    auditsec.finish()
+    sip_cfg = _read_sip(top.section("sip"))
     cfg = GatewayConfig(
-        sip=_read_sip(top.section("sip")),
+        sip=sip_cfg,
         media=_read_media(top.section("media")),
         storage=storage_cfg,
         api=api_cfg,
         log=log_cfg,
         devices=_read_devices(top.raw("devices")),
+        upstreams=_read_upstreams(top.raw("upstreams"), sip_cfg),
+        audit=audit_cfg,
     )
     top.finish()
     return cfg

@@ -23,10 +23,11 @@ from registry.storage import MemoryStorage, Storage
 from rtp.relay import RelayEngine
 from sip.endpoint import EndpointConfig, SipEndpoint
 from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport
+from sip.transport import SipTransport, TransportLimits
 
 from .access import DeviceAccess
 from .api import make_app
+from .cascade import Cascade
 from .config import ConfigError, GatewayConfig, load_config_file
 from .live import LiveStreams
 from .metrics import GatewayMetrics
@@ -39,6 +40,7 @@ class Gateway:
 
     live: LiveStreams
     relay: RelayEngine
+    cascade: Cascade
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -77,7 +79,9 @@ class Gateway:
         )
         self.registry.add_status_listener(self._on_status)
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
-        transport = SipTransport(self.endpoint, self.access.on_request)
+        transport = SipTransport(
+            self.endpoint, self.access.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit)
+        )
         _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.transport = transport
         self.access.attach(transport)
@@ -89,6 +93,8 @@ class Gateway:
             sessions=lambda: len(self.live.sessions),
             totals=self.live.totals,
         )
+        self.cascade = Cascade(self)
+        await self.cascade.start()
         # A request can be waiting on a device that never answers (Timer F: 32 s) or on a catalog
         # (catalog_first_wait): stopping must not wait for those, so in-flight requests get one second.
         self._runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=1.0)
@@ -115,11 +121,14 @@ class Gateway:
             storage=cfg.storage.path if cfg.storage.backend == "sqlite" else "memory",
             devices_known=len(self.registry),
             devices_registered=registered,
+            upstreams=[f"{link.name}={link.config.address}" for link in self.cascade.links.values()],
         )
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+        if hasattr(self, "cascade"):
+            await self.cascade.stop()
         if hasattr(self, "live"):
             self.live.close()
             # Let the BYEs to devices leave before the transport closes.

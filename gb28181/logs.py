@@ -27,7 +27,8 @@ def redact(text: str) -> str:
     return _DIGEST_SECRET.sub(lambda m: f"{m.group(1)}=<redacted>", text)
 
 
-def _redact_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: blank secret-named fields and digest secrets inside string values."""
     for key in list(event):
         if key.lower() in SECRET_KEYS:
             event[key] = "<redacted>"
@@ -48,7 +49,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=False),
-            _redact_secrets,
+            redact_event,
             structlog.processors.format_exc_info,
             renderer,
         ],

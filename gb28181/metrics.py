@@ -52,6 +52,14 @@ class GatewayMetrics:
         self.media_timeouts = Counter("gb_media_timeouts", "Device streams ended by a media timeout", registry=r)
         self.live_streams = Gauge("gb_live_streams", "Device streams being relayed", registry=r)
         self.live_sessions = Gauge("gb_live_sessions", "Receivers of relayed streams", registry=r)
+        self.upstream_online = Gauge("gb_upstream_online", "Upper platforms: 1 registered and answering keepalives",
+                                     ["upstream"], registry=r)
+        self.cascade = Counter("gb_cascade_requests", "Requests from upper platforms, by kind and outcome",
+                               ["upstream", "kind", "result"], registry=r)
+        self.alarms_forwarded = Counter("gb_alarms_forwarded", "Alarms delivered to upper platforms",
+                                        ["upstream"], registry=r)
+        self.boundary_drops = Counter("gb_boundary_drops", "Packets or messages dropped at the boundary",
+                                      ["side", "reason"], registry=r)
         # Labelled children are cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[str, Counter] = {}
 

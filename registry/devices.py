@@ -55,6 +55,10 @@ class StatusReason(StrEnum):
 StatusListener = Callable[[Device, bool, StatusReason], None]
 """Called with (device, online, reason) on every online/offline transition."""
 
+ChannelListener = Callable[[str, str, Channel], None]
+"""Called with (device id, event, channel) when a catalog changes: ADD, DEL, UPDATE or a status event
+(ON, OFF, VLOST, DEFECT); for DEL the channel is the one removed."""
+
 CHANNEL_EVENTS = frozenset({"ON", "OFF", "ADD", "DEL", "UPDATE", "VLOST", "DEFECT"})
 # Video lost and defect are faults of a channel that still exists: it shows as off.
 _STATUS_OF_EVENT = {"ON": "ON", "OFF": "OFF", "VLOST": "OFF", "DEFECT": "OFF"}
@@ -129,6 +133,7 @@ class DeviceRegistry:
         self._dirty_channels: dict[str, set[str]] = {}
         self._flush_lock = asyncio.Lock()
         self._listeners: list[StatusListener] = []
+        self._channel_listeners: list[ChannelListener] = []
 
     # -- startup and persistence ------------------------------------------------------------
 
@@ -218,6 +223,16 @@ class DeviceRegistry:
 
     def remove_status_listener(self, listener: StatusListener) -> None:
         self._listeners.remove(listener)
+
+    def add_channel_listener(self, listener: ChannelListener) -> None:
+        self._channel_listeners.append(listener)
+
+    def _channel_changed(self, device_id: str, event: str, channel: Channel) -> None:
+        for listener in self._channel_listeners:
+            try:
+                listener(device_id, event, channel)
+            except Exception:
+                _log.exception("channel listener failed for %s %s (%s)", device_id, channel.id, event)
 
     def _notify(self, device: Device, online: bool, reason: StatusReason) -> None:
         for listener in self._listeners:
@@ -440,6 +455,15 @@ class DeviceRegistry:
             new[channel.id] = channel
         for channel_id in old.keys() - new.keys():
             self._unindex(channel_id, device_id)
+        if self._channel_listeners:
+            for channel_id, channel in new.items():
+                before = old.get(channel_id)
+                if before is None:
+                    self._channel_changed(device_id, "ADD", channel)
+                elif before != channel:
+                    self._channel_changed(device_id, "UPDATE", channel)
+            for channel_id in old.keys() - new.keys():
+                self._channel_changed(device_id, "DEL", old[channel_id])
         for channel_id in new:
             self._channel_owner[channel_id] = device_id
         if new:
@@ -470,6 +494,7 @@ class DeviceRegistry:
             self._unindex(channel.id, device_id)
             if not catalog:
                 del self._catalogs[device_id]
+            channel = existing
         elif event in ("ADD", "UPDATE"):
             channel = _own_channel(channel, device)
             if catalog is None:
@@ -480,7 +505,8 @@ class DeviceRegistry:
             status = _STATUS_OF_EVENT[event]
             if catalog is None or existing is None or existing.status == status:
                 return False
-            catalog[channel.id] = dataclasses.replace(existing, status=status)
+            channel = catalog[channel.id] = dataclasses.replace(existing, status=status)
+        self._channel_changed(device_id, event, channel)
         self._dirty_channels.setdefault(device_id, set()).add(channel.id)
         count = len(self._catalogs.get(device_id, ()))
         if device.channel_count != count:

@@ -346,6 +346,7 @@ class RelayOutput:
         "gso",
         "host",
         "id",
+        "last_rtcp",
         "on_close",
         "port",
         "receiver_bye",
@@ -391,6 +392,8 @@ class RelayOutput:
         self.dropped = 0
         self.gso = transport is MediaTransport.UDP
         self.rtcp_packets = 0
+        self.last_rtcp = 0.0
+        """``time.monotonic()`` of the receiver's last RTCP packet (0: none yet), to notice a dead receiver."""
         self.receiver_bye: str | None = None
         self.sock: socket.socket | None = None
         self.send: Callable[[memoryview], int] = _not_connected
@@ -597,6 +600,7 @@ class RelayOutput:
             if self.host is not None and _normalize_host(addr[0]) != self.host:
                 continue
             self.rtcp_packets += 1
+            self.last_rtcp = time.monotonic()
             try:
                 packets = parse_rtcp(data)
             except RtpError:
@@ -870,8 +874,12 @@ class Ingest:
         ssrc: int,
         seq_base: int | None = None,
         on_close: OutputCloseCallback | None = None,
+        bind: tuple[str, PortRange] | None = None,
     ) -> RelayOutput:
         """Relay to a receiver with its own SSRC; numbering starts at ``seq_base`` (random if None).
+
+        ``bind`` (address, port range) puts the output's sockets on another interface than the
+        engine's: a gateway between two networks sends toward each upper from that side's address.
 
         UDP and TCP active need the receiver's ``host:port``. TCP passive listens on the output's
         ``local_port`` and starts when the receiver connects (ending as ``CONNECT_FAILED`` if none does
@@ -882,19 +890,15 @@ class Ingest:
         if transport is not MediaTransport.TCP_PASSIVE and (host is None or port is None):
             raise ValueError(f"a {transport} output needs the receiver's host and port")
         engine = self._engine
-        bind_host = engine.bind_host
-        lease = (
-            engine.ports.lease_udp(bind_host)
-            if transport is MediaTransport.UDP
-            else engine.ports.lease_tcp(bind_host)
-        )
+        bind_host, ports = bind if bind is not None else (engine.bind_host, engine.ports)
+        lease = ports.lease_udp(bind_host) if transport is MediaTransport.UDP else ports.lease_tcp(bind_host)
         if seq_base is None:
             seq_base = random.getrandbits(16)
         output = RelayOutput(
             self,
             self._next_output,
             transport,
-            _normalize_host(host, self._family),
+            _normalize_host(host, address_family(bind_host)),
             port,
             ssrc,
             seq_base,

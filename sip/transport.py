@@ -55,6 +55,42 @@ class TransportLimits:
     idle_timeout: float = 300.0
     max_buffered: int = 1 << 20
     socket_buffer: int = 8 << 20
+    rate_per_source: int = 0
+    """Messages per second taken from one source IP (0: no limit); the excess is dropped unparsed."""
+
+
+class SourceRate:
+    """Per-source message counting in one-second windows.
+
+    A fixed window costs one dict lookup per message, which matters on the keepalive path; the price is
+    that a source may burst up to twice the rate across a window edge, which a limit meant to stop floods
+    (not to meter fair use) can live with.
+    """
+
+    __slots__ = ("_counts", "_warned", "_window", "dropped", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._counts: dict[str, int] = {}
+        self._window = -1
+        self._warned: set[str] = set()
+
+    def admit(self, host: str, now: float) -> bool:
+        window = int(now)
+        if window != self._window:
+            self._window = window
+            self._counts.clear()
+            self._warned.clear()
+        count = self._counts.get(host, 0) + 1
+        self._counts[host] = count
+        if count <= self.limit:
+            return True
+        self.dropped += 1
+        if host not in self._warned:
+            self._warned.add(host)
+            log.warning("source over its message rate; dropping", source=host, limit=self.limit)
+        return False
 
 
 class _Pending:
@@ -77,11 +113,18 @@ class SipTransport:
         *,
         on_ack: AckHandler | None = None,
         limits: TransportLimits | None = None,
+        accept_source: Callable[[str], bool] | None = None,
+        on_connection_lost: Callable[[str, int], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.on_request = on_request
         self.on_ack = on_ack
         self.limits = limits or TransportLimits()
+        self.accept_source = accept_source
+        """Sources (IPs) that may talk to this address; others are dropped before parsing."""
+        self.on_connection_lost = on_connection_lost
+        self.rate = SourceRate(self.limits.rate_per_source) if self.limits.rate_per_source else None
+        self.refused_sources = 0
         self.host = ""
         self.port = 0
         self._loop = asyncio.get_event_loop()
@@ -220,6 +263,8 @@ class SipTransport:
 
     def _receive(self, data: bytes, source: Peer) -> None:
         endpoint = self.endpoint
+        if self.rate is not None and not self.rate.admit(source.host, self._loop.time()):
+            return
         txn = endpoint.receive(data, source, self._loop.time())
         if txn is not None:
             self._receiving = True
@@ -313,7 +358,11 @@ class SipTransport:
 
     async def _connect(self, key: tuple[str, int]) -> None:
         try:
-            _, conn = await self._loop.create_connection(lambda: _TcpConnection(self), key[0], key[1])
+            # From our own address: on a host with one interface per network, packets must leave from
+            # the side this transport serves, whatever the routing table would pick.
+            _, conn = await self._loop.create_connection(
+                lambda: _TcpConnection(self), key[0], key[1], local_addr=(self.host, 0) if self.host else None
+            )
         except OSError as exc:
             log.warning("tcp connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
             self._connecting.pop(key, None)
@@ -335,6 +384,10 @@ class SipTransport:
 
     def _register(self, conn: _TcpConnection) -> bool:
         host = conn.peer_host
+        if self.accept_source is not None and not self.accept_source(host):
+            self.refused_sources += 1
+            log.info("connection from a source not served here refused", source=host, local=self.port)
+            return False
         if self._per_ip[host] >= self.limits.max_connections_per_ip:
             self.refused_connections += 1
             log.warning("too many connections from one address", source=host,
@@ -359,6 +412,8 @@ class SipTransport:
         self._per_ip[conn.peer_host] -= 1
         if self._per_ip[conn.peer_host] <= 0:
             del self._per_ip[conn.peer_host]
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(conn.peer_host, conn.peer_port)
 
     async def _close_idle(self) -> None:
         period = max(self.limits.idle_timeout / 4, 0.05)
@@ -377,8 +432,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        owner = self._owner
+        if owner.accept_source is not None and not owner.accept_source(addr[0]):
+            owner.refused_sources += 1
+            return
         try:
-            self._owner._receive(data, Peer("UDP", addr[0], addr[1]))
+            owner._receive(data, Peer("UDP", addr[0], addr[1]))
         except Exception:
             # The event loop must never see an exception from network input.
             log.exception("udp datagram handling failed")

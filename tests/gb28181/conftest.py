@@ -28,8 +28,10 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
         if isinstance(overrides, Path):
             config = load_config_file(overrides)
             config.storage = StorageConfig("sqlite", str(path))
+            config.audit.path = str(tmp_path / f"audit{len(running)}.log")
         else:
-            data = merge_config(BASE_CONFIG, {"storage": {"backend": "sqlite", "path": str(path)}})
+            data = merge_config(BASE_CONFIG, {"storage": {"backend": "sqlite", "path": str(path)},
+                                              "audit": {"path": str(tmp_path / f"audit{len(running)}.log")}})
             config = load_config(merge_config(data, overrides or {}))
         config.sip.listen = HostPort("127.0.0.1", 0)
         config.api.listen = HostPort("127.0.0.1", 0)

@@ -404,6 +404,7 @@ async def running_gateway(tmp_path: Path, overrides: dict[str, Any] | None = Non
                 "catalog_first_wait": 3, "catalog_gap_timeout": 0.5},
         "storage": {"backend": "sqlite", "path": str(tmp_path / "gateway.db")},
         "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "audit": {"path": str(tmp_path / "audit.log")},
     }
     gateway = Gateway(load_config(_merge(base, overrides or {})))
     await gateway.start()
@@ -429,6 +430,7 @@ def daemon_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[dict[str,
                 "catalog_first_wait": 3, "catalog_gap_timeout": 0.5},
         "storage": {"backend": "sqlite", "path": str(tmp_path / "gateway.db")},
         "api": {"listen": f"127.0.0.1:{api_port}"},
+        "audit": {"path": str(tmp_path / "audit.log")},
         "log": {"level": "info", "format": "json"},
     }
     return _merge(data, sections), sip_port, api_port

@@ -1,0 +1,355 @@
+"""One upper platform: the gateway's police-side SIP address for it, its registration there, keepalives,
+and the routing of the upper's requests to the cascade features (catalog, media, queries, alarms).
+
+Each upper gets its own SIP endpoint and transport bound to its ``listen`` address, accepting packets
+only from the upper's own address (and a registrar it redirected us to): the police side is a different
+network, and nothing the device side sends can arrive here. Every request toward the upper is built
+from scratch here (back-to-back, never forwarded), so no device-side header or address can leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from sip.errors import SipError
+from sip.message import Request, Response, new_call_id, new_tag
+from sip.registration import Registration, RegistrationState
+from sip.transaction import ServerTransaction, Timers
+from sip.transport import SipTimeout, SipTransport, TransportLimits
+from sip.uri import format_host_port
+
+from . import manscdp
+from .audit import AuditLog
+from .config import GatewayConfig, UpstreamConfig
+from .manscdp import ManscdpDocument, ManscdpError
+from .metrics import GatewayMetrics
+from .policy import SharePolicy
+
+log = structlog.get_logger("gb28181.upstream")
+
+MANSCDP_TYPE = "Application/MANSCDP+xml"
+CommandHandler = Callable[[ServerTransaction, ManscdpDocument], None]
+StatusListener = Callable[["UpstreamLink", bool], None]
+
+
+class UpstreamError(Exception):
+    """A request to the upper that did not get a 2xx (``status`` None: no answer at all)."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class UpstreamLink:
+    """Registration, keepalive and request routing toward one upper platform.
+
+    ``online`` is true while the registration holds and keepalives are answered; features listen to it
+    (``add_status_listener``) to start or stop what they send upward. Requests from the upper are routed
+    by method (``handle``) and, for MESSAGE, by MANSCDP root and CmdType (``handle_command``).
+    """
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        gateway: GatewayConfig,
+        audit: AuditLog,
+        metrics: GatewayMetrics,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.audit = audit
+        self.metrics = metrics
+        self.spawn = spawn
+        self.name = config.name
+        self.policy = SharePolicy(config)
+        sip = gateway.sip
+        self.endpoint = SipEndpoint(
+            EndpointConfig(
+                user_agent=sip.user_agent,
+                max_message_size=sip.max_message_size,
+                timers=Timers(sip.t1, sip.t2, sip.t4),
+            )
+        )
+        self.peer = Peer(config.transport.upper(), config.address.host, config.address.port)
+        self.transport: SipTransport | None = None
+        self.registration: Registration | None = None
+        self.online = False
+        self.reason = "not started"
+        self.keepalive_failures = 0
+        self._handlers: dict[str, Callable[[ServerTransaction], None]] = {"MESSAGE": self._on_message}
+        self._commands: dict[tuple[str, str], CommandHandler] = {}
+        self._listeners: list[StatusListener] = []
+        self._ack_handlers: list[Callable[[Request, Peer], None]] = []
+        self._connection_lost_handlers: list[Callable[[str, int], None]] = []
+        self._sn = int.from_bytes(os.urandom(2), "big")
+        self._cseq = 1
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._online_gauge = metrics.upstream_online.labels(config.name)
+
+    # -- wiring --------------------------------------------------------------------------------------
+
+    def handle(self, method: str, handler: Callable[[ServerTransaction], None]) -> None:
+        self._handlers[method] = handler
+        self.endpoint.config.allow = (*self._handlers, "OPTIONS")
+
+    def handle_command(self, root: str, cmd_type: str, handler: CommandHandler) -> None:
+        """Route MANSCDP ``<root>`` documents with ``cmd_type`` from the upper to ``handler``. The handler
+        answers the SIP transaction itself (usually 200 at once, then a Response MESSAGE)."""
+        self._commands[root, cmd_type] = handler
+
+    def on_ack(self, handler: Callable[[Request, Peer], None]) -> None:
+        self._ack_handlers.append(handler)
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        self._listeners.append(listener)
+
+    def accepts(self, host: str) -> bool:
+        """Only the upper (and a registrar it redirected us to) may talk to this address."""
+        if host == self.config.address.host:
+            return True
+        registration = self.registration
+        return registration is not None and host == registration.peer.host
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.endpoint.config.allow = (*self._handlers, "OPTIONS")
+        transport = SipTransport(
+            self.endpoint,
+            self._on_request,
+            on_ack=self._on_ack,
+            limits=TransportLimits(rate_per_source=cfg.rate_limit),
+            accept_source=self.accepts,
+            on_connection_lost=self._on_connection_lost,
+        )
+        await transport.start(cfg.listen.host, cfg.listen.port)
+        self.transport = transport
+        sip = self.gateway.sip
+        contact = f"<sip:{sip.id}@{format_host_port(transport.host, transport.port)}>"
+        self.registration = Registration(
+            transport,
+            self.peer,
+            aor=f"sip:{sip.id}@{sip.domain}",
+            registrar_uri=f"sip:{cfg.id}@{cfg.domain}",
+            username=cfg.username or sip.id,
+            password=cfg.password,
+            expires=cfg.register_expires,
+            contact=contact,
+            user_agent=sip.user_agent,
+            on_state=self._registration_state,
+            retry_max=60.0,
+        )
+        self.reason = "registering"
+        self.registration.start()
+        self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalives())
+        log.info("upstream link started", upstream=self.name, listen=f"{transport.host}:{transport.port}",
+                 upper=f"{cfg.address}/{cfg.transport}")
+
+    async def stop(self) -> None:
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive_task
+        if self.registration is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.registration.stop(unregister=True), 2.0)
+        self._set_online(False, "gateway stopping")
+        if self.transport is not None:
+            await self.transport.close()
+
+    # -- registration and keepalive ------------------------------------------------------------------
+
+    def _registration_state(self, state: RegistrationState, reason: str | None) -> None:
+        if state is RegistrationState.REGISTERED:
+            self.keepalive_failures = 0
+            self._set_online(True, "registered")
+            assert self.registration is not None
+            self.audit.record("upstream-register", upstream=self.name, upper_id=self.config.id,
+                              registrar=self.registration.registrar_uri, expires=self.registration.granted)
+        elif state is RegistrationState.FAILED:
+            self._set_online(False, reason or "registration failed")
+            self.audit.record("upstream-register", "failed", upstream=self.name, upper_id=self.config.id,
+                              reason=reason)
+
+    def _set_online(self, online: bool, reason: str) -> None:
+        self.reason = reason
+        if online == self.online:
+            return
+        self.online = online
+        self._online_gauge.set(1 if online else 0)
+        log.info("upstream online" if online else "upstream offline", upstream=self.name, reason=reason)
+        for listener in list(self._listeners):
+            try:
+                listener(self, online)
+            except Exception:
+                log.exception("upstream status listener failed", upstream=self.name)
+
+    async def _keepalives(self) -> None:
+        interval = float(self.config.keepalive_interval)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.online:
+                continue
+            doc = manscdp.notify_keepalive(self.next_sn(), self.gateway.sip.id)
+            try:
+                await self.send_manscdp(doc)
+            except UpstreamError as exc:
+                await self._keepalive_failed(str(exc), exc.status)
+            else:
+                self.keepalive_failures = 0
+
+    async def _keepalive_failed(self, reason: str, status: int | None) -> None:
+        self.keepalive_failures += 1
+        log.warning("keepalive to upstream failed", upstream=self.name, reason=reason,
+                    failures=self.keepalive_failures)
+        # An error answer means the upper no longer knows us (it restarted): register again at once.
+        # Silence is given keepalive_misses chances, as the upper gives ours.
+        if status is not None or self.keepalive_failures >= self.config.keepalive_misses:
+            self._set_online(False, f"keepalive failed: {reason}")
+            await self.reregister()
+
+    async def reregister(self) -> None:
+        """Drop the binding we believe in and register again (the registration's own back-off applies)."""
+        registration = self.registration
+        if registration is None:
+            return
+        await registration.stop(unregister=False)
+        registration.start()
+
+    # -- requests from the upper ---------------------------------------------------------------------
+
+    def _on_request(self, txn: ServerTransaction) -> None:
+        method = txn.request.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            self._t().reply(txn, 405, headers=[("Allow", ", ".join((*self._handlers, "OPTIONS")))])
+            return
+        handler(txn)
+
+    def _on_ack(self, request: Request, peer: Peer) -> None:
+        for handler in self._ack_handlers:
+            handler(request, peer)
+
+    def _on_connection_lost(self, host: str, port: int) -> None:
+        log.info("upstream tcp connection closed", upstream=self.name, peer=f"{host}:{port}")
+        for handler in self._connection_lost_handlers:
+            handler(host, port)
+
+    def on_connection_lost(self, handler: Callable[[str, int], None]) -> None:
+        self._connection_lost_handlers.append(handler)
+
+    def _on_message(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        t = self._t()
+        if (req.content_type or "").lower() != MANSCDP_TYPE.lower():
+            t.reply(txn, 415, "Expected Application/MANSCDP+xml", headers=[("Accept", MANSCDP_TYPE)])
+            return
+        try:
+            doc = manscdp.parse(req.body, max_size=self.gateway.sip.max_message_size)
+        except ManscdpError as exc:
+            log.warning("bad MANSCDP body from upstream", upstream=self.name, reason=str(exc))
+            t.reply(txn, exc.status, f"Bad MANSCDP body: {exc}"[:120])
+            return
+        handler = self._commands.get((doc.root, doc.cmd_type))
+        if handler is None:
+            if doc.root == "Response":
+                # An acknowledgement of something we sent (alarm, keepalive answers some uppers send).
+                t.reply(txn, 200)
+                return
+            log.info("upstream request not supported", upstream=self.name, root=doc.root, cmd=doc.cmd_type)
+            self.metrics.cascade.labels(self.name, f"{doc.root}/{doc.cmd_type}"[:40], "unsupported").inc()
+            t.reply(txn, 488, f"{doc.root} {doc.cmd_type} not supported"[:120])
+            return
+        handler(txn, doc)
+
+    # -- requests to the upper -----------------------------------------------------------------------
+
+    def _t(self) -> SipTransport:
+        if self.transport is None:
+            raise RuntimeError(f"upstream {self.name} is not started")
+        return self.transport
+
+    def next_sn(self) -> int:
+        self._sn = (self._sn + 1) % 1_000_000_000
+        return self._sn
+
+    def next_cseq(self) -> int:
+        self._cseq += 1
+        return self._cseq
+
+    @property
+    def target(self) -> Peer:
+        """Where requests to the upper go: the registrar we are registered with (after a redirect)."""
+        return self.registration.peer if self.registration is not None else self.peer
+
+    def build_request(self, method: str, to_id: str | None = None) -> Request:
+        """An out-of-dialog request from the gateway to the upper, built from our police-side identity."""
+        t = self._t()
+        cfg = self.config
+        sip = self.gateway.sip
+        peer = self.target
+        to = to_id or cfg.id
+        return Request(
+            method,
+            f"sip:{to}@{format_host_port(peer.host, peer.port)}",
+            [
+                ("Via", t.via(peer.transport)),
+                ("From", f"<sip:{sip.id}@{sip.domain}>;tag={new_tag()}"),
+                ("To", f"<sip:{to}@{cfg.domain}>"),
+                ("Call-ID", new_call_id(t.host)),
+                ("CSeq", f"{self.next_cseq()} {method}"),
+                ("Max-Forwards", "70"),
+                ("User-Agent", sip.user_agent),
+            ],
+        )
+
+    def contact(self) -> str:
+        t = self._t()
+        return f"<sip:{self.gateway.sip.id}@{format_host_port(t.host, t.port)}>"
+
+    async def send(self, request: Request) -> Response:
+        """Send a request to the upper; a non-2xx or no answer raises :class:`UpstreamError`."""
+        started = time.monotonic()
+        try:
+            response = await self._t().send_request(request, self.target)
+        except SipTimeout:
+            raise UpstreamError(f"{self.name} did not answer the {request.method}") from None
+        except SipError as exc:
+            raise UpstreamError(f"{request.method} to {self.name} failed: {exc.reason}") from None
+        finally:
+            self.metrics.transaction_latency.labels(request.method).observe(time.monotonic() - started)
+        if response.status >= 300:
+            raise UpstreamError(f"{self.name} answered {response.status} {response.reason}", response.status)
+        return response
+
+    async def send_manscdp(self, doc: ManscdpDocument) -> Response:
+        request = self.build_request("MESSAGE")
+        request.add("Content-Type", MANSCDP_TYPE)
+        request.body = manscdp.encode_body(doc, self.gateway.sip.encoding)
+        return await self.send(request)
+
+    async def send_pages(self, pages: list[ManscdpDocument]) -> int:
+        """Send a multi-message answer in order; returns how many the upper accepted before any failure."""
+        sent = 0
+        for page in pages:
+            try:
+                await self.send_manscdp(page)
+            except UpstreamError as exc:
+                log.warning("answer to upstream cut short", upstream=self.name, cmd=page.cmd_type,
+                            sent=sent, of=len(pages), reason=str(exc))
+                break
+            sent += 1
+        return sent
+
+    def encode(self, doc: ManscdpDocument) -> bytes:
+        return manscdp.encode_body(doc, self.gateway.sip.encoding)
