@@ -18,9 +18,10 @@ from typing import Any
 
 import structlog
 
+from sip.dialog import Dialog
 from sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from sip.errors import SipError
-from sip.message import Request, Response, new_call_id, new_tag
+from sip.message import Request, Response, make_response, new_call_id, new_tag
 from sip.registration import Registration, RegistrationState
 from sip.transaction import ServerTransaction, Timers
 from sip.transport import SipTimeout, SipTransport, TransportLimits
@@ -46,6 +47,44 @@ class UpstreamError(Exception):
     def __init__(self, detail: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.status = status
+
+
+class UpperSubscription:
+    """A subscription the upper holds on us (Catalog, Alarm, MobilePosition), as the UAS of its dialog.
+
+    ``query`` is the SUBSCRIBE's MANSCDP body (an alarm subscription carries priority/method filters);
+    ``sn`` its SN, which NOTIFYs under this subscription repeat. Features look a subscription up with
+    :meth:`UpstreamLink.subscription` and :meth:`notify` through it while it lasts.
+    """
+
+    def __init__(self, link: UpstreamLink, request: Request, doc: ManscdpDocument, expires: int, now: float) -> None:
+        self.link = link
+        self.cmd_type = doc.cmd_type
+        self.query = doc
+        self.sn = doc.sn
+        self.event = (request.get("Event") or doc.cmd_type).split(";", 1)[0].strip()
+        self.dialog = Dialog.from_uas(request, new_tag(), link.contact(), peer=link.target)
+        self.expires_at = now + expires
+
+    def active(self, now: float) -> bool:
+        return now < self.expires_at
+
+    async def notify(self, doc: ManscdpDocument, *, terminated: bool = False) -> Response:
+        """Send ``doc`` in a NOTIFY of this subscription (raises :class:`UpstreamError` like ``send``)."""
+        link = self.link
+        t = link._t()
+        remaining = max(0, int(self.expires_at - t.now()))
+        state = "terminated;reason=timeout" if terminated else f"active;expires={remaining}"
+        request = self.dialog.create_request(
+            "NOTIFY",
+            via=t.via(link.target.transport),
+            contact=link.contact(),
+            body=link.encode(doc),
+            content_type=MANSCDP_TYPE,
+            extra_headers=(("Event", self.event), ("Subscription-State", state),
+                           ("User-Agent", link.gateway.sip.user_agent)),
+        )
+        return await link.send(request)
 
 
 class UpstreamLink:
@@ -93,6 +132,8 @@ class UpstreamLink:
         self._sn = int.from_bytes(os.urandom(2), "big")
         self._cseq = 1
         self._keepalive_task: asyncio.Task[None] | None = None
+        self.subscriptions: dict[str, UpperSubscription] = {}
+        self._subscribe_handlers: dict[str, Callable[[UpperSubscription], None]] = {}
         self._online_gauge = metrics.upstream_online.labels(config.name)
 
     # -- wiring --------------------------------------------------------------------------------------
@@ -105,6 +146,22 @@ class UpstreamLink:
         """Route MANSCDP ``<root>`` documents with ``cmd_type`` from the upper to ``handler``. The handler
         answers the SIP transaction itself (usually 200 at once, then a Response MESSAGE)."""
         self._commands[root, cmd_type] = handler
+
+    def handle_subscribe(self, cmd_type: str, on_subscribed: Callable[[UpperSubscription], None]) -> None:
+        """Accept the upper's SUBSCRIBE for ``cmd_type``; ``on_subscribed`` runs after the 200 is sent
+        (a new subscription or a refresh of the same dialog)."""
+        self._subscribe_handlers[cmd_type] = on_subscribed
+        if "SUBSCRIBE" not in self._handlers:
+            self.handle("SUBSCRIBE", self._on_subscribe)
+
+    def subscription(self, cmd_type: str) -> UpperSubscription | None:
+        """The upper's live subscription to ``cmd_type``, if any (an expired one is forgotten here)."""
+        sub = self.subscriptions.get(cmd_type)
+        if sub is not None and not sub.active(self._t().now()):
+            del self.subscriptions[cmd_type]
+            log.info("upstream subscription expired", upstream=self.name, cmd=cmd_type)
+            return None
+        return sub
 
     def on_ack(self, handler: Callable[[Request, Peer], None]) -> None:
         self._ack_handlers.append(handler)
@@ -247,6 +304,53 @@ class UpstreamLink:
 
     def on_connection_lost(self, handler: Callable[[str, int], None]) -> None:
         self._connection_lost_handlers.append(handler)
+
+    def _on_subscribe(self, txn: ServerTransaction) -> None:
+        req = txn.request
+        t = self._t()
+        try:
+            doc = manscdp.parse(req.body, max_size=self.gateway.sip.max_message_size)
+        except ManscdpError as exc:
+            t.reply(txn, exc.status, f"Bad MANSCDP body: {exc}"[:120])
+            return
+        handler = self._subscribe_handlers.get(doc.cmd_type)
+        if handler is None:
+            t.reply(txn, 489, f"No subscription to {doc.cmd_type}"[:60])
+            return
+        try:
+            expires = req.expires
+        except SipError:
+            expires = None
+        expires = 3600 if expires is None else min(max(expires, 0), 86400)
+        now = t.now()
+        current = self.subscriptions.get(doc.cmd_type)
+        to_tag = req.to.tag
+        if to_tag and (current is None or current.dialog.call_id != req.call_id):
+            t.reply(txn, 481, "Subscription does not exist")
+            return
+        if expires == 0:
+            if current is not None:
+                del self.subscriptions[doc.cmd_type]
+            t.reply(txn, 200, headers=[("Expires", "0")], body=b"")
+            log.info("upstream unsubscribed", upstream=self.name, cmd=doc.cmd_type)
+            self.audit.record("subscribe", upstream=self.name, cmd=doc.cmd_type, expires=0)
+            return
+        if to_tag and current is not None:
+            current.expires_at = now + expires
+            current.query = doc
+            sub = current
+        else:
+            try:
+                sub = UpperSubscription(self, req, doc, expires, now)
+            except SipError as exc:
+                t.reply(txn, 400, exc.reason)
+                return
+            self.subscriptions[doc.cmd_type] = sub
+        t.respond(txn, make_response(req, 200, to_tag=sub.dialog.local_tag,
+                                     headers=[("Expires", str(expires)), ("Contact", self.contact())]))
+        log.info("upstream subscribed", upstream=self.name, cmd=doc.cmd_type, expires=expires)
+        self.audit.record("subscribe", upstream=self.name, cmd=doc.cmd_type, expires=expires)
+        handler(sub)
 
     def _on_message(self, txn: ServerTransaction) -> None:
         req = txn.request

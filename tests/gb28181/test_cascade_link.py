@@ -93,3 +93,39 @@ async def test_registration_is_audited(gateway_factory: Factory, tmp_path: Path)
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_upper_subscription_dialog(gateway_factory: Factory) -> None:
+    """A SUBSCRIBE from the upper makes a dialog: 200 with a To-tag and Expires, NOTIFYs inside it,
+    refresh in the dialog, Expires 0 ends it."""
+    async with cascade_rig(gateway_factory) as rig:
+        link = rig.gateway.gateway.cascade.links["district"]
+        seen: list[int | None] = []
+        link.handle_subscribe("MobilePosition", lambda sub: seen.append(sub.sn))
+        upper = rig.upper
+        body = manscdp.encode_body(manscdp.query_mobile_position(31, GATEWAY_ID, interval=5))
+        request = upper.request("SUBSCRIBE", body=body, content_type="Application/MANSCDP+xml",
+                                headers=[("Event", "presence"), ("Expires", "120")])
+        response = await upper.send(request)
+        assert response.status == 200 and response.to.tag and response.get("Expires") == "120"
+        assert seen == [31]
+        sub = link.subscription("MobilePosition")
+        assert sub is not None
+        await sub.notify(manscdp.notify_keepalive(31, GATEWAY_ID))
+        (notify,) = [r for r in upper.requests if r.request.method == "NOTIFY"]
+        assert notify.request.call_id == request.call_id
+        assert notify.request.get("Event") == "presence"
+        assert (notify.request.get("Subscription-State") or "").startswith("active;expires=")
+        # An unknown dialog is refused; Expires 0 in the dialog ends the subscription.
+        stray = upper.request("SUBSCRIBE", body=body, content_type="Application/MANSCDP+xml",
+                              headers=[("Expires", "0")])
+        stray.set("To", f"{stray.get('To')};tag=nosuch")
+        assert (await upper.send(stray)).status == 481
+        end = upper.request("SUBSCRIBE", body=body, content_type="Application/MANSCDP+xml",
+                            headers=[("Expires", "0")])
+        end.set("Call-ID", request.call_id or "")
+        end.set("From", request.get("From") or "")
+        end.set("To", f"{request.get('To')};tag={response.to.tag}")
+        end.set("CSeq", "2 SUBSCRIBE")
+        assert (await upper.send(end)).status == 200
+        assert link.subscription("MobilePosition") is None
