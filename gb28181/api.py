@@ -22,6 +22,7 @@ from .live import PlayError, Session
 
 if TYPE_CHECKING:
     from .daemon import Gateway
+    from .upstream import UpstreamLink
 
 log = structlog.get_logger("gb28181.api")
 
@@ -338,6 +339,51 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def upstream_json(gw: Gateway, link: UpstreamLink) -> dict[str, Any]:
+    cfg = link.config
+    registration = link.registration
+    transport = link.transport
+    remaining = None
+    if registration is not None and registration.expires_at is not None and transport is not None:
+        remaining = max(0, round(registration.expires_at - transport.now()))
+    shared = sum(
+        1 for device in gw.registry.devices() for channel in gw.registry.channels(device.id)
+        if link.policy.shared(channel.id)
+    )
+    return {
+        "name": link.name,
+        "id": cfg.id,
+        "address": str(cfg.address),
+        "transport": cfg.transport,
+        "listen": str(cfg.listen),
+        "media_ip": cfg.media_ip,
+        "media_ports": cfg.media_ports,
+        "online": link.online,
+        "reason": link.reason,
+        "registrar": registration.registrar_uri if registration is not None else None,
+        "registration_expires_in": remaining,
+        "keepalive_failures": link.keepalive_failures,
+        "shared_channels": shared,
+        "subscriptions": sorted(link.subscriptions),
+        "rate_dropped": transport.rate.dropped if transport is not None and transport.rate is not None else 0,
+        "refused_sources": transport.refused_sources if transport is not None else 0,
+    }
+
+
+async def list_upstreams(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    return web.json_response([upstream_json(gw, link) for link in gw.cascade.links.values()])
+
+
+async def get_upstream(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    name = request.match_info["name"]
+    link = gw.cascade.links.get(name)
+    if link is None:
+        return _error(404, f"no upstream named {name!r}")
+    return web.json_response(upstream_json(gw, link))
+
+
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     return web.Response(body=gw.metrics.render(), content_type="text/plain", charset="utf-8")
@@ -358,5 +404,7 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/api/sessions", list_sessions)
     app.router.add_get("/api/sessions/{session_id}", get_session)
     app.router.add_delete("/api/sessions/{session_id}", delete_session)
+    app.router.add_get("/api/upstreams", list_upstreams)
+    app.router.add_get("/api/upstreams/{name}", get_upstream)
     app.router.add_get("/metrics", metrics)
     return app

@@ -38,6 +38,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         f"{args.file}: OK (gateway {sip.id}, domain {sip.domain}, SIP {sip.listen}, API {config.api.listen}, "
         f"{len(config.devices)} device entries, allowlist {'on' if sip.allowlist else 'off'})"
     )
+    for up in config.upstreams:
+        rules = len(up.share)
+        print(f"  upstream {up.name}: {up.id} at {up.address}/{up.transport} from {up.listen}, media {up.media_ip} "
+              f"{up.media_ports}, {rules} share rule{'s' if rules != 1 else ''}"
+              f"{'' if rules else ' (nothing shared)'}{'' if up.enabled else ', disabled'}")
     return 0
 
 

@@ -129,3 +129,18 @@ async def test_upper_subscription_dialog(gateway_factory: Factory) -> None:
         end.set("CSeq", "2 SUBSCRIBE")
         assert (await upper.send(end)).status == 200
         assert link.subscription("MobilePosition") is None
+
+
+async def test_api_shows_the_upstream_without_its_password(gateway_factory: Factory) -> None:
+    async with cascade_rig(gateway_factory, {"share": [{"prefix": "3402", "type": "131"}]}) as rig:
+        await rig.add_cameras(count=1, channels=3)
+        status, upstreams = await rig.gateway.api("/api/upstreams")
+        assert status == 200
+        (up,) = upstreams
+        assert up["name"] == "district" and up["online"] is True and up["id"] == rig.upper.id
+        assert up["shared_channels"] == 3 and 0 < up["registration_expires_in"] <= 3600
+        assert rig.upper.password not in json.dumps(upstreams)
+        status, one = await rig.gateway.api("/api/upstreams/district")
+        assert status == 200 and one["listen"] == up["listen"]
+        status, _ = await rig.gateway.api("/api/upstreams/nosuch")
+        assert status == 404

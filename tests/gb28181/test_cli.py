@@ -43,6 +43,8 @@ def test_example_file_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert code == 0 and err == ""
     assert "OK" in out and "2 device entries" in out and "34020000002000000001" in out
+    assert "upstream district: 34020000002000000009 at 10.20.0.1:5060/udp from 10.20.0.2:5061" in out
+    assert "2 share rules" in out
 
 
 @pytest.mark.parametrize(("text", "summary"), [
