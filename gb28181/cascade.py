@@ -74,6 +74,17 @@ class Cascade:
         for link in self.links.values():
             await link.start()
         await self.alarms.start()
+        self.metrics.bind_boundary(self.boundary_drops)
+
+    def boundary_drops(self) -> dict[tuple[str, str], int]:
+        sides = [("device", self.gateway.transport)] + [(n, link.transport) for n, link in self.links.items()]
+        drops: dict[tuple[str, str], int] = {}
+        for side, transport in sides:
+            if transport is None:
+                continue
+            drops[side, "rate"] = transport.rate.dropped if transport.rate is not None else 0
+            drops[side, "source"] = transport.refused_sources
+        return drops
 
     async def stop(self) -> None:
         await self.alarms.stop()

@@ -58,8 +58,6 @@ class GatewayMetrics:
                                ["upstream", "kind", "result"], registry=r)
         self.alarms_forwarded = Counter("gb_alarms_forwarded", "Alarms delivered to upper platforms",
                                         ["upstream"], registry=r)
-        self.boundary_drops = Counter("gb_boundary_drops", "Packets or messages dropped at the boundary",
-                                      ["side", "reason"], registry=r)
         # Labelled children are cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[str, Counter] = {}
 
@@ -82,6 +80,11 @@ class GatewayMetrics:
         self.live_sessions.set_function(sessions)
         self.registry.register(_RelayTotals(totals))
 
+    def bind_boundary(self, drops: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """``drops()`` gives {(side, reason): count}: side ``device`` or an upstream's name, reason
+        ``rate`` (over the per-source limit) or ``source`` (not a peer served on that address)."""
+        self.registry.register(_BoundaryDrops(drops))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -103,3 +106,15 @@ class _RelayTotals(Collector):
             ("reordered", "RTP packets out of order on device legs"),
         ):
             yield CounterMetricFamily(f"gb_relay_{key}", help_text, value=totals[key])
+
+
+class _BoundaryDrops(Collector):
+    def __init__(self, drops: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._drops = drops
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("gb_boundary_drops", "SIP messages dropped unparsed at the boundary",
+                                     labels=["side", "reason"])
+        for (side, reason), value in sorted(self._drops().items()):
+            family.add_metric([side, reason], value)
+        yield family

@@ -77,6 +77,7 @@ async def test_requests_from_other_addresses_are_ignored(gateway_factory: Factor
             except (TimeoutError, SipTimeout):
                 pass
             assert link.transport is not None and link.transport.refused_sources >= 1
+            assert await rig.gateway.metric("gb_boundary_drops_total", side="district", reason="source") >= 1
         finally:
             await intruder.close()
 
