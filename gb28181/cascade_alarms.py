@@ -1,19 +1,367 @@
-"""(skeleton: being written)"""
+"""Alarms upward: each device alarm reaches every upper platform that shares its channel, and none is lost.
+
+The path is a durable outbox (``Storage.enqueue``), one topic per upper. An alarm is queued while the
+device's MESSAGE is still unanswered (``DeviceAccess`` awaits the listener before its 200), so an alarm
+the device saw accepted is on disk even if the gateway is killed the next instant; one the device did
+not see accepted is sent again by the device, and the dedup key (device, SN, alarm time) makes that
+repeat a no-op. An alarm leaves the outbox only once the upper answered 2xx, so an upper outage or a
+crash between sending and the answer costs a repeat at worst, never a loss.
+
+Per upper, one task empties the outbox in queue order while the link is online: as an in-dialog
+NOTIFY when the upper holds an Alarm subscription (whose priority and method filters are honoured),
+else as a MESSAGE. When the upper does not answer or answers as if it were down, delivery holds with
+exponential back-off and resumes at the head of the queue, which keeps the order; an alarm the upper
+refuses on its own (a 4xx) is set aside with its own back-off so it cannot block the ones behind it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING
+
+import structlog
+
+from registry.model import Alarm
+from registry.storage import OutboxItem, Storage
+
+from . import manscdp
+from .manscdp import ManscdpDocument
+from .upstream import UpperSubscription, UpstreamError, UpstreamLink
 
 if TYPE_CHECKING:
     from .cascade import Cascade
 
+log = structlog.get_logger("gb28181.cascade.alarms")
 
-class AlarmForwarding:
-    def __init__(self, cascade: Cascade) -> None:
-        self.cascade = cascade
+BATCH = 50
+"""Outbox items read per query; more are read at once when a batch was full."""
+ACKED_KEPT = 86400.0
+"""Delivered alarms are remembered this long, so a device repeating one within a day is still recognised."""
+PRUNE_INTERVAL = 3600.0
+FIRST_RETRY = 1.0
+ERROR_PAUSE = 5.0
+"""Wait after the storage itself failed (disk full, locked) before reading the outbox again."""
+DEFAULT_PRIORITY = 4
+"""Sent when the device gave no usable AlarmPriority (mandatory upward): 4, the lowest, claims no urgency."""
+DEFAULT_METHOD = 2
+"""Sent when the device gave no usable AlarmMethod: 2, device alarm, is what any device-raised alarm is."""
+# Answers that say the upper as a whole cannot take anything now (down, overloaded, no longer knows us):
+# every alarm behind this one would get the same, so the queue holds instead of moving on.
+_UPPER_DOWN = frozenset({401, 403, 407, 408, 480})
 
-    async def start(self) -> None:
-        pass
+
+@dataclass(slots=True, kw_only=True)
+class QueuedAlarm:
+    """What the outbox keeps of one alarm for one upper: enough to build its notification again after a
+    restart. ``channel_id`` is the device-side ID the upper knows the alarm by (mapped when sent)."""
+
+    device_id: str
+    channel_id: str
+    sn: str
+    """The device's SN (with ``device_id`` and ``time`` the dedup key); the upper gets our own."""
+    priority: str
+    method: str
+    alarm_type: str
+    time: str
+    description: str
+    longitude: float | None
+    latitude: float | None
+    received_at: float
+
+    @classmethod
+    def of(cls, alarm: Alarm, channel_id: str) -> QueuedAlarm:
+        return cls(
+            device_id=alarm.device_id, channel_id=channel_id, sn=alarm.sn, priority=alarm.priority,
+            method=alarm.method, alarm_type=alarm.alarm_type, time=alarm.time, description=alarm.description,
+            longitude=alarm.longitude, latitude=alarm.latitude, received_at=alarm.received_at,
+        )
+
+    def encode(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), ensure_ascii=False).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> QueuedAlarm:
+        """Raises ValueError or TypeError for a payload this release cannot read."""
+        fields = json.loads(payload)
+        if not isinstance(fields, dict):
+            raise ValueError("not an object")
+        return cls(**fields)
+
+
+def dedup_key(alarm: Alarm) -> str:
+    return f"{alarm.device_id},{alarm.sn},{alarm.time}"
+
+
+def _digits(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def subscription_wants(query: ManscdpDocument, alarm: QueuedAlarm) -> bool:
+    """Whether the alarm passes the filters of an Alarm SUBSCRIBE (A.2.4 e): a priority range
+    (StartAlarmPriority..EndAlarmPriority, 0 or absent for all) and the methods as a string of digits
+    ("12": telephone or device; "0" or absent for all). A value the device left out passes: the upper
+    asked to hear about a kind of alarm, and nothing says this one is of another kind."""
+    priority = _digits(alarm.priority)
+    bounds = [b for b in (_digits(query.text("StartAlarmPriority")), _digits(query.text("EndAlarmPriority"))) if b]
+    if priority is not None and bounds and not min(bounds) <= priority <= max(bounds):
+        return False
+    methods = set(query.text("AlarmMethod") or "")
+    return not methods or "0" in methods or not alarm.method or alarm.method in methods
+
+
+def notification(sn: int, upper_id: str, alarm: QueuedAlarm) -> ManscdpDocument:
+    """The Notify Alarm toward the upper, built fresh from the stored fields (nothing of the device's
+    own message crosses)."""
+    return manscdp.notify_alarm(
+        sn,
+        upper_id,
+        priority=_digits(alarm.priority) or DEFAULT_PRIORITY,
+        method=_digits(alarm.method) or DEFAULT_METHOD,
+        time=alarm.time or datetime.fromtimestamp(alarm.received_at),
+        description=alarm.description or None,
+        longitude=alarm.longitude,
+        latitude=alarm.latitude,
+        alarm_type=_digits(alarm.alarm_type),
+    )
+
+
+class _Outcome(Enum):
+    DONE = "done"
+    """Delivered, or finished with for good (filtered out by the upper's subscription, unreadable)."""
+    SET_ASIDE = "set-aside"
+    """The upper refused this alarm; it is retried later while the ones behind it go on."""
+    HOLD = "hold"
+    """The upper is not taking anything now; the queue waits and resumes at this alarm."""
+
+
+class AlarmDelivery:
+    """The outbox of one upper and the task that empties it.
+
+    ``_hold_until`` (loop time) is the back-off after the upper failed as a whole: the head alarm stays
+    due, so when the hold ends delivery resumes with it and the order is kept. Alarms set aside after a
+    refusal of their own are due again at wall-clock times kept in ``_set_aside`` (a heap), so the task
+    knows when to look again without polling.
+    """
+
+    def __init__(self, forwarding: AlarmForwarding, link: UpstreamLink) -> None:
+        self.link = link
+        self.topic = f"alarm:{link.name}"
+        self.storage = forwarding.storage
+        self.clock = forwarding.clock
+        self._audit = link.audit
+        self._forwarded = link.metrics.alarms_forwarded.labels(link.name)
+        self._wake = asyncio.Event()
+        self._hold_until = 0.0
+        self._expedite = True
+        """Make everything due at once on the next pass: set at start and whenever the link comes online."""
+        self._set_aside: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        link.add_status_listener(self._on_link_status)
+        link.handle_subscribe("Alarm", self._on_subscribed)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        pass
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_link_status(self, link: UpstreamLink, online: bool) -> None:
+        if online:
+            # The upper is back (or restarted and took our registration again): what waited for it
+            # goes now, not after the rest of a back-off sized for a long outage.
+            self._hold_until = 0.0
+            self._expedite = True
+            self.wake()
+
+    def _on_subscribed(self, sub: UpperSubscription) -> None:
+        log.info("upper subscribed to alarms", upstream=self.link.name,
+                 priorities=f"{sub.query.text('StartAlarmPriority')}-{sub.query.text('EndAlarmPriority')}",
+                 methods=sub.query.text("AlarmMethod"))
+        self.wake()
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after ``attempts`` earlier failed ones (1, 2, 4... up to the
+        configured maximum)."""
+        return min(FIRST_RETRY * 2 ** min(attempts, 30), self.link.config.alarm_retry_max)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                pause = await self._pass()
+            except Exception:
+                log.exception("alarm outbox unreadable", upstream=self.link.name)
+                pause = ERROR_PAUSE
+            if pause == 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+
+    async def _pass(self) -> float | None:
+        """Deliver what is due; return how long to wait before the next pass (None: until woken)."""
+        if not self.link.online:
+            return None
+        loop = asyncio.get_running_loop()
+        hold = self._hold_until - loop.time()
+        if hold > 0:
+            return hold
+        now = self.clock()
+        if self._expedite:
+            self._expedite = False
+            self._set_aside.clear()
+            await self.storage.expedite(self.topic, now)
+        while self._set_aside and self._set_aside[0] <= now:
+            heapq.heappop(self._set_aside)
+        items = await self.storage.due(self.topic, now, BATCH)
+        for item in items:
+            if not self.link.online:
+                return None
+            outcome = await self._attempt(item)
+            if outcome is _Outcome.HOLD:
+                delay = self.backoff(item.attempts)
+                self._hold_until = loop.time() + delay
+                return delay
+        if len(items) == BATCH:
+            return 0
+        if self._set_aside:
+            return max(0.0, self._set_aside[0] - self.clock())
+        return None
+
+    async def _attempt(self, item: OutboxItem) -> _Outcome:
+        link = self.link
+        try:
+            alarm = QueuedAlarm.decode(item.payload)
+        except (ValueError, TypeError) as exc:
+            log.error("unreadable alarm dropped from the outbox", upstream=link.name, item=item.id, reason=str(exc))
+            await self.storage.ack(item.id)
+            return _Outcome.DONE
+        sub = link.subscription("Alarm")
+        if sub is not None and not subscription_wants(sub.query, alarm):
+            await self.storage.ack(item.id)
+            self.record(alarm, "filtered", via="NOTIFY")
+            return _Outcome.DONE
+        upper_id = link.policy.to_upper(alarm.channel_id)
+        # Our SN, fixed per queued alarm (its outbox id): a repeat after a lost 200, even from a
+        # restarted gateway, carries the same SN, so the upper can tell it from a new alarm.
+        doc = notification(item.id % 1_000_000_000, upper_id, alarm)
+        via = "NOTIFY" if sub is not None else "MESSAGE"
+        try:
+            if sub is not None:
+                await sub.notify(doc)
+            else:
+                await link.send_manscdp(doc)
+        except UpstreamError as exc:
+            if sub is not None and exc.status == 481 and link.subscriptions.get("Alarm") is sub:
+                # The upper forgot the subscription (it restarted): a MESSAGE still delivers the alarm.
+                link.drop_subscription("Alarm")
+                return await self._attempt(item)
+            return await self._failed(item, alarm, via, str(exc), exc.status)
+        except OSError as exc:
+            return await self._failed(item, alarm, via, str(exc), None)
+        await self.storage.ack(item.id)
+        self._forwarded.inc()
+        self.record(alarm, "delivered", via=via, upper_channel=upper_id, attempts=item.attempts + 1)
+        log.info("alarm forwarded", upstream=link.name, channel=alarm.channel_id, via=via)
+        return _Outcome.DONE
+
+    async def _failed(self, item: OutboxItem, alarm: QueuedAlarm, via: str, reason: str,
+                      status: int | None) -> _Outcome:
+        now = self.clock()
+        delay = self.backoff(item.attempts)
+        upper_down = status is None or status in _UPPER_DOWN or 500 <= status < 600
+        self.record(alarm, "retry", via=via, attempts=item.attempts + 1, reason=reason, retry_in=delay)
+        log.warning("alarm not accepted by the upper", upstream=self.link.name, channel=alarm.channel_id,
+                    reason=reason, attempts=item.attempts + 1, retry_in=delay)
+        if upper_down:
+            # Stays due: the hold in memory spaces the attempts, and the queue resumes with this alarm.
+            await self.storage.retry(item.id, now)
+            return _Outcome.HOLD
+        await self.storage.retry(item.id, now + delay)
+        heapq.heappush(self._set_aside, now + delay)
+        return _Outcome.SET_ASIDE
+
+    def record(self, alarm: QueuedAlarm, result: str, **fields: object) -> None:
+        self._audit.record(
+            "alarm", result, upstream=self.link.name, device=alarm.device_id, channel=alarm.channel_id,
+            sn=alarm.sn, alarm_time=alarm.time, priority=alarm.priority, method=alarm.method,
+            alarm_type=alarm.alarm_type, **fields,
+        )
+
+
+class AlarmForwarding:
+    """Queues each device alarm for the uppers that share its channel and runs their deliveries."""
+
+    def __init__(self, cascade: Cascade) -> None:
+        self.cascade = cascade
+        self.storage: Storage = cascade.storage
+        self.clock: Callable[[], float] = cascade.access.clock
+        """Wall-clock time (outbox times must mean the same after a restart)."""
+        self.deliveries: dict[str, AlarmDelivery] = {
+            name: AlarmDelivery(self, link) for name, link in cascade.links.items() if link.config.alarms
+        }
+        self._prune_task: asyncio.Task[None] | None = None
+        # Registered here rather than in start(): the device side is already answering by now, and an
+        # alarm accepted without this listener would never be queued upward.
+        cascade.access.add_alarm_listener(self._on_alarm)
+
+    async def start(self) -> None:
+        for delivery in self.deliveries.values():
+            delivery.start()
+        if self.deliveries:
+            self._prune_task = asyncio.get_running_loop().create_task(self._prune())
+
+    async def stop(self) -> None:
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
+            self._prune_task = None
+        for delivery in self.deliveries.values():
+            await delivery.stop()
+
+    async def _on_alarm(self, alarm: Alarm) -> None:
+        """Queue the alarm for each upper sharing it. Errors propagate: the device then gets a 500 and
+        sends the alarm again, and the dedup key makes whatever was already queued a no-op."""
+        now = self.clock()
+        key = dedup_key(alarm)
+        for delivery in self.deliveries.values():
+            policy = delivery.link.policy
+            # An alarm about something the upper does not see (an alarm input, an NVR's own ID) is still
+            # reported when the device is shared: under the device's ID, which the upper knows.
+            if policy.shared(alarm.channel_id):
+                channel_id = alarm.channel_id
+            elif policy.shared(alarm.device_id):
+                channel_id = alarm.device_id
+            else:
+                continue
+            queued = QueuedAlarm.of(alarm, channel_id)
+            if await self.storage.enqueue(delivery.topic, key, queued.encode(), now):
+                delivery.record(queued, "queued")
+                delivery.wake()
+            else:
+                log.info("repeated alarm ignored", upstream=delivery.link.name, device=alarm.device_id,
+                         sn=alarm.sn, alarm_time=alarm.time)
+
+    async def _prune(self) -> None:
+        while True:
+            try:
+                await self.storage.prune_outbox(self.clock() - ACKED_KEPT)
+            except Exception:
+                log.exception("alarm outbox not pruned")
+            await asyncio.sleep(PRUNE_INTERVAL)

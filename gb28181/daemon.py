@@ -79,21 +79,23 @@ class Gateway:
         )
         self.registry.add_status_listener(self._on_status)
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
+        self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip, ports=cfg.media.ports)
+        self.live = LiveStreams(self.access, self.relay, cfg.media, self.metrics)
+        self.access.handle("BYE", self._on_bye)
+        # Before the device side opens: an alarm a device re-sends right after a restart must find the
+        # upward outbox listening, or it would be answered without being queued for the uppers.
+        self.cascade = Cascade(self)
         transport = SipTransport(
             self.endpoint, self.access.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit)
         )
         _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.transport = transport
         self.access.attach(transport)
-        self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip, ports=cfg.media.ports)
-        self.live = LiveStreams(self.access, self.relay, cfg.media, self.metrics)
-        self.access.handle("BYE", self._on_bye)
         self.metrics.bind_live(
             streams=lambda: len(self.live.streams),
             sessions=lambda: len(self.live.sessions),
             totals=self.live.totals,
         )
-        self.cascade = Cascade(self)
         await self.cascade.start()
         # A request can be waiting on a device that never answers (Timer F: 32 s) or on a catalog
         # (catalog_first_wait): stopping must not wait for those, so in-flight requests get one second.

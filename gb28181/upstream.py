@@ -163,6 +163,11 @@ class UpstreamLink:
             return None
         return sub
 
+    def drop_subscription(self, cmd_type: str) -> None:
+        """Forget the upper's subscription (it answered 481 to our NOTIFY: the dialog is gone there)."""
+        if self.subscriptions.pop(cmd_type, None) is not None:
+            log.info("upstream subscription dropped", upstream=self.name, cmd=cmd_type)
+
     def on_ack(self, handler: Callable[[Request, Peer], None]) -> None:
         self._ack_handlers.append(handler)
 

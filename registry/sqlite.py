@@ -80,6 +80,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX outbox_due ON outbox (topic, next_at, id) WHERE acked = 0",
     ),
+    (
+        # Due messages are taken in the order they were queued: walking (topic, id) and filtering on
+        # next_at stops at LIMIT, where (topic, next_at) would sort the whole backlog on every batch.
+        "DROP INDEX outbox_due",
+        "CREATE INDEX outbox_pending ON outbox (topic, id) WHERE acked = 0",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -98,6 +104,7 @@ _UPSERT_DEVICE = _insert("devices", _DEVICE_COLUMNS, "INSERT OR REPLACE")
 _UPSERT_CHANNEL = _insert("channels", (*_CHANNEL_COLUMNS, "raw"), "INSERT OR REPLACE")
 _INSERT_ALARM = _insert("alarms", _ALARM_COLUMNS)
 _INSERT_POSITION = _insert("mobile_positions", _POSITION_COLUMNS)
+_PRUNE_OUTBOX = "DELETE FROM outbox WHERE acked = 1 AND created_at < ?"
 
 
 def _channel_row(channel: Channel) -> tuple[Any, ...]:
@@ -295,7 +302,7 @@ class SqliteStorage(Storage):
     def _due(self, topic: str, now: float, limit: int) -> list[OutboxItem]:
         rows = self._conn().execute(
             "SELECT id, topic, dedup_key, payload, created_at, next_at, attempts FROM outbox "
-            "WHERE topic = ? AND acked = 0 AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+            "WHERE topic = ? AND acked = 0 AND next_at <= ? ORDER BY id LIMIT ?",
             (topic, now, limit),
         )
         return [
@@ -314,6 +321,13 @@ class SqliteStorage(Storage):
             (next_at, item_id),
         )
 
+    async def expedite(self, topic: str, now: float) -> None:
+        await self._call(
+            self._execute,
+            "UPDATE outbox SET next_at = ? WHERE topic = ? AND acked = 0 AND next_at > ?",
+            (now, topic, now),
+        )
+
     async def prune(self, before: float) -> None:
         await self._call(self._prune, before)
 
@@ -321,4 +335,7 @@ class SqliteStorage(Storage):
         with _transaction(self._conn()) as db:
             db.execute("DELETE FROM alarms WHERE received_at < ?", (before,))
             db.execute("DELETE FROM mobile_positions WHERE received_at < ?", (before,))
-            db.execute("DELETE FROM outbox WHERE acked = 1 AND created_at < ?", (before,))
+            db.execute(_PRUNE_OUTBOX, (before,))
+
+    async def prune_outbox(self, before: float) -> None:
+        await self._call(self._execute, _PRUNE_OUTBOX, (before,))

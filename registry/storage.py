@@ -121,8 +121,14 @@ class Storage(Protocol):
         ...
 
     async def due(self, topic: str, now: float, limit: int = 100) -> list[OutboxItem]:
-        """Unacknowledged messages of `topic` due at `now`, oldest due first. Does not lease them:
-        one consumer per topic is assumed."""
+        """Unacknowledged messages of `topic` due at `now`, in the order they were queued (a message
+        retried later does not fall behind newer ones). Does not lease them: one consumer per topic
+        is assumed."""
+        ...
+
+    async def expedite(self, topic: str, now: float) -> None:
+        """Make every unacknowledged message of `topic` due at `now` at the latest: the receiver is
+        back, so nothing should wait out the rest of a back-off."""
         ...
 
     async def ack(self, item_id: int) -> None:
@@ -135,6 +141,11 @@ class Storage(Protocol):
 
     async def prune(self, before: float) -> None:
         """Forget alarms and positions received, and acknowledged messages created, before `before`."""
+        ...
+
+    async def prune_outbox(self, before: float) -> None:
+        """Forget acknowledged messages created before `before` (their keys no longer deduplicate);
+        alarm and position history is left to `prune` and its own retention."""
         ...
 
 
@@ -213,9 +224,14 @@ class MemoryStorage(Storage):
         found = sorted(
             (i for i in self._outbox.values()
              if i.topic == topic and i.next_at <= now and i.id not in self._acked),
-            key=lambda i: (i.next_at, i.id),
+            key=lambda i: i.id,
         )
         return [copy.copy(i) for i in found[:limit]]
+
+    async def expedite(self, topic: str, now: float) -> None:
+        for item in self._outbox.values():
+            if item.topic == topic and item.id not in self._acked and item.next_at > now:
+                item.next_at = now
 
     async def ack(self, item_id: int) -> None:
         if item_id in self._outbox:
@@ -230,6 +246,9 @@ class MemoryStorage(Storage):
     async def prune(self, before: float) -> None:
         self._alarms = [a for a in self._alarms if a.received_at >= before]
         self._positions = [p for p in self._positions if p.received_at >= before]
+        await self.prune_outbox(before)
+
+    async def prune_outbox(self, before: float) -> None:
         for item_id in [i for i in self._acked if self._outbox[i].created_at < before]:
             item = self._outbox.pop(item_id)
             self._acked.discard(item_id)

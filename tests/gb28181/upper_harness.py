@@ -57,7 +57,7 @@ class FakeUpper:
         self.registered = asyncio.Event()
         self.gateway: Peer | None = None
         """Where the gateway registered from (its police-side address)."""
-        self.message_status = 200
+        self.message_status: int | None = 200
         """What MESSAGEs are answered with; None: no answer at all (an outage)."""
         self.register_status: int | None = None
         """Set to answer REGISTER with this status instead of the normal digest exchange (None: normal)."""
@@ -227,6 +227,8 @@ class CascadeRig:
     async def close(self) -> None:
         for simulator in self.simulators:
             await simulator.stop(unregister=False, timeout=1)
+        # The gateway first: stopping, it unregisters from the upper, which must still be there to answer.
+        await self.gateway.stop()
         await self.upper.close()
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from registry.devices import DeviceRegistry
 from registry.model import Alarm, Channel, Device, MobilePosition
-from registry.sqlite import SCHEMA_VERSION, SqliteStorage
+from registry.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStorage
 from registry.storage import MemoryStorage, Storage, StorageBatch, StorageError
 
 NVR = "34020000001180000001"
@@ -107,7 +107,8 @@ async def test_outbox_dedup_due_retry_ack(storage: Storage) -> None:
     await storage.retry(first.id, next_at=30.0)
     assert [i.dedup_key for i in await storage.due("alarm", now=20.0)] == ["A/2"]
     later = await storage.due("alarm", now=30.0)
-    assert [(i.dedup_key, i.attempts) for i in later] == [("A/2", 0), ("A/1", 1)]
+    # Queue order, not due order: the retried message keeps its place ahead of the newer one.
+    assert [(i.dedup_key, i.attempts) for i in later] == [("A/1", 1), ("A/2", 0)]
     await storage.ack(second.id)
     await storage.ack(first.id)
     assert await storage.due("alarm", now=100.0) == []
@@ -121,7 +122,60 @@ async def test_outbox_dedup_due_retry_ack(storage: Storage) -> None:
     assert [i.dedup_key for i in await storage.due("other", now=100.0)] == ["A/1"]
 
 
+async def test_outbox_expedite_and_prune_outbox(storage: Storage) -> None:
+    await storage.enqueue("alarm", "A/1", b"one", now=10.0)
+    await storage.enqueue("alarm", "A/2", b"two", now=11.0)
+    await storage.enqueue("other", "B/1", b"elsewhere", now=10.0)
+    first, second = await storage.due("alarm", now=20.0)
+    await storage.retry(first.id, next_at=500.0)
+    await storage.retry(second.id, next_at=900.0)
+    (other,) = await storage.due("other", now=20.0)
+    await storage.retry(other.id, next_at=700.0)
+    assert await storage.due("alarm", now=30.0) == []
+    await storage.expedite("alarm", now=30.0)
+    assert [(i.dedup_key, i.next_at, i.attempts) for i in await storage.due("alarm", now=30.0)] == [
+        ("A/1", 30.0, 1), ("A/2", 30.0, 1),
+    ]
+    # Only the named topic moves, and nothing is put later than it was.
+    assert await storage.due("other", now=30.0) == []
+    await storage.expedite("other", now=800.0)
+    assert [i.next_at for i in await storage.due("other", now=800.0)] == [700.0]
+    # prune_outbox forgets acknowledged messages only, and leaves the alarm history alone.
+    await storage.add_alarm(alarm("A", "1", received_at=5.0))
+    await storage.ack(first.id)
+    await storage.prune_outbox(before=100.0)
+    assert await storage.enqueue("alarm", "A/1", b"new episode", now=40.0)
+    assert not await storage.enqueue("alarm", "A/2", b"still queued", now=40.0)
+    assert [a.sn for a in await storage.list_alarms()] == ["1"]
+
+
 # -- SQLite specifics ------------------------------------------------------------------------------
+
+async def test_outbox_survives_the_migration_to_queue_order(tmp_path: Path) -> None:
+    """A database made by the first schema keeps its queued messages and serves them in queue order."""
+    path = tmp_path / "gw.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for statement in _MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    db.execute("INSERT INTO schema_version (version) VALUES (1)")
+    db.executemany(
+        "INSERT INTO outbox (topic, dedup_key, payload, created_at, next_at) VALUES ('alarm', ?, ?, ?, ?)",
+        [("A/1", b"one", 10.0, 25.0), ("A/2", b"two", 11.0, 11.0)],
+    )
+    db.close()
+    storage = SqliteStorage(path)
+    await storage.open()
+    try:
+        assert [i.payload for i in await storage.due("alarm", now=30.0)] == [b"one", b"two"]
+    finally:
+        await storage.close()
+    db = sqlite3.connect(path)
+    indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+    assert "outbox_pending" in indexes and "outbox_due" not in indexes
+
 
 async def test_schema_created_in_wal_mode_and_not_remigrated(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
