@@ -24,7 +24,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -73,6 +73,22 @@ class _Pending:
     future: asyncio.Future[ManscdpDocument]
 
 
+@dataclass(slots=True)
+class _Collector:
+    """The Response MESSAGEs of one relayed command, gathered until ``complete`` says they are all there."""
+
+    device_id: str
+    complete: Callable[[list[ManscdpDocument]], bool]
+    pages: list[ManscdpDocument] = field(default_factory=list)
+    done: bool = False
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, doc: ManscdpDocument) -> None:
+        self.pages.append(doc)
+        self.done = self.complete(self.pages)
+        self.arrived.set()
+
+
 def gb_date(now: float) -> str:
     """The Date format GB/T 28181 devices set their clocks from: local time with milliseconds."""
     dt = datetime.fromtimestamp(now)
@@ -99,6 +115,7 @@ class DeviceAccess:
         self.catalogs = CatalogAssembler(sip.catalog_first_wait, sip.catalog_gap_timeout)
         self.transport: SipTransport | None = None
         self._pending: dict[tuple[str, int], _Pending] = {}
+        self._collectors: dict[tuple[str, int], _Collector] = {}
         self._catalog_waiters: dict[tuple[str, int], asyncio.Future[CatalogResult]] = {}
         self._sn = int.from_bytes(os.urandom(2), "big")
         self._cseq = 1
@@ -365,6 +382,11 @@ class DeviceAccess:
     def _dispatch(self, device_id: str, doc: ManscdpDocument, now: float) -> None:
         root, cmd = doc.root, doc.cmd_type
         if root == "Response":
+            collector = self._collectors.get((cmd, doc.sn if doc.sn is not None else -1))
+            # Only the device we asked may answer: SNs are easy to guess.
+            if collector is not None and collector.device_id == device_id:
+                collector.add(doc)
+                return
             if cmd == "Catalog":
                 page = doc.typed()
                 if isinstance(page, manscdp.CatalogResponse):
@@ -567,6 +589,38 @@ class DeviceAccess:
             raise AccessError("no answer", f"{device_id} sent no {doc.cmd_type} response in time") from None
         finally:
             self._pending.pop(key, None)
+
+    async def query_pages(
+        self,
+        device_id: str,
+        doc: ManscdpDocument,
+        complete: Callable[[list[ManscdpDocument]], bool],
+        timeout: float | None = None,
+    ) -> list[ManscdpDocument]:
+        """Send ``doc`` (a Query or Control numbered with :meth:`next_sn`) and collect the device's Response
+        MESSAGEs with its CmdType and SN until ``complete(pages)`` is true, or until no further page came
+        for ``timeout`` seconds (default ``sip.query_timeout``): a multi-message answer (RecordInfo) is
+        returned as far as it arrived. Raises AccessError when the device refuses the MESSAGE or sends no
+        answer at all."""
+        if doc.sn is None:
+            raise ValueError("a relayed command needs an SN to match its answers")
+        key = (doc.cmd_type, doc.sn)
+        collector = _Collector(device_id, complete)
+        self._collectors[key] = collector
+        wait = self.config.sip.query_timeout if timeout is None else timeout
+        try:
+            await self.send_manscdp(device_id, doc)
+            while not collector.done:
+                collector.arrived.clear()
+                try:
+                    await asyncio.wait_for(collector.arrived.wait(), wait)
+                except TimeoutError:
+                    if not collector.pages:
+                        raise AccessError("no answer", f"{device_id} sent no {doc.cmd_type} response in time") from None
+                    break
+            return collector.pages
+        finally:
+            self._collectors.pop(key, None)
 
     async def device_info(self, device_id: str) -> manscdp.DeviceInfoResponse:
         doc = await self.query(device_id, manscdp.query_device_info)

@@ -4,9 +4,13 @@ Each device behaves on the wire like the Hikvision and eXosip captures in shared
 REGISTER with digest (the same Call-ID, the nonce reused on refresh as eXosip does), keepalive MESSAGEs
 with a rising SN, Catalog answers split over several MESSAGEs the way NVRs send them, DeviceInfo,
 DeviceStatus, and a NOTIFY after a Catalog SUBSCRIBE. Like a camera, a device registers again when its
-keepalive is refused or goes unanswered three times in a row. Given a media file, devices answer a Play
-INVITE for a channel (or the device itself) and stream it as PS over RTP (`gb28181.simulator_media`) until
-a BYE, and send BYE themselves when the media duration ends or the simulator stops.
+keepalive is refused or goes unanswered three times in a row. They also answer RecordInfo (recordings
+spread over the time asked, paged like the catalog), PresetQuery and ConfigDownload (BasicParam as
+Hikvision sends it, SIP server address and password included), and take DeviceControl and DeviceConfig,
+keeping what they received (`controls`) and answering with Result OK where the standard has an answer.
+Given a media file, devices answer a Play INVITE for a channel (or the device itself) and stream it as PS
+over RTP (`gb28181.simulator_media`) until a BYE, and send BYE themselves when the media duration ends or
+the simulator stops.
 
 Scale is the design constraint (100,000 devices in one process): devices share a SIP socket per group
 (as devices behind one NAT address do), a device is one slotted record, every timer lives in one heap
@@ -25,6 +29,7 @@ import math
 import os
 import signal
 import sys
+import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
@@ -38,6 +43,7 @@ from gb28181.config import ENCODINGS, ConfigError, parse_host_port
 from gb28181.manscdp import (
     AlarmStatusItem,
     CatalogItem,
+    Field,
     ManscdpDocument,
     ManscdpError,
     build,
@@ -48,6 +54,7 @@ from gb28181.manscdp import (
     notify_catalog,
     notify_keepalive,
     parse,
+    parse_time,
     response_device_info,
     response_device_status,
     response_result,
@@ -110,6 +117,14 @@ class SimulatorConfig:
     """Consecutive keepalive timeouts after which a device registers again."""
     devices_per_socket: int = 1000
     catalog_page_size: int = 2
+    records: int = 3
+    """Recordings a RecordInfo query finds per channel, spread evenly over the time asked."""
+    record_page_size: int = 2
+    """RecordInfo items per answer MESSAGE (Hikvision sends 2)."""
+    presets: int = 3
+    """Presets each channel has (PresetQuery)."""
+    unanswered: tuple[str, ...] = ()
+    """CmdTypes of queries and controls the devices accept with 200 but never answer, as a hung device does."""
     encoding: str = "GB2312"
     register_rate: float = 2000.0
     """First REGISTER legs sent per second, for registrations, refreshes and re-registrations alike."""
@@ -143,8 +158,10 @@ class SimulatorConfig:
             raise ValueError(f"server ID must be 20 digits, not {self.server_id!r}")
         if self.expires < 1 or self.keepalive_interval <= 0 or self.keepalive_misses < 1:
             raise ValueError("expires, keepalive interval and keepalive misses must be positive")
-        if self.devices_per_socket < 1 or self.catalog_page_size < 1:
-            raise ValueError("devices per socket and catalog page size must be at least 1")
+        if self.devices_per_socket < 1 or self.catalog_page_size < 1 or self.record_page_size < 1:
+            raise ValueError("devices per socket and catalog and record page sizes must be at least 1")
+        if self.records < 0 or not 0 <= self.presets <= 255:
+            raise ValueError("records must be at least 0, presets 0 to 255")
         if self.register_rate <= 0 or self.retry_interval <= 0 or self.t1 <= 0:
             raise ValueError("register rate, retry interval and T1 must be positive")
         try:
@@ -221,7 +238,9 @@ class SimulatorStats:
     catalogs_answered: int = 0
     catalog_pages_sent: int = 0
     queries_answered: int = 0
-    """DeviceInfo and DeviceStatus queries answered."""
+    """DeviceInfo, DeviceStatus, RecordInfo, PresetQuery and ConfigDownload queries answered."""
+    controls: int = 0
+    """DeviceControl and DeviceConfig commands received."""
     subscriptions: int = 0
     notifies_sent: int = 0
     messages_failed: int = 0
@@ -333,6 +352,8 @@ class DeviceSimulator:
         self._keepalive_body = _keepalive_template(config.encoding)
         self._source: MediaSource | None = None
         self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
+        self.controls: deque[ManscdpDocument] = deque(maxlen=1000)
+        """The last DeviceControl and DeviceConfig commands received, oldest first."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -837,6 +858,17 @@ class DeviceSimulator:
             return
         device, channel, doc = addressed
         answer: Callable[[], Coroutine[Any, Any, None]] | None = None
+        if doc.root == "Control":
+            # Nothing to turn on a simulated camera: kept for whoever checks what arrived, and answered.
+            self.controls.append(doc)
+            self.stats.controls += 1
+            self._reply(group, txn, 200)
+            if doc.sn is not None and doc.cmd_type not in self.config.unanswered and _control_answered(doc):
+                self._spawn(self._report_quietly(device, response_result(doc.cmd_type, doc.sn, doc.device_id)))
+            return
+        if doc.root == "Query" and doc.sn is not None and doc.cmd_type in self.config.unanswered:
+            self._reply(group, txn, 200)
+            return
         if doc.root == "Query" and doc.sn is not None:
             if doc.cmd_type == "Catalog":
                 answer = partial(self._answer_catalog, device, channel, doc.sn, doc.device_id)
@@ -844,10 +876,12 @@ class DeviceSimulator:
                 answer = partial(self._answer_device_info, device, doc.sn, doc.device_id)
             elif doc.cmd_type == "DeviceStatus":
                 answer = partial(self._answer_device_status, device, doc.sn, doc.device_id)
-        elif doc.root == "Control":
-            # Accepted and ignored: a simulated camera has nothing to turn, but must not look broken.
-            self._reply(group, txn, 200)
-            return
+            elif doc.cmd_type == "RecordInfo":
+                answer = partial(self._answer_record_info, device, channel, doc)
+            elif doc.cmd_type == "PresetQuery":
+                answer = partial(self._answer_presets, device, doc.sn, doc.device_id)
+            elif doc.cmd_type == "ConfigDownload":
+                answer = partial(self._answer_config, device, channel, doc)
         if answer is None:
             self.stats.unsupported += 1
             self._reply(group, txn, 200)
@@ -1054,6 +1088,86 @@ class DeviceSimulator:
         await self._report(device, doc)
         self.stats.queries_answered += 1
 
+    async def _answer_record_info(self, device: _Device, channel: int, query: ManscdpDocument) -> None:
+        """Recordings spread evenly over the time asked (none when it cannot be read), in pages of
+        `record_page_size` that each carry the full SumNum, as Hikvision answers."""
+        cfg = self.config
+        sn = query.sn
+        start = parse_time(query.text("StartTime"))
+        end = parse_time(query.text("EndTime"))
+        count = cfg.records if start is not None and end is not None and end > start else 0
+        kind = query.text("Type") or "time"
+        kind = kind if kind in ("time", "alarm", "manual") else "time"
+        name = channel_name(channel) if channel else f"SIM {device.number}"
+        items: list[ET.Element] = []
+        if start is not None and end is not None and count:
+            step = (end - start) / count
+            for index in range(count):
+                begin = start + step * index
+                item = ET.Element("Item")
+                for tag, value in (
+                    ("DeviceID", query.device_id),
+                    ("Name", name),
+                    ("FilePath", f"/record/{query.device_id}/{index + 1:05d}.mp4"),
+                    ("Address", PLACES[(max(channel, 1) - 1) % len(PLACES)]),
+                    ("StartTime", format_time(begin)),
+                    ("EndTime", format_time(begin + step)),
+                    ("Secrecy", "0"),
+                    ("Type", kind),
+                    ("FileSize", str(1_048_576 * (index + 1))),
+                ):
+                    ET.SubElement(item, tag).text = value
+                items.append(item)
+        size = cfg.record_page_size
+        pages = []
+        for first in range(0, max(count, 1), size):
+            chunk = items[first : first + size]
+            records = ET.Element("RecordList", Num=str(len(chunk)))
+            records.extend(chunk)
+            pages.append(build("Response", "RecordInfo", sn, query.device_id,
+                               [("Name", name), ("SumNum", count), ("RecordList", records)]))
+        for page in pages:
+            # Each after the previous one's 200, as devices pace a multi-message answer.
+            await self._report(device, page)
+        self.stats.queries_answered += 1
+
+    async def _answer_presets(self, device: _Device, sn: int, query_id: str) -> None:
+        presets = ET.Element("PresetList", Num=str(self.config.presets))
+        for index in range(1, self.config.presets + 1):
+            item = ET.SubElement(presets, "Item")
+            ET.SubElement(item, "PresetID").text = str(index)
+            ET.SubElement(item, "PresetName").text = f"预置位{index}"
+        await self._report(device, build("Response", "PresetQuery", sn, query_id, [("PresetList", presets)]))
+        self.stats.queries_answered += 1
+
+    async def _answer_config(self, device: _Device, channel: int, query: ManscdpDocument) -> None:
+        """BasicParam as a Hikvision IPC answers it (its SIP server's address and its password included:
+        a gateway relaying it must not pass those on), and VideoParamOpt."""
+        cfg = self.config
+        wanted = (query.text("ConfigType") or "BasicParam").split("/")
+        sections: list[tuple[str, Field]] = [("Result", "OK")]
+        if "BasicParam" in wanted:
+            sections.append(("BasicParam", {
+                "Name": channel_name(channel) if channel else f"SIM {device.number}",
+                "DeviceID": device.device_id,
+                "SIPServerID": cfg.server_id,
+                "SIPServerIP": cfg.server_host,
+                "SIPServerPort": cfg.server_port,
+                "DomainName": cfg.domain,
+                "Expiration": cfg.expires,
+                "Password": cfg.password,
+                "HeartBeatInterval": int(cfg.keepalive_interval),
+                "HeartBeatCount": cfg.keepalive_misses,
+                "PositionCapability": 0,
+            }))
+        if "VideoParamOpt" in wanted:
+            sections.append(("VideoParamOpt", {"DownloadSpeed": "1/2/4", "Resolution": "6/5"}))
+        await self._report(device, build("Response", "ConfigDownload", query.sn, query.device_id, sections))
+        self.stats.queries_answered += 1
+
+    async def _report_quietly(self, device: _Device, doc: ManscdpDocument) -> None:
+        await self._report(device, doc)
+
     async def _notify_catalog(self, device: _Device, channel: int, dialog: _Dialog, expires: int, sn: int) -> None:
         """The catalog as ON events, in NOTIFYs inside the dialog the SUBSCRIBE and our 200 created."""
         cfg = self.config
@@ -1082,6 +1196,14 @@ class DeviceSimulator:
             self.stats.notifies_sent += 1
             if response.status >= 300:
                 self.stats.messages_failed += 1
+
+
+def _control_answered(doc: ManscdpDocument) -> bool:
+    """Whether the standard has the device answer this control with a Result (9.3.1): DeviceConfig, and
+    record, guard, alarm reset and home position commands; not PTZ, TeleBoot, IFameCmd or DragZoom."""
+    if doc.cmd_type == "DeviceConfig":
+        return True
+    return any(doc.element.find(tag) is not None for tag in ("RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition"))
 
 
 @dataclass(slots=True, frozen=True)
