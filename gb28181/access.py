@@ -394,8 +394,11 @@ class DeviceAccess:
                     if done is not None:
                         self._catalog_done(done)
                     return
-            pending = self._pending.pop((cmd, doc.sn if doc.sn is not None else -1), None)
-            if pending is not None and not pending.future.done():
+            key = (cmd, doc.sn if doc.sn is not None else -1)
+            pending = self._pending.get(key)
+            # Only the device asked may answer: another one guessing the SN must not fill in its answer.
+            if pending is not None and pending.device_id == device_id and not pending.future.done():
+                del self._pending[key]
                 pending.future.set_result(doc)
             elif cmd == "DeviceInfo":
                 self._apply_device_info(device_id, doc)

@@ -372,3 +372,29 @@ async def test_keepalive_flood_from_strangers_does_not_register_them(gateway: Ru
     status, devices = await gateway.api("/api/devices")
     assert status == 200
     assert [d["id"] for d in devices] == [DEVICE_ID]
+
+
+async def test_another_device_cannot_answer_a_query_meant_for_one(gateway: RunningGateway) -> None:
+    """A query's answer is matched by CmdType and SN: a second device that learns (or guesses) the SN
+    must not be able to answer in the first one's name."""
+    target = await gateway.registered_device()
+    forger = await gateway.registered_device("34020000011328000002")
+    status_task = asyncio.create_task(gateway.api(f"/api/devices/{DEVICE_ID}/status"))
+    for _ in range(100):
+        queries = [r for r in target.requests if b"<CmdType>DeviceStatus</CmdType>" in r.body]
+        if queries:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the gateway sent no DeviceStatus query")
+    sn = queries[0].body.split(b"<SN>")[1].split(b"</SN>")[0].decode()
+    forged = (
+        f'<?xml version="1.0"?>\r\n<Response>\r\n<CmdType>DeviceStatus</CmdType>\r\n<SN>{sn}</SN>\r\n'
+        f"<DeviceID>{DEVICE_ID}</DeviceID>\r\n<Result>OK</Result>\r\n<Online>ONLINE</Online>\r\n"
+        "<Status>OK</Status>\r\n<Record>ON</Record>\r\n</Response>\r\n"
+    ).encode()
+    assert (await forger.message(forged)).status == 200
+    status, body = await status_task
+    # The target never answered: the forged answer must not stand in for it.
+    assert status != 200, body
+    assert body.get("stage") == "no answer"
