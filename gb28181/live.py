@@ -23,13 +23,14 @@ import asyncio
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
 from registry.model import Device
-from rtp.ports import PortRangeExhausted
+from rtp.ports import PortRange, PortRangeExhausted
 from rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
 from sip.dialog import Dialog
 from sip.endpoint import Peer
@@ -60,9 +61,17 @@ class PlayError(AccessError):
         self.http_status = http_status
 
 
+SessionEnded = Callable[["Session"], None]
+
+
 @dataclass(slots=True, eq=False)
 class Session:
-    """One receiver of a channel's live stream (an API viewer, later an upper platform)."""
+    """One receiver of a channel's live stream: an API viewer or an upper platform (``owner`` says which).
+
+    ``bind`` is the address and port range its output is bound to (None: the device side's), kept so a
+    re-INVITE of the device puts the new output on the same side. ``on_end`` hears of every ending,
+    ``stop`` included, with the reason in ``ended``.
+    """
 
     id: str
     stream: DeviceStream
@@ -73,6 +82,9 @@ class Session:
     created: float = field(default_factory=time.monotonic)
     ended: str | None = None
     reinvites: int = 0
+    owner: str = "api"
+    bind: tuple[str, PortRange] | None = field(default=None, repr=False)
+    on_end: SessionEnded | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -113,10 +125,18 @@ class LiveStreams:
     # -- the play request ----------------------------------------------------------------------------
 
     async def play(
-        self, channel_id: str, *, host: str | None, port: int | None, transport: str, ssrc: int | None = None
+        self,
+        channel_id: str,
+        *,
+        host: str | None,
+        port: int | None,
+        transport: str,
+        ssrc: int | None = None,
     ) -> Session:
         """Start or join the channel's stream and relay it to ``host:port`` (or a local port for
-        ``tcp-passive``, where the receiver connects to us)."""
+        ``tcp-passive``, where the receiver connects to us). The two steps are also available apart
+        (`open_stream`, then `attach`), for a caller that may lose interest in between.
+        """
         try:
             out_transport = MediaTransport(transport)
         except ValueError:
@@ -124,6 +144,12 @@ class LiveStreams:
                             400) from None
         if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
             raise PlayError("bad request", f"a {transport} output needs host and port", 400)
+        stream = await self.open_stream(channel_id)
+        return self.attach(stream, out_transport, host, port, ssrc=ssrc)
+
+    async def open_stream(self, channel_id: str) -> DeviceStream:
+        """The channel's device leg, INVITEd now or joined (waiting for it if it is being set up), with
+        media flowing. A caller that then does not `attach` a receiver must `release` it."""
         stream = self.streams.get(channel_id)
         if stream is None or stream.ended is not None:
             stream = await self._open(channel_id)
@@ -131,31 +157,74 @@ class LiveStreams:
             await asyncio.shield(stream.ready)
         if stream.ended is not None:
             raise PlayError("no media", f"the stream of {channel_id} ended: {stream.ended}", 504)
+        return stream
+
+    def attach(
+        self,
+        stream: DeviceStream,
+        transport: MediaTransport,
+        host: str | None,
+        port: int | None,
+        *,
+        ssrc: int | None = None,
+        bind: tuple[str, PortRange] | None = None,
+        owner: str = "api",
+        on_end: SessionEnded | None = None,
+    ) -> Session:
+        """Relay ``stream`` to one more receiver, starting on a keyframe from the GOP cache. For TCP
+        passive ``host``, if given, is the only host allowed to connect.
+
+        ``bind`` (address, port range) puts the output on another interface than the device side's:
+        the cascade sends toward each upper from its police-side address. ``on_end(session)`` is called
+        once when the session ends, whatever ends it (``session.ended`` says what).
+        """
+        if stream.ended is not None:
+            raise PlayError("no media", f"the stream of {stream.channel_id} ended: {stream.ended}", 504)
         out_ssrc = ssrc if ssrc is not None else int(stream.ssrc)
         try:
             output = stream.ingest.add_output(
-                out_transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed
+                transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed, bind=bind
             )
         except (OSError, PortRangeExhausted) as exc:
             raise PlayError("output failed", f"cannot open the output: {exc}", 503) from None
-        session = Session(f"{stream.ingest.id}-{output.id}", stream, output, out_transport.value, host, port)
+        session = Session(f"{stream.ingest.id}-{output.id}", stream, output, transport.value, host, port,
+                          owner=owner, bind=bind, on_end=on_end)
         stream.sessions[session.id] = session
         self.sessions[session.id] = session
-        log.info("session started", session=session.id, channel=channel_id, transport=out_transport.value,
-                 receiver=output.receiver, local_port=output.local_port)
+        log.info("session started", session=session.id, channel=stream.channel_id, transport=transport.value,
+                 receiver=output.receiver, local_port=output.local_port, owner=owner)
         return session
+
+    def release(self, stream: DeviceStream) -> None:
+        """The receiver `open_stream` was called for went away before attaching: end the device leg
+        after the idle timeout unless another receiver attached by then."""
+        asyncio.get_running_loop().call_later(self.media.idle_timeout, self._release_unused, stream)
+
+    def _release_unused(self, stream: DeviceStream) -> None:
+        if not stream.sessions and stream.ended is None and not stream.ingest.outputs:
+            stream.ended = "no receivers"
+            self._teardown(stream, send_bye=True)
 
     def stop(self, session_id: str) -> bool:
         """End one receiver; the device leg outlives it only until the relay's idle timeout."""
-        session = self.sessions.pop(session_id, None)
+        session = self.sessions.get(session_id)
         if session is None:
             return False
-        session.ended = "stopped"
-        session.stream.sessions.pop(session_id, None)
         if not session.stream.ingest.closed:
             session.stream.ingest.remove_output(session.output)
+        self._end_session(session, "stopped")
         log.info("session stopped", session=session_id, channel=session.stream.channel_id)
         return True
+
+    def _end_session(self, session: Session, reason: str) -> None:
+        session.ended = reason
+        self.sessions.pop(session.id, None)
+        session.stream.sessions.pop(session.id, None)
+        if session.on_end is not None:
+            try:
+                session.on_end(session)
+            except Exception:
+                log.exception("session end listener failed", session=session.id)
 
     def _count(self, stage: str) -> None:
         self.invite_outcomes[stage] = self.invite_outcomes.get(stage, 0) + 1
@@ -388,8 +457,7 @@ class LiveStreams:
                 stream = await self._open(channel_id)
         except PlayError as exc:
             for session in sessions:
-                session.ended = f"media timeout; re-INVITE failed: {exc.stage}"
-                self.sessions.pop(session.id, None)
+                self._end_session(session, f"media timeout; re-INVITE failed: {exc.stage}")
             log.warning("re-INVITE failed", channel=channel_id, stage=exc.stage, detail=exc.detail)
             return
         for session in sessions:
@@ -397,11 +465,10 @@ class LiveStreams:
             try:
                 output = stream.ingest.add_output(
                     MediaTransport(session.transport), session.host, session.port,
-                    ssrc=old.ssrc, seq_base=old.next_seq, on_close=self._output_closed,
+                    ssrc=old.ssrc, seq_base=old.next_seq, on_close=self._output_closed, bind=session.bind,
                 )
             except (OSError, PortRangeExhausted) as exc:
-                session.ended = f"media timeout; output failed: {exc}"
-                self.sessions.pop(session.id, None)
+                self._end_session(session, f"media timeout; output failed: {exc}")
                 continue
             session.output = output
             session.stream = stream
@@ -417,9 +484,7 @@ class LiveStreams:
             if session.output is output:
                 if reason is StopReason.MEDIA_TIMEOUT and self._may_reinvite(session):
                     continue  # kept for the re-INVITE that _ingest_stopped is about to start
-                session.ended = reason.value
-                self.sessions.pop(session.id, None)
-                session.stream.sessions.pop(session.id, None)
+                self._end_session(session, reason.value)
                 log.info("session ended", session=session.id, reason=reason.value)
 
     def _teardown(self, stream: DeviceStream, send_bye: bool) -> None:
@@ -431,8 +496,7 @@ class LiveStreams:
         if stream.invite is not None:
             self._by_call_id.pop(stream.invite.call_id or "", None)
         for session in list(stream.sessions.values()):
-            session.ended = stream.ended or "ended"
-            self.sessions.pop(session.id, None)
+            self._end_session(session, stream.ended or "ended")
         stream.sessions.clear()
         stream.state = "ended"
         for key, value in stream_totals(stream.ingest).items():
