@@ -226,6 +226,7 @@ def session_json(session: Session) -> dict[str, Any]:
     output = session.output.stats
     return {
         "id": session.id,
+        "owner": session.owner,
         "channel_id": stream.channel_id,
         "device_id": stream.device_id,
         "state": "ended" if session.ended else ("streaming" if output.state == "live" else output.state),
@@ -365,6 +366,8 @@ def upstream_json(gw: Gateway, link: UpstreamLink) -> dict[str, Any]:
         "keepalive_failures": link.keepalive_failures,
         "shared_channels": shared,
         "subscriptions": sorted(link.subscriptions),
+        "sessions": len(gw.cascade.streams[link.name].sessions),
+        "invites": dict(gw.cascade.streams[link.name].totals),
         "rate_dropped": transport.rate.dropped if transport is not None and transport.rate is not None else 0,
         "refused_sources": transport.refused_sources if transport is not None else 0,
     }
@@ -382,6 +385,15 @@ async def get_upstream(request: web.Request) -> web.Response:
     if link is None:
         return _error(404, f"no upstream named {name!r}")
     return web.json_response(upstream_json(gw, link))
+
+
+async def upstream_sessions(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    name = request.match_info["name"]
+    streams = gw.cascade.streams.get(name)
+    if streams is None:
+        return _error(404, f"no upstream named {name!r}")
+    return web.json_response(streams.describe())
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -406,5 +418,6 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_delete("/api/sessions/{session_id}", delete_session)
     app.router.add_get("/api/upstreams", list_upstreams)
     app.router.add_get("/api/upstreams/{name}", get_upstream)
+    app.router.add_get("/api/upstreams/{name}/sessions", upstream_sessions)
     app.router.add_get("/metrics", metrics)
     return app

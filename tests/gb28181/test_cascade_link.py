@@ -145,3 +145,6 @@ async def test_api_shows_the_upstream_without_its_password(gateway_factory: Fact
         assert status == 200 and one["listen"] == up["listen"]
         status, _ = await rig.gateway.api("/api/upstreams/nosuch")
         assert status == 404
+        assert up["sessions"] == 0 and up["invites"] == {}
+        assert await rig.gateway.api("/api/upstreams/district/sessions") == (200, [])
+        assert (await rig.gateway.api("/api/upstreams/nosuch/sessions"))[0] == 404

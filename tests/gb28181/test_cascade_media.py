@@ -311,6 +311,11 @@ async def test_upper_plays_a_shared_channel(gateway_factory: Factory, clip: Path
             await asyncio.sleep(COLLECT)
             session = streams(rig).sessions[call.call_id]
             assert session.state == "confirmed"
+            status, listed = await rig.gateway.api("/api/upstreams/district/sessions")
+            assert status == 200 and [(s["call_id"], s["state"], s["ssrc"]) for s in listed] == [
+                (call.call_id, "confirmed", UPPER_SSRC)]
+            status, relayed = await rig.gateway.api(f"/api/sessions/{listed[0]['session']}")
+            assert status == 200 and relayed["owner"] == "upstream:district"
             response = await call.bye()
             assert response.status == 200
             packets = sink.rtp()
