@@ -53,6 +53,7 @@ __all__ = [
     "ResultResponse",
     "build",
     "catalog_pages",
+    "catalog_pages_within",
     "control_alarm_reset",
     "control_drag_zoom",
     "control_guard",
@@ -1490,3 +1491,64 @@ def notify_broadcast(sn: int, source_id: str, target_id: str) -> ManscdpDocument
 
 def notify_media_status(sn: int, device_id: str, notify_type: str = "121") -> ManscdpDocument:
     return build("Notify", "MediaStatus", sn, device_id, [("NotifyType", notify_type)])
+
+
+def catalog_pages_within(
+    root: str,
+    sn: int,
+    device_id: str,
+    items: Sequence[CatalogItem],
+    max_bytes: int,
+    encoding: str = "GB2312",
+    *,
+    sum_num: int | None = None,
+) -> list[ManscdpDocument]:
+    """A catalog split over as few documents as fit: each one's `encode_body(doc, encoding)` is at most
+    `max_bytes` bytes (an item too large for any page still travels, alone on its page).
+
+    Root "Response": every page states the full SumNum (Annex M): `sum_num`, when these items are one
+    part of a larger answer, else their number; an empty catalog is one page with SumNum 0 and no list.
+    Root "Notify": SumNum equals the page's own Num (Annex P.4.2.2); nothing to notify is no page at all.
+
+    Sizes are counted, not tried: each item is serialized once, indented as `to_text` will indent it at
+    its depth in the page (level 2), so packing costs one serialization per item and none per attempt.
+    """
+    if root not in ("Response", "Notify"):
+        raise ValueError(f"a catalog page is a Response or a Notify, not {root!r}")
+    if not items:
+        return [build(root, "Catalog", sn, device_id, [("SumNum", 0)])] if root == "Response" else []
+    _, codec = codec_for(encoding)
+    elements: list[ET.Element] = []
+    sizes: list[int] = []
+    for item in items:
+        element = item.to_element()
+        ET.indent(element, space="  ", level=2)
+        elements.append(element)
+        # In the page, every item follows a newline and its four spaces of indentation.
+        sizes.append(len(ET.tostring(element, encoding="unicode").encode(codec, "xmlcharrefreplace")) + 5)
+    total = len(items) if sum_num is None else sum_num
+    notify = root == "Notify"
+    # Everything but the items, measured on a one-item page (Num="1", and SumNum="1" for a Notify); a
+    # longer page only has longer numbers there.
+    probe = _catalog_page(root, sn, device_id, elements[:1], 1 if notify else total)
+    base = len(encode_body(probe, encoding)) - sizes[0]
+    numbers = 2 if notify else 1
+    bounds: list[tuple[int, int]] = []
+    start = used = 0
+    for index, size in enumerate(sizes):
+        count = index - start + 1
+        if count > 1 and base + (len(str(count)) - 1) * numbers + used + size > max_bytes:
+            bounds.append((start, index))
+            start, used = index, 0
+        used += size
+    bounds.append((start, len(items)))
+    return [
+        _catalog_page(root, sn, device_id, elements[first:end], end - first if notify else total)
+        for first, end in bounds
+    ]
+
+
+def _catalog_page(root: str, sn: int, device_id: str, elements: Sequence[ET.Element], sum_num: int) -> ManscdpDocument:
+    device_list = ET.Element("DeviceList", Num=str(len(elements)))
+    device_list.extend(elements)
+    return build(root, "Catalog", sn, device_id, [("SumNum", sum_num), ("DeviceList", device_list)])

@@ -465,7 +465,7 @@ async def test_tcp_to_a_host_name_sends_what_was_queued_and_reuses_the_connectio
     transport = SipTransport(SipEndpoint(), lambda txn: None)
     streams: list[FakeStream] = []
 
-    async def create_connection(factory: Any, host: str, port: int) -> tuple[FakeStream, Any]:
+    async def create_connection(factory: Any, host: str, port: int, **_: Any) -> tuple[FakeStream, Any]:
         await asyncio.sleep(0)
         protocol = factory()
         stream = FakeStream(("198.51.100.20", port))  # the name resolved to this address
