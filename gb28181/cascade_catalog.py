@@ -413,7 +413,7 @@ class CatalogShare:
 
     @property
     def page_limit(self) -> int:
-        return self.link.config.catalog_max_bytes
+        return self.link.body_budget()
 
     def close(self) -> None:
         if self._closed:

@@ -62,7 +62,6 @@ from sip.transaction import ServerTransaction
 from . import manscdp
 from .access import AccessError
 from .manscdp import ManscdpDocument, ManscdpError, PtzCmd
-from .upstream import MANSCDP_TYPE
 
 if TYPE_CHECKING:
     from .cascade import Cascade
@@ -116,7 +115,6 @@ class UpstreamQueries:
         self.registry = cascade.registry
         self.gateway_id = link.gateway.sip.id
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._overhead = 0
         for cmd in QUERIES:
             link.handle_command("Query", cmd, self._on_query)
         for cmd in CONTROLS:
@@ -400,7 +398,7 @@ class UpstreamQueries:
                items: list[ET.Element]) -> list[ManscdpDocument]:
         """Items split over as few Responses as fit ``catalog_max_bytes`` each (whole MESSAGE), every one
         stating the full SumNum and its own Num; an item too large alone still goes, alone."""
-        budget = self.link.config.catalog_max_bytes - self._message_overhead()
+        budget = self.link.body_budget()
         total = len(items)
 
         def page(members: list[ET.Element]) -> ManscdpDocument:
@@ -433,15 +431,6 @@ class UpstreamQueries:
             start = end
             if start >= total:
                 return pages
-
-    def _message_overhead(self) -> int:
-        """Bytes a MESSAGE to this upper takes besides its body."""
-        if not self._overhead:
-            request = self.link.build_request("MESSAGE")
-            request.add("Content-Type", MANSCDP_TYPE)
-            # Room for a Content-Length of five digits and a CSeq that gains digits.
-            self._overhead = len(request.serialize()) + 8
-        return self._overhead
 
 
 # -- bodies ------------------------------------------------------------------------------------------------

@@ -522,7 +522,7 @@ def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
             channel_ids=sec.get("channel_ids", {}, _id_table("ID")),
             channel_id_rule=sec.get("channel_id_rule", None, _id_rule),
             channel_names=sec.get("channel_names", {}, _id_table("name")),
-            catalog_max_bytes=sec.get("catalog_max_bytes", d.catalog_max_bytes, _number(int, 600, 60000)),
+            catalog_max_bytes=sec.get("catalog_max_bytes", d.catalog_max_bytes, _number(int, 900, 60000)),
             rate_limit=sec.get("rate_limit", d.rate_limit, _number(int, 0, 10_000_000)),
             alarms=sec.get("alarms", True, _bool),
             alarm_retry_max=sec.get("alarm_retry_max", d.alarm_retry_max, _number(float, 1, 3600)),

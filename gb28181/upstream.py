@@ -62,7 +62,8 @@ class UpperSubscription:
         self.cmd_type = doc.cmd_type
         self.query = doc
         self.sn = doc.sn
-        self.event = (request.get("Event") or doc.cmd_type).split(";", 1)[0].strip()
+        # NOTIFYs repeat the SUBSCRIBE's Event value whole, id parameter included (RFC 6665 §8.2.1).
+        self.event = (request.get("Event") or doc.cmd_type).strip()
         self.dialog = Dialog.from_uas(request, new_tag(), link.contact(), peer=link.target)
         self.expires_at = now + expires
 
@@ -133,6 +134,7 @@ class UpstreamLink:
         self._cseq = 1
         self._keepalive_task: asyncio.Task[None] | None = None
         self.subscriptions: dict[str, UpperSubscription] = {}
+        self._overhead = 0
         self._subscribe_handlers: dict[str, Callable[[UpperSubscription], None]] = {}
         self._online_gauge = metrics.upstream_online.labels(config.name)
 
@@ -223,7 +225,8 @@ class UpstreamLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keepalive_task
         if self.registration is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
+            # An upper that is gone (timeout, TCP refused) must not keep the gateway from stopping.
+            with contextlib.suppress(TimeoutError, SipError):
                 await asyncio.wait_for(self.registration.stop(unregister=True), 2.0)
         self._set_online(False, "gateway stopping")
         if self.transport is not None:
@@ -447,18 +450,49 @@ class UpstreamLink:
         request.body = manscdp.encode_body(doc, self.gateway.sip.encoding)
         return await self.send(request)
 
-    async def send_pages(self, pages: list[ManscdpDocument]) -> int:
-        """Send a multi-message answer in order; returns how many the upper accepted before any failure."""
+    async def send_pages(self, pages: list[ManscdpDocument], window: int = 8) -> int:
+        """Send a multi-message answer, up to ``window`` MESSAGEs awaiting their 200 at once, in order.
+
+        A page per round trip would make a 5,000-channel catalog (one item per 1,300-byte MESSAGE) take
+        5,000 round trips; a small window keeps the upper's receive queue short while the answer flows.
+        Returns how many pages the upper accepted before the first failure (nothing more is sent after it).
+        """
         sent = 0
-        for page in pages:
-            try:
-                await self.send_manscdp(page)
-            except UpstreamError as exc:
-                log.warning("answer to upstream cut short", upstream=self.name, cmd=page.cmd_type,
-                            sent=sent, of=len(pages), reason=str(exc))
+        failed: UpstreamError | None = None
+        in_flight: set[asyncio.Task[Response]] = set()
+        pending = iter(pages)
+        while True:
+            while failed is None and len(in_flight) < window:
+                page = next(pending, None)
+                if page is None:
+                    break
+                in_flight.add(asyncio.ensure_future(self.send_manscdp(page)))
+            if not in_flight:
                 break
-            sent += 1
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is None:
+                    sent += 1
+                elif isinstance(exc, UpstreamError):
+                    failed = failed or exc
+                else:
+                    raise exc
+        if failed is not None:
+            log.warning("answer to upstream cut short", upstream=self.name, cmd=pages[0].cmd_type,
+                        sent=sent, of=len(pages), reason=str(failed))
         return sent
+
+    def body_budget(self) -> int:
+        """Bytes a MANSCDP body may take so that the whole request, headers included, stays within
+        ``catalog_max_bytes``: on UDP a larger datagram is fragmented, and a lost fragment loses the page."""
+        if not self._overhead:
+            request = self.build_request("MESSAGE")
+            request.add("Content-Type", MANSCDP_TYPE)
+            # An in-dialog NOTIFY also carries Event, Subscription-State and Contact; and Content-Length
+            # and CSeq gain digits.
+            self._overhead = len(request.serialize()) + 160
+        return max(256, self.config.catalog_max_bytes - self._overhead)
 
     def encode(self, doc: ManscdpDocument) -> bytes:
         return manscdp.encode_body(doc, self.gateway.sip.encoding)

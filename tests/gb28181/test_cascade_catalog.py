@@ -47,9 +47,15 @@ DEVICE_PORT = 8000
 
 
 def catalog_bodies(upper: FakeUpper, sn: int) -> list[bytes]:
-    """The raw bodies of the Catalog Response MESSAGEs the upper received for ``sn``, in arrival order."""
-    return [m.request.body for m in upper.messages
-            if m.doc is not None and m.doc.root == "Response" and m.doc.cmd_type == "Catalog" and m.doc.sn == sn]
+    """The raw bodies of the Catalog Response MESSAGEs the upper received for ``sn``, in arrival order;
+    each whole MESSAGE, headers included, is checked against the limit (a UDP datagram beyond the MTU
+    is fragmented)."""
+    messages = [m.request for m in upper.messages
+                if m.doc is not None and m.doc.root == "Response" and m.doc.cmd_type == "Catalog" and m.doc.sn == sn]
+    for message in messages:
+        size = len(message.serialize())
+        assert size <= LIMIT, f"a {size}-byte MESSAGE over the {LIMIT}-byte limit"
+    return [message.body for message in messages]
 
 
 def read_pages(bodies: list[bytes], root: str = "Response") -> tuple[list[int], list[str]]:
@@ -359,7 +365,8 @@ async def test_catalog_answer_pages_and_counts(gateway_factory: Factory, channel
         items = items_of(bodies)
         assert all(items[i].parent_id == GATEWAY_ID and items[i].status == "ON" for i in channel_ids(shared))
         assert_nothing_leaks(rig.upper, shared.device_id(0), unshared.device_id(0))
-        (record,) = audit_records(rig, "catalog")
+        # Written when the last page's 200 is back, which may be just after the upper sent it.
+        (record,) = await rig.upper.wait(lambda: audit_records(rig, "catalog"), 2, "the catalog audit record")
         assert (record["upstream"], record["sn"], record["items"], record["result"]) == (
             "district", 4711, len(expected), "ok")
         assert record["pages"] == len(bodies)

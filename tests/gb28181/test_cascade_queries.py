@@ -227,6 +227,8 @@ async def test_a_device_that_does_not_answer_gets_the_upper_an_error_in_time(gat
         assert records_doc.text("Result") == "ERROR"
         # query_timeout is 1 s: the upper knows within about that, not after its own transaction timer.
         assert loop.time() - started < 2.5
+        # Audited once the upper's 200 to the answer is back, which may be just after it was sent.
+        await rig.upper.wait(lambda: audit(rig, "query"), 2, "the query audit record")
         assert {r["result"] for r in audit(rig, "query")} == {"no-answer"}
 
 
@@ -362,7 +364,7 @@ async def test_control_without_an_answer_from_the_camera_reports_an_error(gatewa
         result = (await answer(upper, "DeviceControl", 31, timeout=3)).typed()
         assert isinstance(result, manscdp.ResultResponse) and result.result == "ERROR"
         assert sim.controls[-1].text("GuardCmd") == "SetGuard"
-        (record,) = audit(rig, "control")
+        (record,) = await rig.upper.wait(lambda: audit(rig, "control"), 2, "the control audit record")
         assert record["result"] == "no-answer" and record["params"] == {"GuardCmd": "SetGuard"}
 
 
