@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rtp.ports import PortRange
+from rtp.ports import PortRange, interface_for
 from rtp.relay import MediaTransport
 from sip.dialog import Dialog
 from sip.endpoint import Peer
@@ -232,7 +232,7 @@ class UpstreamStreams:
         self.live = cascade.live
         config = link.config
         self.media_ip = config.media_ip
-        self.ports = PortRange(config.media_ports)
+        self.ports = PortRange(config.media_ports, interface_for(config.media_ip))
         self.sessions: dict[str, UpperSession] = {}
         self.totals: dict[str, int] = {}
         self.ack_timeout = 64 * link.gateway.sip.t1

@@ -20,6 +20,7 @@ from registry.devices import DeviceRegistry
 from registry.model import Device
 from registry.sqlite import SqliteStorage
 from registry.storage import MemoryStorage, Storage
+from rtp.ports import PortRange, interface_for
 from rtp.relay import RelayEngine
 from sip.endpoint import EndpointConfig, SipEndpoint
 from sip.transaction import ServerTransaction, Timers
@@ -79,14 +80,16 @@ class Gateway:
         )
         self.registry.add_status_listener(self._on_status)
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
-        self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip, ports=cfg.media.ports)
+        self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip,
+                                 ports=PortRange(cfg.media.ports, interface_for(cfg.media.ip)))
         self.live = LiveStreams(self.access, self.relay, cfg.media, self.metrics)
         self.access.handle("BYE", self._on_bye)
         # Before the device side opens: an alarm a device re-sends right after a restart must find the
         # upward outbox listening, or it would be answered without being queued for the uppers.
         self.cascade = Cascade(self)
         transport = SipTransport(
-            self.endpoint, self.access.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit)
+            self.endpoint, self.access.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit),
+            interface=interface_for(cfg.sip.listen.host),
         )
         _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.transport = transport

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from rtp.ports import interface_for
 from sip.dialog import Dialog
 from sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from sip.errors import SipError
@@ -195,6 +196,7 @@ class UpstreamLink:
             limits=TransportLimits(rate_per_source=cfg.rate_limit),
             accept_source=self.accepts,
             on_connection_lost=self._on_connection_lost,
+            interface=interface_for(cfg.listen.host),
         )
         await transport.start(cfg.listen.host, cfg.listen.port)
         self.transport = transport

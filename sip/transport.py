@@ -115,6 +115,7 @@ class SipTransport:
         limits: TransportLimits | None = None,
         accept_source: Callable[[str], bool] | None = None,
         on_connection_lost: Callable[[str, int], None] | None = None,
+        interface: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.on_request = on_request
@@ -123,6 +124,9 @@ class SipTransport:
         self.accept_source = accept_source
         """Sources (IPs) that may talk to this address; others are dropped before parsing."""
         self.on_connection_lost = on_connection_lost
+        self.interface = interface
+        """Network interface the sockets are bound to (SO_BINDTODEVICE): on a host between two networks,
+        Linux would otherwise hand this address a packet that came in on the other network's interface."""
         self.rate = SourceRate(self.limits.rate_per_source) if self.limits.rate_per_source else None
         self.refused_sources = 0
         self.host = ""
@@ -152,12 +156,12 @@ class SipTransport:
         # An ephemeral UDP port may be taken on TCP: then try another one (a fixed port fails at once).
         for attempt in range(20 if port == 0 else 1):
             udp, _ = await self._loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port), family=family
+                lambda: _UdpProtocol(self), sock=self._bound_socket(family, socket.SOCK_DGRAM, host, port)
             )
             chosen = udp.get_extra_info("sockname")[1]
             try:
                 self._tcp_server = await self._loop.create_server(
-                    lambda: _TcpConnection(self), host, chosen, family=family, reuse_address=True
+                    lambda: _TcpConnection(self), sock=self._bound_socket(family, socket.SOCK_STREAM, host, chosen)
                 )
             except OSError:
                 udp.close()
@@ -176,6 +180,26 @@ class SipTransport:
         self.host, self.port = host, chosen
         self._idle_task = self._loop.create_task(self._close_idle())
         return self.host, self.port
+
+    def _bound_socket(self, family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> socket.socket:
+        """A non-blocking socket bound to ``host:port`` (and to ``interface`` before that, when set)."""
+        sock = socket.socket(family, kind)
+        try:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.interface is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
+                except OSError as exc:
+                    # EPERM without CAP_NET_RAW before Linux 5.7, ENODEV for a wrong name.
+                    raise OSError(exc.errno, f"cannot bind SIP sockets to interface {self.interface!r}: "
+                                             f"{exc.strerror}") from exc
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def close(self) -> None:
         if self._idle_task is not None:
@@ -360,9 +384,19 @@ class SipTransport:
         try:
             # From our own address: on a host with one interface per network, packets must leave from
             # the side this transport serves, whatever the routing table would pick.
-            _, conn = await self._loop.create_connection(
-                lambda: _TcpConnection(self), key[0], key[1], local_addr=(self.host, 0) if self.host else None
-            )
+            if self.interface is None:
+                _, conn = await self._loop.create_connection(
+                    lambda: _TcpConnection(self), key[0], key[1], local_addr=(self.host, 0) if self.host else None
+                )
+            else:
+                sock = self._bound_socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+                                          socket.SOCK_STREAM, self.host, 0)
+                try:
+                    await self._loop.sock_connect(sock, key)
+                    _, conn = await self._loop.create_connection(lambda: _TcpConnection(self), sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
         except OSError as exc:
             log.warning("tcp connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
             self._connecting.pop(key, None)
