@@ -22,7 +22,6 @@ import dataclasses
 import heapq
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -58,42 +57,20 @@ DEFAULT_METHOD = 2
 _UPPER_DOWN = frozenset({401, 403, 407, 408, 480})
 
 
-@dataclass(slots=True, kw_only=True)
-class QueuedAlarm:
-    """What the outbox keeps of one alarm for one upper: enough to build its notification again after a
-    restart. ``channel_id`` is the device-side ID the upper knows the alarm by (mapped when sent)."""
+def encode_alarm(alarm: Alarm, channel_id: str) -> bytes:
+    """The outbox payload for one upper: the stored alarm with ``channel_id`` the device-side ID that upper
+    knows it by (mapped when sent), enough to build the notification again after a restart."""
+    fields = dataclasses.asdict(alarm)
+    fields.update(channel_id=channel_id, id=None)
+    return json.dumps(fields, ensure_ascii=False).encode()
 
-    device_id: str
-    channel_id: str
-    sn: str
-    """The device's SN (with ``device_id`` and ``time`` the dedup key); the upper gets our own."""
-    priority: str
-    method: str
-    alarm_type: str
-    time: str
-    description: str
-    longitude: float | None
-    latitude: float | None
-    received_at: float
 
-    @classmethod
-    def of(cls, alarm: Alarm, channel_id: str) -> QueuedAlarm:
-        return cls(
-            device_id=alarm.device_id, channel_id=channel_id, sn=alarm.sn, priority=alarm.priority,
-            method=alarm.method, alarm_type=alarm.alarm_type, time=alarm.time, description=alarm.description,
-            longitude=alarm.longitude, latitude=alarm.latitude, received_at=alarm.received_at,
-        )
-
-    def encode(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), ensure_ascii=False).encode()
-
-    @classmethod
-    def decode(cls, payload: bytes) -> QueuedAlarm:
-        """Raises ValueError or TypeError for a payload this release cannot read."""
-        fields = json.loads(payload)
-        if not isinstance(fields, dict):
-            raise ValueError("not an object")
-        return cls(**fields)
+def decode_alarm(payload: bytes) -> Alarm:
+    """Raises ValueError or TypeError for a payload this release cannot read."""
+    fields = json.loads(payload)
+    if not isinstance(fields, dict):
+        raise ValueError("not an object")
+    return Alarm(**fields)
 
 
 def dedup_key(alarm: Alarm) -> str:
@@ -105,7 +82,7 @@ def _digits(text: str | None) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-def subscription_wants(query: ManscdpDocument, alarm: QueuedAlarm) -> bool:
+def subscription_wants(query: ManscdpDocument, alarm: Alarm) -> bool:
     """Whether the alarm passes the filters of an Alarm SUBSCRIBE (A.2.4 e): a priority range
     (StartAlarmPriority..EndAlarmPriority, 0 or absent for all) and the methods as a string of digits
     ("12": telephone or device; "0" or absent for all). A value the device left out passes: the upper
@@ -118,7 +95,7 @@ def subscription_wants(query: ManscdpDocument, alarm: QueuedAlarm) -> bool:
     return not methods or "0" in methods or not alarm.method or alarm.method in methods
 
 
-def notification(sn: int, upper_id: str, alarm: QueuedAlarm) -> ManscdpDocument:
+def notification(sn: int, upper_id: str, alarm: Alarm) -> ManscdpDocument:
     """The Notify Alarm toward the upper, built fresh from the stored fields (nothing of the device's
     own message crosses)."""
     return manscdp.notify_alarm(
@@ -246,7 +223,7 @@ class AlarmDelivery:
     async def _attempt(self, item: OutboxItem) -> _Outcome:
         link = self.link
         try:
-            alarm = QueuedAlarm.decode(item.payload)
+            alarm = decode_alarm(item.payload)
         except (ValueError, TypeError) as exc:
             log.error("unreadable alarm dropped from the outbox", upstream=link.name, item=item.id, reason=str(exc))
             await self.storage.ack(item.id)
@@ -280,7 +257,7 @@ class AlarmDelivery:
         log.info("alarm forwarded", upstream=link.name, channel=alarm.channel_id, via=via)
         return _Outcome.DONE
 
-    async def _failed(self, item: OutboxItem, alarm: QueuedAlarm, via: str, reason: str,
+    async def _failed(self, item: OutboxItem, alarm: Alarm, via: str, reason: str,
                       status: int | None) -> _Outcome:
         now = self.clock()
         delay = self.backoff(item.attempts)
@@ -296,7 +273,7 @@ class AlarmDelivery:
         heapq.heappush(self._set_aside, now + delay)
         return _Outcome.SET_ASIDE
 
-    def record(self, alarm: QueuedAlarm, result: str, **fields: object) -> None:
+    def record(self, alarm: Alarm, result: str, **fields: object) -> None:
         self._audit.record(
             "alarm", result, upstream=self.link.name, device=alarm.device_id, channel=alarm.channel_id,
             sn=alarm.sn, alarm_time=alarm.time, priority=alarm.priority, method=alarm.method,
@@ -350,8 +327,8 @@ class AlarmForwarding:
                 channel_id = alarm.device_id
             else:
                 continue
-            queued = QueuedAlarm.of(alarm, channel_id)
-            if await self.storage.enqueue(delivery.topic, key, queued.encode(), now):
+            queued = dataclasses.replace(alarm, channel_id=channel_id)
+            if await self.storage.enqueue(delivery.topic, key, encode_alarm(alarm, channel_id), now):
                 delivery.record(queued, "queued")
                 delivery.wake()
             else:

@@ -23,9 +23,10 @@ from gwproc import DaemonProcess, GbDevice, daemon_config
 from upper_harness import CascadeRig, FakeUpper, Received, cascade_rig, upstream_config
 
 from gb28181 import manscdp
-from gb28181.cascade_alarms import QueuedAlarm, subscription_wants
+from gb28181.cascade_alarms import subscription_wants
 from gb28181.manscdp import ManscdpDocument
 from gb28181.simulator import DeviceSimulator, SimulatorConfig
+from registry.model import Alarm
 from sip.transaction import ServerTransaction
 
 Factory = Callable[..., Awaitable[RunningGateway]]
@@ -274,9 +275,9 @@ async def test_alarms_survive_kill_9_of_the_gateway(tmp_path: Path) -> None:
 
 
 def test_subscription_filter_reads_priority_range_and_method_digits() -> None:
-    def alarm(priority: str, method: str) -> QueuedAlarm:
-        return QueuedAlarm(device_id=DEVICE_1, channel_id=DEVICE_1, sn="1", priority=priority, method=method,
-                           alarm_type="", time="", description="", longitude=None, latitude=None, received_at=0.0)
+    def alarm(priority: str, method: str) -> Alarm:
+        return Alarm(device_id=DEVICE_1, channel_id=DEVICE_1, sn="1", priority=priority, method=method,
+                     alarm_type="", time="", description="", longitude=None, latitude=None, received_at=0.0)
 
     def query(**kwargs: Any) -> ManscdpDocument:
         return manscdp.query_alarm(1, GATEWAY_ID, **kwargs)
