@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,74 +30,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gb28181"))
 
+from benchkit import GATEWAY_ID, PASSWORD, GatewayProcess, cpu_seconds, load_average
 from upper_harness import UPPER_DOMAIN, FakeUpper
 from wire import free_port
 
 from gb28181 import manscdp
 from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
 
-REPO = Path(__file__).resolve().parents[2]
-GATEWAY_ID = "34020000002000000001"
-DOMAIN = "3402000000"
-PASSWORD = "bench-password-1234"
 NVR_PREFIX = "3402000001118"
 PER_NVR = 500
 
 
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class GatewayProcess:
+class CatalogGateway(GatewayProcess):
     def __init__(self, workdir: Path, upper: FakeUpper, max_bytes: int, transport: str) -> None:
-        self.sip_port, self.api_port, self.listen_port = free_port(), free_port(), free_port()
-        config = {
-            "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": f"127.0.0.1:{self.sip_port}", "password": PASSWORD,
-                    "catalog_subscribe": False},
-            "api": {"listen": f"127.0.0.1:{self.api_port}"},
-            "storage": {"backend": "memory"},
-            "log": {"level": "warning", "format": "json"},
-            "audit": {"path": str(workdir / "audit.log")},
-            "upstreams": [{
-                "name": "bench", "id": upper.id, "domain": UPPER_DOMAIN, "address": f"{upper.host}:{upper.port}",
-                "listen": f"127.0.0.1:{self.listen_port}", "media_ip": "127.0.0.1", "password": upper.password,
-                "transport": transport, "catalog_max_bytes": max_bytes, "share": [{"prefix": NVR_PREFIX[:10]}],
-            }],
-        }
-        path = workdir / "gateway.yaml"
-        path.write_text(json.dumps(config))  # JSON is YAML
-        self.process = subprocess.Popen([sys.executable, "-m", "gb28181", "run", "-c", str(path)], cwd=REPO,
-                                        stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("w"))
-        self.url = f"http://127.0.0.1:{self.api_port}"
-
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        for _ in range(200):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(self.url + "/api/health") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("gateway did not start")
+        self.listen_port = free_port()
+        super().__init__(workdir, sip={"catalog_subscribe": False}, upstreams=[{
+            "name": "bench", "id": upper.id, "domain": UPPER_DOMAIN, "address": f"{upper.host}:{upper.port}",
+            "listen": f"127.0.0.1:{self.listen_port}", "media_ip": "127.0.0.1", "password": upper.password,
+            "transport": transport, "catalog_max_bytes": max_bytes, "share": [{"prefix": NVR_PREFIX[:10]}],
+        }])
 
     async def channel_count(self, http: aiohttp.ClientSession, device_id: str) -> int:
         async with http.get(f"{self.url}/api/devices/{device_id}/channels") as response:
             return len(await response.json()) if response.status == 200 else 0
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 async def timed_catalog(upper: FakeUpper, sn: int, timeout: float) -> tuple[float, int, int, int]:
@@ -138,7 +89,7 @@ async def main_async(args: argparse.Namespace) -> None:
     upper = await FakeUpper().start()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        gateway = GatewayProcess(workdir, upper, args.max_bytes, args.transport)
+        gateway = CatalogGateway(workdir, upper, args.max_bytes, args.transport)
         simulator: DeviceSimulator | None = None
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -157,14 +108,14 @@ async def main_async(args: argparse.Namespace) -> None:
                         await asyncio.sleep(0.05)
                     else:
                         raise RuntimeError(f"catalog of {simulator.device_id(index)} not complete")
-                print(f"load average before: {_load()}  cpus: {os.cpu_count()}")
+                print(f"load average before: {load_average()}  cpus: {os.cpu_count()}")
                 print(f"{nvrs * per_nvr} shared channels on {nvrs} NVRs, catalog_max_bytes {args.max_bytes}, "
                       f"{args.transport} to the upper")
                 times = []
                 for run in range(args.runs):
-                    cpu = _cpu_seconds(gateway.process.pid)
+                    cpu = cpu_seconds(gateway.process.pid)
                     seconds, pages, size, items = await timed_catalog(upper, 1000 + run, args.timeout)
-                    cpu = _cpu_seconds(gateway.process.pid) - cpu
+                    cpu = cpu_seconds(gateway.process.pid) - cpu
                     times.append(seconds)
                     print(f"run {run + 1}: {items} items in {pages} pages ({size / pages:.0f} bytes average), "
                           f"{seconds:.2f} s, gateway CPU {cpu:.2f} s")

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gb28181"))
 
+from benchkit import PASSWORD, GatewayProcess, percentile
 from test_live import parse_rtp, starts_keyframe
 from upper_harness import UPPER_ID, FakeUpper, upstream_config
-from wire import free_port
 
 from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
 from gb28181.simulator_media import MediaOptions
@@ -51,60 +48,21 @@ from sip.dialog import Dialog
 from sip.endpoint import Peer
 from sip.message import Request
 
-REPO = Path(__file__).resolve().parents[2]
-GATEWAY_ID = "34020000002000000001"
-DOMAIN = "3402000000"
-PASSWORD = "bench-password-1234"
 FPS = 25
 COLD_TARGET_MS = 250.0
 WARM_TARGET_MS = 30.0
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
 def _summary(values: list[float], target: float) -> str:
-    p50, p95 = _percentile(values, 0.5), _percentile(values, 0.95)
+    p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
     verdict = "met" if p95 <= target else "MISSED"
     return (f"p50 {p50:.1f} ms  p95 {p95:.1f} ms  max {max(values):.1f} ms  "
             f"(target <= {target:g} ms at p95: {verdict})")
 
 
-class GatewayProcess:
-    def __init__(self, workdir: Path, upper: FakeUpper) -> None:
-        self.sip_port, self.api_port = free_port(), free_port()
-        config = {
-            "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": f"127.0.0.1:{self.sip_port}", "password": PASSWORD},
-            "api": {"listen": f"127.0.0.1:{self.api_port}"},
-            "media": {"ip": "127.0.0.1", "ports": "30000-30999", "idle_timeout": 0, "first_packet_timeout": 5},
-            "storage": {"backend": "memory"},
-            "log": {"level": "warning", "format": "json"},
-            "audit": {"path": str(workdir / "audit.log")},
-            "upstreams": [upstream_config(upper)],
-        }
-        path = workdir / "gateway.yaml"
-        path.write_text(json.dumps(config))  # JSON is YAML
-        self.process = subprocess.Popen([sys.executable, "-m", "gb28181", "run", "-c", str(path)], cwd=REPO,
-                                        stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("w"))
-        self.url = f"http://127.0.0.1:{self.api_port}"
-
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        for _ in range(200):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(self.url + "/api/health") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("gateway did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def gateway_process(workdir: Path, upper: FakeUpper) -> GatewayProcess:
+    return GatewayProcess(workdir, upstreams=[upstream_config(upper)],
+                          media={"ip": "127.0.0.1", "ports": "30000-30999", "idle_timeout": 0, "first_packet_timeout": 5})
 
 
 class FirstPacket(asyncio.DatagramProtocol):
@@ -223,7 +181,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         upper = await FakeUpper().start()
-        gateway = GatewayProcess(workdir, upper)
+        gateway = gateway_process(workdir, upper)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
                 await gateway.ready(http)

@@ -154,6 +154,8 @@ class GatewayProcess:
             "log:\n"
             "  level: warning\n"
             "  format: json\n"
+            "audit:\n"
+            f"  path: \"{workdir / 'audit.log'}\"\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

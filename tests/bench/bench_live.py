@@ -29,14 +29,12 @@ import argparse
 import asyncio
 import contextlib
 import heapq
-import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import random
 import selectors
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -51,7 +49,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wire import free_port
+from benchkit import PASSWORD, GatewayProcess, cpu_seconds, load_average, percentile
 
 from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
 from gb28181.simulator_media import MediaOptions
@@ -59,34 +57,12 @@ from rtp.elementary import StreamType
 from rtp.packetizer import PsRtpPacketizer
 from rtp.ps import PsMuxer
 
-REPO = Path(__file__).resolve().parents[2]
-GATEWAY_ID = "34020000002000000001"
-DOMAIN = "3402000000"
-PASSWORD = "bench-password-1234"
 FPS = 25
 MTU = 1400
 # The latency camera and the load NVR have different centre codes, so their channel IDs never collide.
 CAMERA_PREFIX = "3402000000132"
 NVR_PREFIX = "3402000001118"
 _HEADER = struct.Struct("!BBHII")
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (/proc/PID/stat fields 14 and 15)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the device side of the load: a blaster ---------------------------------------------------------------
@@ -228,40 +204,11 @@ def _spawn(target: Any, *args: Any) -> tuple[multiprocessing.Process, multiproce
 # -- the gateway --------------------------------------------------------------------------------------------
 
 
-class GatewayProcess:
-    def __init__(self, workdir: Path, streams: int) -> None:
-        self.sip_port, self.api_port = free_port(), free_port()
-        # Each stream needs a port pair for its ingest and one for its output.
-        ports = 4 * streams + 200
-        config = {
-            "sip": {"id": GATEWAY_ID, "domain": DOMAIN, "listen": f"127.0.0.1:{self.sip_port}", "password": PASSWORD},
-            "api": {"listen": f"127.0.0.1:{self.api_port}"},
-            "media": {"ip": "127.0.0.1", "ports": f"30000-{30000 + ports}", "idle_timeout": 0,
-                      "first_packet_timeout": 10},
-            "storage": {"backend": "memory"},
-            "log": {"level": "warning", "format": "json"},
-        }
-        path = workdir / "gateway.yaml"
-        path.write_text(json.dumps(config))  # JSON is YAML
-        self.process = subprocess.Popen([sys.executable, "-m", "gb28181", "run", "-c", str(path)], cwd=REPO,
-                                        stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("w"))
-        self.url = f"http://127.0.0.1:{self.api_port}"
-
-    async def ready(self, http: aiohttp.ClientSession) -> None:
-        for _ in range(200):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(self.url + "/api/health") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("gateway did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def gateway_process(workdir: Path, streams: int) -> GatewayProcess:
+    # Each stream needs a port pair for its ingest and one for its output.
+    ports = 4 * streams + 200
+    return GatewayProcess(workdir, media={"ip": "127.0.0.1", "ports": f"30000-{30000 + ports}", "idle_timeout": 0,
+                                          "first_packet_timeout": 10})
 
 
 async def _channels(http: aiohttp.ClientSession, url: str, device_id: str, count: int) -> list[str]:
@@ -323,8 +270,8 @@ async def latency_runs(http: aiohttp.ClientSession, gateway: GatewayProcess, cli
             # Idle timeout 0: the gateway BYEs the camera; the next play must INVITE again.
             while camera.calls:
                 await asyncio.sleep(0.002)
-        print(f"play -> first packet ({runs} runs, new INVITE each): p50 {_percentile(plays, 0.5):.1f} ms  "
-              f"p95 {_percentile(plays, 0.95):.1f} ms  max {max(plays):.1f} ms")
+        print(f"play -> first packet ({runs} runs, new INVITE each): p50 {percentile(plays, 0.5):.1f} ms  "
+              f"p95 {percentile(plays, 0.95):.1f} ms  max {max(plays):.1f} ms")
         invites = camera.stats.invites
         await _timed_play(http, gateway.url, channels[1])  # the viewer who stays; its sink closes, no matter
         joins = []
@@ -334,7 +281,7 @@ async def latency_runs(http: aiohttp.ClientSession, gateway: GatewayProcess, cli
             async with http.delete(f"{gateway.url}/api/sessions/{session}"):
                 pass
         print(f"join -> first packet ({runs} runs, {camera.stats.invites - invites} INVITE for them all): "
-              f"p50 {_percentile(joins, 0.5):.1f} ms  p95 {_percentile(joins, 0.95):.1f} ms  max {max(joins):.1f} ms")
+              f"p50 {percentile(joins, 0.5):.1f} ms  p95 {percentile(joins, 0.95):.1f} ms  max {max(joins):.1f} ms")
     finally:
         await camera.stop(unregister=False, timeout=2)
 
@@ -385,14 +332,14 @@ async def load_run(http: aiohttp.ClientSession, gateway: GatewayProcess, streams
         sessions = await asyncio.gather(*(play(c, p) for c, p in zip(channels, sink_ports, strict=False)))
         setup = time.perf_counter() - setup_started
         print(f"load: {streams - len(failures)}/{streams} streams of {mbps:g} Mbit/s set up in {setup:.1f} s "
-              f"(play answered p50 {_percentile(play_ms, 0.5):.0f} ms, p95 {_percentile(play_ms, 0.95):.0f} ms "
+              f"(play answered p50 {percentile(play_ms, 0.5):.0f} ms, p95 {percentile(play_ms, 0.95):.0f} ms "
               f"under set-up load); failures: {sorted(set(failures))[:3]}")
         await asyncio.sleep(1.0)
         blaster_conn.send(("stats",))
         sent_before = blaster_conn.recv()["sent"]
-        cpu_before, clock_before = _cpu_seconds(gateway.process.pid), time.perf_counter()
+        cpu_before, clock_before = cpu_seconds(gateway.process.pid), time.perf_counter()
         await asyncio.sleep(seconds)
-        cpu_after, clock_after = _cpu_seconds(gateway.process.pid), time.perf_counter()
+        cpu_after, clock_after = cpu_seconds(gateway.process.pid), time.perf_counter()
         blaster_conn.send(("stop",))
         sent = blaster_conn.recv()
         blasting = False
@@ -408,7 +355,7 @@ async def load_run(http: aiohttp.ClientSession, gateway: GatewayProcess, streams
         cpu = cpu_after - cpu_before
         print(f"  over {window:.1f} s: blaster sent {blasted:,} packets ({blasted / window:,.0f}/s, "
               f"{blasted * MTU * 8 / window / 1e9:.2f} Gbit/s at most); gateway CPU {cpu / window:.0%} of one "
-              f"core, {cpu / max(1, blasted) * 1e6:.1f} µs per packet relayed; load average {_load()}")
+              f"core, {cpu / max(1, blasted) * 1e6:.1f} µs per packet relayed; load average {load_average()}")
         print(f"  totals: blaster sent {sent['sent']:,} (send errors {sent['errors']:,}); gateway took in "
               f"{totals['packets_in']:,} ({1 - totals['packets_in'] / max(1, sent['sent']):.3%} lost before it, "
               f"{totals['lost']:,} by its sequence count), sent out {totals['packets_out']:,} (cached GOPs "
@@ -453,12 +400,12 @@ def make_clip(workdir: Path) -> Path | None:
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        gateway = GatewayProcess(workdir, args.streams)
+        gateway = gateway_process(workdir, args.streams)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
                                              connector=aiohttp.TCPConnector(limit=128)) as http:
                 await gateway.ready(http)
-                print(f"load average before: {_load()}  cpus: {os.cpu_count()}")
+                print(f"load average before: {load_average()}  cpus: {os.cpu_count()}")
                 clip = make_clip(workdir)
                 if clip is None:
                     print("ffmpeg not found: skipping the latency runs")
