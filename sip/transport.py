@@ -56,7 +56,7 @@ class TransportLimits:
     max_buffered: int = 1 << 20
     socket_buffer: int = 8 << 20
     rate_per_source: int = 0
-    """Messages per second taken from one source IP (0: no limit); the excess is dropped unparsed."""
+    """Requests per second taken from one source IP (0: no limit); the excess is dropped unparsed."""
 
 
 class SourceRate:
@@ -287,7 +287,10 @@ class SipTransport:
 
     def _receive(self, data: bytes, source: Peer) -> None:
         endpoint = self.endpoint
-        if self.rate is not None and not self.rate.admit(source.host, self._loop.time()):
+        # Responses are not counted: they answer what we sent (a catalog of thousands of pages brings
+        # thousands of 200s a second from the upper), and one matching no transaction is dropped anyway.
+        rate = self.rate
+        if rate is not None and not data.startswith(b"SIP/2.0 ") and not rate.admit(source.host, self._loop.time()):
             return
         txn = endpoint.receive(data, source, self._loop.time())
         if txn is not None:

@@ -108,3 +108,24 @@ async def test_tcp_requests_leave_from_the_transport_address() -> None:
     finally:
         await transport.close()
         server.close()
+
+
+async def test_responses_to_our_requests_are_not_counted_against_the_rate() -> None:
+    """A peer answering a burst of our requests must not be cut off by the limit meant for its requests."""
+    answered = SipTransport(SipEndpoint(), lambda txn: None, limits=TransportLimits(rate_per_source=5))
+    peer = SipTransport(SipEndpoint(), lambda txn: txn.reply(200, now=0.0))
+    await answered.start("127.0.0.1", 0)
+    _, peer_port = await peer.start("127.0.0.1", 0)
+    try:
+        futures = []
+        for n in range(20):
+            request = Request("MESSAGE", f"sip:x@127.0.0.1:{peer_port}", [
+                ("Via", answered.via("UDP")), ("From", "<sip:gw@127.0.0.1>;tag=1"), ("To", "<sip:x@127.0.0.1>"),
+                ("Call-ID", f"burst-{n}@test"), ("CSeq", "1 MESSAGE"), ("Max-Forwards", "70")])
+            futures.append(answered.send_request(request, Peer("UDP", "127.0.0.1", peer_port)))
+        responses = await asyncio.wait_for(asyncio.gather(*futures), 3)
+        assert [r.status for r in responses] == [200] * 20
+        assert answered.rate is not None and answered.rate.dropped == 0
+    finally:
+        await answered.close()
+        await peer.close()
