@@ -347,10 +347,6 @@ def upstream_json(gw: Gateway, link: UpstreamLink) -> dict[str, Any]:
     remaining = None
     if registration is not None and registration.expires_at is not None and transport is not None:
         remaining = max(0, round(registration.expires_at - transport.now()))
-    shared = sum(
-        1 for device in gw.registry.devices() for channel in gw.registry.channels(device.id)
-        if link.policy.shared(channel.id)
-    )
     return {
         "name": link.name,
         "id": cfg.id,
@@ -364,7 +360,7 @@ def upstream_json(gw: Gateway, link: UpstreamLink) -> dict[str, Any]:
         "registrar": registration.registrar_uri if registration is not None else None,
         "registration_expires_in": remaining,
         "keepalive_failures": link.keepalive_failures,
-        "shared_channels": shared,
+        "shared_channels": gw.cascade.shared_count(link),
         "subscriptions": sorted(link.subscriptions),
         "sessions": len(gw.cascade.streams[link.name].sessions),
         "invites": dict(gw.cascade.streams[link.name].totals),

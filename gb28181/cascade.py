@@ -76,6 +76,13 @@ class Cascade:
         await self.alarms.start()
         self.metrics.bind_boundary(self.boundary_drops)
 
+    def shared_count(self, link: UpstreamLink) -> int:
+        """How many channels of the registry ``link``'s upper is given (a walk over all channels)."""
+        shared = link.policy.shared
+        registry = self.registry
+        return sum(1 for device in registry.devices() for channel in registry.channels(device.id)
+                   if shared(channel.id))
+
     def boundary_drops(self) -> dict[tuple[str, str], int]:
         sides = [("device", self.gateway.transport)] + [(n, link.transport) for n, link in self.links.items()]
         drops: dict[tuple[str, str], int] = {}

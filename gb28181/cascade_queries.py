@@ -242,7 +242,7 @@ class UpstreamQueries:
         answer: ManscdpDocument
         if cmd == "DeviceInfo":
             answer = manscdp.response_device_info(sn, gid, device_name=PRODUCT, manufacturer=PRODUCT, model=MODEL,
-                                                  firmware=package_version(), channel=self.shared_channels())
+                                                  firmware=package_version(), channel=self.cascade.shared_count(self.link))
         elif cmd == "DeviceStatus":
             answer = manscdp.response_device_status(sn, gid, online=True, status_ok=True, device_time=datetime.now())
         elif cmd == "ConfigDownload":
@@ -259,13 +259,6 @@ class UpstreamQueries:
         else:
             answer = _empty_list(doc, sn, gid, PRODUCT, ok=True)
         await self._send_up([answer], doc, "query", gid, gid, "")
-
-    def shared_channels(self) -> int:
-        """How many channels of the registry this upper is given."""
-        shared = self.link.policy.shared
-        registry = self.registry
-        return sum(1 for device in registry.devices() for channel in registry.channels(device.id)
-                   if shared(channel.id))
 
     # -- relaying ------------------------------------------------------------------------------------
 
