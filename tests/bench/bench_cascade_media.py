@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gb28181"))
 
 from benchkit import PASSWORD, GatewayProcess, percentile
-from test_live import parse_rtp, starts_keyframe
+from media_harness import parse_rtp, starts_keyframe
 from upper_harness import UPPER_ID, FakeUpper, upstream_config
 
 from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import pytest
 import yaml
+from media_harness import ffprobe, gaps, parse_rtp, starts_keyframe
 from netns import (
     DEV_GW,
     DEV_HOST,
@@ -49,7 +50,6 @@ from netns import (
 )
 from netns_inject import FIRST_SN
 from netns_upper import RTP_RECORD
-from test_live import ffprobe, gaps, parse_rtp, starts_keyframe
 from upper_harness import UPPER_DOMAIN, UPPER_ID, UPPER_PASSWORD
 
 pytestmark = [

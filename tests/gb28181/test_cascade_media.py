@@ -28,7 +28,7 @@ import pytest
 from access_harness import RunningGateway, Sipp, requires_sipp
 from hypothesis import given
 from hypothesis import strategies as st
-from test_live import Sink, ffprobe, gaps, starts_keyframe
+from media_harness import Sink, ffprobe, gaps, starts_keyframe
 from upper_harness import UPPER_DOMAIN, UPPER_ID, CascadeRig, FakeUpper, cascade_rig
 
 from gb28181.cascade_media import OfferRefused, UpperOffer, build_answer, parse_offer
