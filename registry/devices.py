@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
-from registry.model import Channel, Device
-from registry.storage import Storage, StorageBatch
+from gbgw.registry.model import Channel, Device
+from gbgw.registry.storage import Storage, StorageBatch
 
 _log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from registry.model import Alarm, Channel, Device, MobilePosition
-from registry.storage import OutboxItem, Storage, StorageBatch, StorageError
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
+from gbgw.registry.storage import OutboxItem, Storage, StorageBatch, StorageError
 
 _T = TypeVar("_T")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from registry.model import Alarm, Channel, Device, MobilePosition
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
 
 
 class StorageError(Exception):

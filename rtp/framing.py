@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from rtp.packet import Buffer, RtpError
+from gbgw.rtp.packet import Buffer, RtpError
 
 _LENGTH = struct.Struct("!H")
 _INTERLEAVED_MAGIC = 0x24  # "$"

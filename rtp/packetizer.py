@@ -14,9 +14,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from rtp.elementary import AccessUnit, StreamType, is_keyframe
-from rtp.packet import RTP_HEADER_SIZE, RtpPacket
-from rtp.ps import VIDEO_STREAM_ID
+from gbgw.rtp.elementary import AccessUnit, StreamType, is_keyframe
+from gbgw.rtp.packet import RTP_HEADER_SIZE, RtpPacket
+from gbgw.rtp.ps import VIDEO_STREAM_ID
 
 _RTP_HEADER = struct.Struct("!BBHII")
 _U16 = struct.Struct("!H")

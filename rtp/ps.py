@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rtp.elementary import AccessUnit, StreamType, is_keyframe
+from gbgw.rtp.elementary import AccessUnit, StreamType, is_keyframe
 
 PACK_START = b"\x00\x00\x01\xba"
 _START = b"\x00\x00\x01"

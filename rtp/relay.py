@@ -54,8 +54,8 @@ from enum import StrEnum
 
 import structlog
 
-from rtp.framing import DeframerStats, Rfc4571Deframer
-from rtp.packet import (
+from gbgw.rtp.framing import DeframerStats, Rfc4571Deframer
+from gbgw.rtp.packet import (
     Bye,
     ReceiverReport,
     ReportBlock,
@@ -65,8 +65,8 @@ from rtp.packet import (
     parse_rtcp,
     serialize_rtcp,
 )
-from rtp.ports import PortLease, PortRange, address_family
-from rtp.reorder import ReorderWindow
+from gbgw.rtp.ports import PortLease, PortRange, address_family
+from gbgw.rtp.reorder import ReorderWindow
 
 log = structlog.get_logger("rtp.relay")
 

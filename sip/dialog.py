@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
 
-from .errors import SipError
-from .headers import NameAddr, parse_params
-from .message import Message, Request, Response
+from gbgw.sip.errors import SipError
+from gbgw.sip.headers import NameAddr, parse_params
+from gbgw.sip.message import Message, Request, Response
 
 # Requests whose Contact replaces the remote target (RFC 3261 §12.2, RFC 3311, RFC 3515, RFC 6665 §4.3).
 TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})

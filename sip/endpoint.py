@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .errors import SipError, SipParseError
-from .headers import split_commas
-from .message import Request, Response, make_response, new_tag, parse_message
-from .transaction import ServerTransaction, Timers, TransactionLayer
+from gbgw.sip.errors import SipError, SipParseError
+from gbgw.sip.headers import split_commas
+from gbgw.sip.message import Request, Response, make_response, new_tag, parse_message
+from gbgw.sip.transaction import ServerTransaction, Timers, TransactionLayer
 
 
 class Peer(NamedTuple):

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .errors import SipParseError
-from .uri import SipUri, format_host_port, split_host_port
+from gbgw.sip.errors import SipParseError
+from gbgw.sip.uri import SipUri, format_host_port, split_host_port
 
 TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import SipParseError
-from .headers import (
+from gbgw.sip.errors import SipParseError
+from gbgw.sip.headers import (
     CANONICAL_NAMES,
     SINGLE_HEADERS,
     CSeq,
@@ -24,7 +24,7 @@ from .headers import (
     is_token,
     split_commas,
 )
-from .uri import SipUri
+from gbgw.sip.uri import SipUri
 
 MAX_MESSAGE_SIZE = 65535
 SIP_VERSION = "SIP/2.0"

@@ -22,13 +22,13 @@ from collections.abc import Callable
 
 import structlog
 
-from .digest import DigestChallenge, DigestClient, DigestError, parse_challenge
-from .endpoint import Peer
-from .errors import SipError
-from .headers import NameAddr
-from .message import Request, Response, new_call_id, new_tag
-from .transport import SipTimeout, SipTransport
-from .uri import SipUri
+from gbgw.sip.digest import DigestChallenge, DigestClient, DigestError, parse_challenge
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.errors import SipError
+from gbgw.sip.headers import NameAddr
+from gbgw.sip.message import Request, Response, new_call_id, new_tag
+from gbgw.sip.transport import SipTimeout, SipTransport
+from gbgw.sip.uri import SipUri
 
 log = structlog.get_logger("sip.registration")
 

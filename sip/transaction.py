@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .errors import SipError
-from .message import Request, Response, make_response
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response, make_response
 
 MAGIC_COOKIE = "z9hG4bK"
 

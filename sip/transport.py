@@ -18,10 +18,10 @@ from typing import Any, cast
 
 import structlog
 
-from .endpoint import Peer, SipEndpoint
-from .errors import SipError, SipParseError
-from .message import Request, Response, StreamFramer, make_response, new_branch
-from .transaction import (
+from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.errors import SipError, SipParseError
+from gbgw.sip.message import Request, Response, StreamFramer, make_response, new_branch
+from gbgw.sip.transaction import (
     AckReceived,
     ClientTransaction,
     ResponseReceived,
@@ -30,7 +30,7 @@ from .transaction import (
     StrayResponse,
     TransactionTimeout,
 )
-from .uri import format_host_port
+from gbgw.sip.uri import format_host_port
 
 log = structlog.get_logger("sip.transport")
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-from .errors import SipParseError
+from gbgw.sip.errors import SipParseError
 
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _FORBIDDEN_IN_URI = re.compile(r"[ \t\r\n<>\"]")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
-from sip.endpoint import EndpointConfig, SipEndpoint
-from sip.message import Request
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport
+from gbgw.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
+from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
+from gbgw.sip.message import Request
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTransport
 
 
 class LoopbackRegistrar:

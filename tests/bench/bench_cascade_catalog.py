@@ -34,8 +34,8 @@ from benchkit import GATEWAY_ID, PASSWORD, GatewayProcess, cpu_seconds, load_ave
 from upper_harness import UPPER_DOMAIN, FakeUpper
 from wire import free_port
 
-from gb28181 import manscdp
-from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.gb28181 import manscdp
 
 NVR_PREFIX = "3402000001118"
 PER_NVR = 500

@@ -42,11 +42,11 @@ from benchkit import PASSWORD, GatewayProcess, percentile
 from media_harness import parse_rtp, starts_keyframe
 from upper_harness import UPPER_ID, FakeUpper, upstream_config
 
-from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
-from gb28181.simulator_media import MediaOptions
-from sip.dialog import Dialog
-from sip.endpoint import Peer
-from sip.message import Request
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.media import MediaOptions
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.message import Request
 
 FPS = 25
 COLD_TARGET_MS = 250.0

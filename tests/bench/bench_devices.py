@@ -62,7 +62,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_CORE = 0
@@ -166,7 +166,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         if self.gc_threshold is None:
-            command = [sys.executable, "-m", "gb28181", "run", "--config", str(self.config)]
+            command = [sys.executable, "-m", "gbgw.gb28181", "run", "--config", str(self.config)]
         else:
             # The daemon as `-m gb28181` runs it, after one call the daemon does not make.
             code = (f"import gc, sys; gc.set_threshold(*{self.gc_threshold!r}); "

@@ -51,11 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchkit import PASSWORD, GatewayProcess, cpu_seconds, load_average, percentile
 
-from gb28181.simulator import DeviceSimulator, SimulatorConfig, fewer_collections
-from gb28181.simulator_media import MediaOptions
-from rtp.elementary import StreamType
-from rtp.packetizer import PsRtpPacketizer
-from rtp.ps import PsMuxer
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.media import MediaOptions
+from gbgw.rtp.elementary import StreamType
+from gbgw.rtp.packetizer import PsRtpPacketizer
+from gbgw.rtp.ps import PsMuxer
 
 FPS = 25
 MTU = 1400

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from registry.devices import DeviceRegistry
-from registry.model import Channel
-from registry.sqlite import SqliteStorage
-from registry.storage import MemoryStorage, StorageBatch
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Channel
+from gbgw.registry.sqlite import SqliteStorage
+from gbgw.registry.storage import MemoryStorage, StorageBatch
 
 EPOCH = 1_700_000_000.0
 

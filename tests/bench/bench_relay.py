@@ -41,7 +41,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rtp.relay import IngestConfig, MediaTransport, RelayEngine
+from gbgw.rtp.relay import IngestConfig, MediaTransport, RelayEngine
 
 RELAY_CORE = 0
 OTHER_CORE = 1

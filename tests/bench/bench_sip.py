@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sip.endpoint import Peer, SipEndpoint
-from sip.message import make_response, parse_message
-from sip.transaction import ServerTransaction
-from sip.transport import SipTransport
+from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.message import make_response, parse_message
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTransport
 
 SERVER_CORE = 0
 GENERATOR_CORE = 1

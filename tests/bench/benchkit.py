@@ -63,7 +63,7 @@ class GatewayProcess:
             config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
         path = workdir / "gateway.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
-        self.process = subprocess.Popen([sys.executable, "-m", "gb28181", "run", "-c", str(path)], cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, "-m", "gbgw.gb28181", "run", "-c", str(path)], cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("w"))
         self.url = f"http://127.0.0.1:{self.api_port}"
 

@@ -28,9 +28,9 @@ import pytest
 import structlog
 from wire import SipMessage, free_port
 
-from gb28181 import logs
-from gb28181.config import GatewayConfig
-from gb28181.daemon import Gateway
+from gbgw.gb28181.app.daemon import Gateway
+from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.observe import logs
 
 GATEWAY_ID = "34020000002000000001"
 DOMAIN = "3402000000"

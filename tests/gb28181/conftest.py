@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from access_harness import BASE_CONFIG, OffsetClock, RunningGateway, Sipp, captured_logs, merge_config
 
-from gb28181.config import HostPort, StorageConfig, load_config, load_config_file
-from gb28181.daemon import Gateway
+from gbgw.gb28181.app.daemon import Gateway
+from gbgw.gb28181.config import HostPort, StorageConfig, load_config, load_config_file
 
 
 @pytest.fixture

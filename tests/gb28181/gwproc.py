@@ -28,8 +28,8 @@ import aiohttp
 import yaml
 from wire import SipMessage, free_port
 
-from gb28181.config import load_config
-from gb28181.daemon import Gateway
+from gbgw.gb28181.app.daemon import Gateway
+from gbgw.gb28181.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -456,7 +456,7 @@ class DaemonProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gb28181", *self.args, cwd=self.cwd or REPO, env=env,
+                sys.executable, "-m", "gbgw.gb28181", *self.args, cwd=self.cwd or REPO, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:

@@ -15,10 +15,10 @@ import asyncio
 import json
 import sys
 
-from rtp.ports import PortRange, interface_for
-from sip.endpoint import SipEndpoint
-from sip.transaction import ServerTransaction
-from sip.transport import SipTransport
+from gbgw.rtp.ports import PortRange, interface_for
+from gbgw.sip.endpoint import SipEndpoint
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTransport
 
 
 async def main() -> None:

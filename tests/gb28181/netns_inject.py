@@ -276,7 +276,7 @@ def inject(args: argparse.Namespace) -> dict[str, object]:
 
 
 def probe(args: argparse.Namespace) -> dict[str, object]:
-    from rtp.ports import interface_for
+    from gbgw.rtp.ports import interface_for
 
     sock = listen(args.source, 0)
     via = (args.source, sock.getsockname()[1])

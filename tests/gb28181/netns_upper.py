@@ -34,11 +34,11 @@ from typing import Any
 from scapy.utils import PcapWriter
 from upper_harness import UPPER_ID, FakeUpper
 
-from gb28181 import manscdp
-from gb28181.manscdp import CatalogResponse
-from sip.dialog import Dialog
-from sip.endpoint import Peer
-from sip.message import Request, Response
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.manscdp import CatalogResponse
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.message import Request, Response
 
 GATEWAY_ID = "34020000002000000001"
 RTP_RECORD = struct.Struct("!d4sHH")

@@ -29,8 +29,8 @@ from access_harness import (
     requires_sipp,
 )
 
-from sip.endpoint import SipEndpoint
-from sip.transport import SipTransport
+from gbgw.sip.endpoint import SipEndpoint
+from gbgw.sip.transport import SipTransport
 
 TRANSPORTS = ["UDP", "TCP"]
 REPO = Path(__file__).resolve().parents[2]
@@ -407,7 +407,7 @@ async def test_cli_run_serves_devices_and_stops_on_sigterm(tmp_path: Path, sipp:
         encoding="utf-8",
     )
     check = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gb28181", "check-config", str(config), cwd=REPO,
+        sys.executable, "-m", "gbgw.gb28181", "check-config", str(config), cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await check.communicate()
@@ -416,7 +416,7 @@ async def test_cli_run_serves_devices_and_stops_on_sigterm(tmp_path: Path, sipp:
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gb28181", "run", "--config", str(config), cwd=tmp_path, env=env,
+        sys.executable, "-m", "gbgw.gb28181", "run", "--config", str(config), cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -441,7 +441,7 @@ async def test_cli_check_config_names_the_bad_key(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text('sip:\n  id: "1234"\n', encoding="utf-8")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gb28181", "check-config", str(config), cwd=REPO,
+        sys.executable, "-m", "gbgw.gb28181", "check-config", str(config), cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await process.communicate()

@@ -188,12 +188,12 @@ class BoundaryRig:
         self.wait_event("ready", 20)
         config_path = self.tmp / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(self.gateway_config()), encoding="utf-8")
-        self.gateway = self.net.gw.popen([sys.executable, "-m", "gb28181", "run", "--config", str(config_path)],
+        self.gateway = self.net.gw.popen([sys.executable, "-m", "gbgw.gb28181", "run", "--config", str(config_path)],
                                          self.log(self.gateway_log.name))
         wait_for(lambda: self._gateway_alive() and self.api("/api/health")[0] == 200, 20, "the gateway's API")
         self.wait_event("registered", 10)
         self.simulator = self.net.dev.popen(
-            [sys.executable, "-m", "gb28181", "simulate", "--server", f"{DEV_GW}:{SIP_PORT}", "--bind", DEV_HOST,
+            [sys.executable, "-m", "gbgw.gb28181", "simulate", "--server", f"{DEV_GW}:{SIP_PORT}", "--bind", DEV_HOST,
              "--password", DEVICE_PASSWORD, "--media", str(self.clip), "--fps", str(FPS),
              "--keepalive-interval", "5", "--log-level", "warning"],
             self.log("simulator.log"),

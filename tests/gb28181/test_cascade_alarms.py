@@ -22,12 +22,12 @@ from access_harness import GATEWAY_ID, PASSWORD, RunningGateway
 from gwproc import DaemonProcess, GbDevice, daemon_config
 from upper_harness import CascadeRig, FakeUpper, Received, cascade_rig, upstream_config
 
-from gb28181 import manscdp
-from gb28181.cascade_alarms import subscription_wants
-from gb28181.manscdp import ManscdpDocument
-from gb28181.simulator import DeviceSimulator, SimulatorConfig
-from registry.model import Alarm
-from sip.transaction import ServerTransaction
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.cascade.alarms import subscription_wants
+from gbgw.gb28181.manscdp import ManscdpDocument
+from gbgw.registry.model import Alarm
+from gbgw.sip.transaction import ServerTransaction
 
 Factory = Callable[..., Awaitable[RunningGateway]]
 

@@ -21,15 +21,15 @@ from hypothesis import strategies as st
 from upper_harness import UPPER_ID, CascadeRig, FakeUpper, cascade_rig
 from wire import SipMessage, free_port
 
-from gb28181 import manscdp
-from gb28181.cascade_catalog import SharedCatalog, scrub, subtree
-from gb28181.config import HostPort, IdRule, ShareRule, UpstreamConfig
-from gb28181.manscdp import CatalogItem
-from gb28181.policy import SharePolicy
-from gb28181.simulator import DeviceSimulator
-from registry.devices import DeviceRegistry
-from registry.model import Channel
-from registry.storage import MemoryStorage
+from gbgw.conformance.simulator.devices import DeviceSimulator
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.boundary.policy import SharePolicy
+from gbgw.gb28181.cascade.catalog import SharedCatalog, scrub, subtree
+from gbgw.gb28181.config import HostPort, IdRule, ShareRule, UpstreamConfig
+from gbgw.gb28181.manscdp import CatalogItem
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Channel
+from gbgw.registry.storage import MemoryStorage
 
 Factory = Callable[..., Awaitable[RunningGateway]]
 MANSCDP = "Application/MANSCDP+xml"

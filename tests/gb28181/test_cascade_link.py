@@ -11,9 +11,9 @@ from typing import Any
 from access_harness import GATEWAY_ID, RunningGateway
 from upper_harness import FakeUpper, cascade_rig, upstream_config
 
-from gb28181 import manscdp
-from sip.endpoint import EndpointConfig, SipEndpoint
-from sip.transport import SipTimeout, SipTransport
+from gbgw.gb28181 import manscdp
+from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
+from gbgw.sip.transport import SipTimeout, SipTransport
 
 Factory = Callable[..., Awaitable[RunningGateway]]
 

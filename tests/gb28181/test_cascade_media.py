@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 from media_harness import Sink, ffprobe, gaps, starts_keyframe
 from upper_harness import UPPER_DOMAIN, UPPER_ID, CascadeRig, FakeUpper, cascade_rig
 
-from gb28181.cascade_media import OfferRefused, UpperOffer, build_answer, parse_offer
-from gb28181.simulator_media import MediaOptions
-from rtp.relay import MediaTransport
-from sip.dialog import Dialog
-from sip.endpoint import Peer
-from sip.message import Request, Response
+from gbgw.conformance.simulator.media import MediaOptions
+from gbgw.gb28181.cascade.media import OfferRefused, UpperOffer, build_answer, parse_offer
+from gbgw.rtp.relay import MediaTransport
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.message import Request, Response
 
 needs_ffmpeg = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,

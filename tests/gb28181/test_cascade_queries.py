@@ -19,9 +19,9 @@ import pytest
 from access_harness import GATEWAY_ID, RunningGateway
 from upper_harness import CascadeRig, FakeUpper, cascade_rig, upstream_config
 
-from gb28181 import manscdp
-from gb28181.cascade_queries import scrub
-from gb28181.manscdp import ManscdpDocument, PtzCmd
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.cascade.queries import scrub
+from gbgw.gb28181.manscdp import ManscdpDocument, PtzCmd
 
 Factory = Callable[..., Awaitable[RunningGateway]]
 

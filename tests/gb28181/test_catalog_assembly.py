@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gb28181.catalog import CatalogAssembler
-from gb28181.manscdp import CatalogItem, CatalogResponse
+from gbgw.gb28181.devices.catalog import CatalogAssembler
+from gbgw.gb28181.manscdp import CatalogItem, CatalogResponse
 
 DEVICE = "34020000001180000001"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from gwproc import REPO, DaemonProcess, UdpDevice, port_in_use
 
-from gb28181 import cli
+from gbgw.gb28181.app import cli
 
 EXAMPLE = REPO / "deploy" / "gateway.example.yaml"
 
@@ -35,7 +35,7 @@ def console_script() -> list[str]:
     """The installed entry point, or the module when the package is not installed."""
     beside = Path(sys.executable).with_name("gb28181-gateway")
     script = str(beside) if beside.exists() else shutil.which("gb28181-gateway")
-    return [script] if script else [sys.executable, "-m", "gb28181"]
+    return [script] if script else [sys.executable, "-m", "gbgw.gb28181"]
 
 
 def test_example_file_is_valid(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gb28181.ids import (
+from gbgw.gb28181.ids import (
     CivilCode,
     GbDomain,
     GbId,

@@ -45,7 +45,7 @@ from gwproc import (
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
 
-from gb28181 import manscdp
+from gbgw.gb28181 import manscdp
 
 PCAP = INTEROP / "pcap"
 HIK = INTEROP / "hikvision"

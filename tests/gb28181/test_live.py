@@ -25,8 +25,13 @@ import pytest
 from access_harness import PASSWORD, RunningGateway, log_events
 from media_harness import PACK_START, Sink, ffprobe, gaps, starts_keyframe
 
-from gb28181.simulator import DeviceSimulator, SimulatorConfig, add_arguments, config_from_args
-from gb28181.simulator_media import MediaCall, MediaOptions
+from gbgw.conformance.simulator.devices import (
+    DeviceSimulator,
+    SimulatorConfig,
+    add_arguments,
+    config_from_args,
+)
+from gbgw.conformance.simulator.media import MediaCall, MediaOptions
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,

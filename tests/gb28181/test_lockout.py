@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gb28181.lockout import AuthLockout
+from gbgw.gb28181.devices.lockout import AuthLockout
 
 
 def test_device_key_locks_after_n_failures_for_the_duration() -> None:

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gb28181 import manscdp as m
-from gb28181.ids import GbId
-from gb28181.xmltext import decode_body, read_element, read_tolerant
+from gbgw.gb28181 import manscdp as m
+from gbgw.gb28181.ids import GbId
+from gbgw.gb28181.manscdp.text import decode_body, read_element, read_tolerant
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 INTEROP = SHARED / "interop"

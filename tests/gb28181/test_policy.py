@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gb28181.config import ConfigError, load_config
-from gb28181.policy import SharePolicy
+from gbgw.gb28181.boundary.policy import SharePolicy
+from gbgw.gb28181.config import ConfigError, load_config
 
 UPPER = {"name": "district", "id": "34020000002000000009", "address": "10.20.0.1:5060",
          "listen": "10.20.0.2:5061", "media_ip": "10.20.0.2", "password": "p"}

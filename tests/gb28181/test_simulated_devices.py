@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from access_harness import PASSWORD, RunningGateway
 
-from gb28181.simulator import DeviceSimulator, SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
 
 
 async def test_simulated_nvrs_come_online_with_catalogs_and_report_positions(gateway: RunningGateway) -> None:

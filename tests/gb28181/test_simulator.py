@@ -17,7 +17,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gb28181.manscdp import (
+from gbgw.conformance.simulator.devices import (
+    DeviceSimulator,
+    SimulatorConfig,
+    add_arguments,
+    config_from_args,
+    digest_username,
+    run,
+)
+from gbgw.gb28181.manscdp import (
     AlarmNotify,
     CatalogNotify,
     CatalogResponse,
@@ -32,19 +40,11 @@ from gb28181.manscdp import (
     query_device_info,
     query_device_status,
 )
-from gb28181.simulator import (
-    DeviceSimulator,
-    SimulatorConfig,
-    add_arguments,
-    config_from_args,
-    digest_username,
-    run,
-)
-from sip.digest import DigestResult, DigestServer, parse_credentials
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.message import Request, Response
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport
+from gbgw.sip.digest import DigestResult, DigestServer, parse_credentials
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.message import Request, Response
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTransport
 
 DOMAIN = "3402000000"
 SERVER_ID = "34020000002000000001"

@@ -17,14 +17,14 @@ from typing import Any
 from access_harness import DOMAIN, GATEWAY_ID, PASSWORD, RunningGateway
 from wire import free_port
 
-from gb28181 import manscdp
-from gb28181.manscdp import ManscdpDocument
-from gb28181.simulator import DeviceSimulator, SimulatorConfig
-from sip.digest import DigestResult, DigestServer, parse_credentials
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.message import Request, Response, make_response, new_call_id, new_tag
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport
+from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.manscdp import ManscdpDocument
+from gbgw.sip.digest import DigestResult, DigestServer, parse_credentials
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.message import Request, Response, make_response, new_call_id, new_tag
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTransport
 
 UPPER_ID = "34020000002000000009"
 UPPER_DOMAIN = "3402000000"

@@ -10,8 +10,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from registry.devices import DeviceRegistry
-from registry.sqlite import SqliteStorage
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.sqlite import SqliteStorage
 
 REPO = Path(__file__).resolve().parents[2]
 BATCH = 2000
@@ -19,9 +19,9 @@ BATCH = 2000
 # Flushes batch after batch of new devices (each with a channel) and reports each committed batch.
 WRITER = f"""
 import asyncio, sys
-from registry.devices import DeviceRegistry
-from registry.model import Channel
-from registry.sqlite import SqliteStorage
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Channel
+from gbgw.registry.sqlite import SqliteStorage
 
 async def main() -> None:
     storage = SqliteStorage(sys.argv[1])

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from registry.devices import DeviceRegistry, StatusReason
-from registry.model import Channel, Device
-from registry.storage import MemoryStorage, StorageBatch
+from gbgw.registry.devices import DeviceRegistry, StatusReason
+from gbgw.registry.model import Channel, Device
+from gbgw.registry.storage import MemoryStorage, StorageBatch
 
 DEV = "34020000001320000001"
 NVR = "34020000001180000001"

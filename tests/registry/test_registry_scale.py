@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from registry.devices import DeviceRegistry
-from registry.storage import MemoryStorage, StorageBatch
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.storage import MemoryStorage, StorageBatch
 
 DEVICES = 100_000
 

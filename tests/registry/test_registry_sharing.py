@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry.devices import DeviceRegistry
-from registry.model import Channel
-from registry.sqlite import SqliteStorage
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Channel
+from gbgw.registry.sqlite import SqliteStorage
 
 NVRS = ["34020000001180000001", "34020000001180000002"]
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.devices import DeviceRegistry
-from registry.model import Alarm, Channel, Device, MobilePosition
-from registry.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStorage
-from registry.storage import MemoryStorage, Storage, StorageBatch, StorageError
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
+from gbgw.registry.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStorage
+from gbgw.registry.storage import MemoryStorage, Storage, StorageBatch, StorageError
 
 NVR = "34020000001180000001"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtp.elementary import StreamType, is_keyframe, iter_access_units, iter_nal_units
+from gbgw.rtp.elementary import StreamType, is_keyframe, iter_access_units, iter_nal_units
 
 SC4 = b"\x00\x00\x00\x01"
 SC3 = b"\x00\x00\x01"

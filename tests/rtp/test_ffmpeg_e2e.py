@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rtp.elementary import AccessUnit, StreamType, is_keyframe, iter_access_units, iter_nal_units
-from rtp.framing import Rfc4571Deframer, frame
-from rtp.packet import RtpPacket
-from rtp.packetizer import H264RtpDepacketizer, PsRtpPacketizer
-from rtp.ps import PsDemuxer, PsMuxer
-from rtp.reorder import ReorderWindow
+from gbgw.rtp.elementary import AccessUnit, StreamType, is_keyframe, iter_access_units, iter_nal_units
+from gbgw.rtp.framing import Rfc4571Deframer, frame
+from gbgw.rtp.packet import RtpPacket
+from gbgw.rtp.packetizer import H264RtpDepacketizer, PsRtpPacketizer
+from gbgw.rtp.ps import PsDemuxer, PsMuxer
+from gbgw.rtp.reorder import ReorderWindow
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtp.packet import (
+from gbgw.rtp.packet import (
     Bye,
     ReceiverReport,
     ReportBlock,

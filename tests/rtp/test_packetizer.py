@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from rtp.elementary import StreamType
-from rtp.packet import RtpPacket
-from rtp.packetizer import H264RtpDepacketizer, PsRtpPacketizer
+from gbgw.rtp.elementary import StreamType
+from gbgw.rtp.packet import RtpPacket
+from gbgw.rtp.packetizer import H264RtpDepacketizer, PsRtpPacketizer
 
 
 def test_ps_packetizer_cuts_at_mtu_and_marks_frame_end() -> None:

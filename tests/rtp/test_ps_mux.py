@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtp.elementary import AccessUnit, StreamType
-from rtp.packet import RtpPacket
-from rtp.packetizer import PsRtpPacketizer
-from rtp.ps import PsDemuxer, PsMuxer, _crc32_mpeg2
+from gbgw.rtp.elementary import AccessUnit, StreamType
+from gbgw.rtp.packet import RtpPacket
+from gbgw.rtp.packetizer import PsRtpPacketizer
+from gbgw.rtp.ps import PsDemuxer, PsMuxer, _crc32_mpeg2
 
 SC4 = b"\x00\x00\x00\x01"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rtp.elementary import AccessUnit, StreamType
-from rtp.framing import Rfc4571Deframer
-from rtp.packet import RtpPacket
-from rtp.ps import PsDemuxer
+from gbgw.rtp.elementary import AccessUnit, StreamType
+from gbgw.rtp.framing import Rfc4571Deframer
+from gbgw.rtp.packet import RtpPacket
+from gbgw.rtp.ps import PsDemuxer
 
 MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
 PACKETS = MEDIA / "rtp_packets"

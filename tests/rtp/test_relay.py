@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtp.elementary import StreamType
-from rtp.framing import Rfc4571Deframer
-from rtp.packet import (
+from gbgw.rtp.elementary import StreamType
+from gbgw.rtp.framing import Rfc4571Deframer
+from gbgw.rtp.packet import (
     Bye,
     ReceiverReport,
     RtpPacket,
@@ -30,10 +30,10 @@ from rtp.packet import (
     parse_rtcp,
     serialize_rtcp,
 )
-from rtp.packetizer import PsRtpPacketizer
-from rtp.ports import PortRange, PortRangeExhausted
-from rtp.ps import PsMuxer
-from rtp.relay import (
+from gbgw.rtp.packetizer import PsRtpPacketizer
+from gbgw.rtp.ports import PortRange, PortRangeExhausted
+from gbgw.rtp.ps import PsMuxer
+from gbgw.rtp.relay import (
     Ingest,
     IngestConfig,
     MediaTransport,

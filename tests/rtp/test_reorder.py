@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtp.reorder import ReorderWindow
+from gbgw.rtp.reorder import ReorderWindow
 
 
 def _push_all(window: ReorderWindow[int], seqs: list[int], now: float = 0.0) -> list[int]:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtp.framing import Rfc4571Deframer, frame
-from rtp.packet import ReceiverReport, RtpError, RtpPacket
+from gbgw.rtp.framing import Rfc4571Deframer, frame
+from gbgw.rtp.packet import ReceiverReport, RtpError, RtpPacket
 
 SAMPLE = (
     Path(__file__).resolve().parents[2].parent

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.dialog import (
+from gbgw.sip.dialog import (
     Dialog,
     DialogId,
     DialogState,
@@ -20,8 +20,8 @@ from sip.dialog import (
     event_key,
     notify_matches,
 )
-from sip.errors import SipError
-from sip.message import Request, Response, make_response, new_branch, parse_message
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response, make_response, new_branch, parse_message
 
 PLATFORM = "sip:34020000002000000001@3402000000"
 CHANNEL = "sip:34020000001320000001@3402000000"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.digest import (
+from gbgw.sip.digest import (
     DigestAlgorithm,
     DigestChallenge,
     DigestClient,

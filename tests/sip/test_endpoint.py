@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.errors import SipError, SipParseError
-from sip.headers import CSeq, split_commas
-from sip.message import Response, parse_message
-from sip.transaction import ServerTransaction
-from sip.transport import SipTransport
-from sip.uri import split_host_port
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.errors import SipError, SipParseError
+from gbgw.sip.headers import CSeq, split_commas
+from gbgw.sip.message import Response, parse_message
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTransport
+from gbgw.sip.uri import split_host_port
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 TORTURE = SHARED / "torture"

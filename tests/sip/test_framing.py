@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sip.errors import SipParseError
-from sip.message import Request, StreamFramer, parse_message
+from gbgw.sip.errors import SipParseError
+from gbgw.sip.message import Request, StreamFramer, parse_message
 
 
 def message(call_id: str, body: bytes = b"", *, length_header: str = "Content-Length: {}", eol: bytes = b"\r\n") -> bytes:

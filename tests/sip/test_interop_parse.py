@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sip.message import Request, Response, parse_message
+from gbgw.sip.message import Request, Response, parse_message
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 INTEROP = SHARED / "interop"

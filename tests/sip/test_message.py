@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sip.errors import SipError, SipParseError
-from sip.headers import CSeq, NameAddr, Via, canonical_name, parse_params, split_commas
-from sip.message import Request, Response, make_response, parse_message
-from sip.uri import SipUri, split_host_port
+from gbgw.sip.errors import SipError, SipParseError
+from gbgw.sip.headers import CSeq, NameAddr, Via, canonical_name, parse_params, split_commas
+from gbgw.sip.message import Request, Response, make_response, parse_message
+from gbgw.sip.uri import SipUri, split_host_port
 
 # -- strategies -------------------------------------------------------------------------------------------
 
@@ -737,7 +737,7 @@ def test_make_response_to_a_malformed_to_still_answers() -> None:
 
 def test_non_standard_header_names_are_found_in_any_case() -> None:
     """GB/T 28181-2022 devices send e.g. X-GB-Ver; names are case-insensitive (RFC 3261 §7.3.5)."""
-    from sip.message import parse_message as _parse
+    from gbgw.sip.message import parse_message as _parse
 
     msg = _parse(
         b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import structlog
 
-from sip.digest import parse_credentials
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.registration import Registration, RegistrationError, RegistrationState
-from sip.transaction import Timers
-from sip.transport import SipTransport
+from gbgw.sip.digest import parse_credentials
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.registration import Registration, RegistrationError, RegistrationState
+from gbgw.sip.transaction import Timers
+from gbgw.sip.transport import SipTransport
 
 USER = "34020000001320000001"
 PASSWORD = "12345678"

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sip.sdp import Attribute, Connection, MediaDescription, MediaParams, Origin, SdpError, SessionDescription
+from gbgw.sip.sdp import (
+    Attribute,
+    Connection,
+    MediaDescription,
+    MediaParams,
+    Origin,
+    SdpError,
+    SessionDescription,
+)
 
 INTEROP = Path(__file__).resolve().parents[2].parent / "shared" / "interop"
 

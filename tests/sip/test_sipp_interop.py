@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from wire import free_port
 
-from sip.endpoint import Peer, SipEndpoint
-from sip.registration import Registration, RegistrationError, RegistrationState
-from sip.transport import SipTransport
+from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.registration import Registration, RegistrationError, RegistrationState
+from gbgw.sip.transport import SipTransport
 
 pytestmark = [
     pytest.mark.sipp,

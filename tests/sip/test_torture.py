@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from sip.errors import SipError
-from sip.headers import CSeq, NameAddr
-from sip.message import Request, Response, StreamFramer, make_response, parse_message
+from gbgw.sip.errors import SipError
+from gbgw.sip.headers import CSeq, NameAddr
+from gbgw.sip.message import Request, Response, StreamFramer, make_response, parse_message
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 RFC4475 = SHARED / "torture" / "rfc4475"

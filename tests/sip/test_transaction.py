@@ -13,10 +13,10 @@ import tracemalloc
 
 import pytest
 
-from sip.endpoint import Peer
-from sip.errors import SipError
-from sip.message import Request, Response, make_response, parse_message
-from sip.transaction import (
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response, make_response, parse_message
+from gbgw.sip.transaction import (
     AckReceived,
     ResponseReceived,
     ServerTransaction,
@@ -662,8 +662,8 @@ def test_a_finished_client_transaction_is_freed_before_its_timer_f_entry_comes_u
     Timer F, 32 s later: hundreds of MB at a few thousand requests per second."""
     import gc
 
-    from sip.message import Request, Response
-    from sip.transaction import ClientTransaction, TransactionLayer
+    from gbgw.sip.message import Request, Response
+    from gbgw.sip.transaction import ClientTransaction, TransactionLayer
 
     def alive() -> int:
         gc.collect()

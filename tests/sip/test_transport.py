@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from sip.endpoint import Peer, SipEndpoint
-from sip.errors import SipError
-from sip.message import Request
-from sip.transport import SipTransport
+from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request
+from gbgw.sip.transport import SipTransport
 
 
 def _closed_tcp_port() -> int:

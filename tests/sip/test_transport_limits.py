@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from sip.endpoint import Peer, SipEndpoint
-from sip.message import Request
-from sip.transaction import ServerTransaction
-from sip.transport import SipTransport, SourceRate, TransportLimits
+from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.message import Request
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTransport, SourceRate, TransportLimits
 
 
 def options(port: int, n: int, transport: str = "UDP") -> bytes:

@@ -28,15 +28,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from registry.model import Alarm
-from registry.storage import OutboxItem, Storage
-
-from . import manscdp
-from .manscdp import ManscdpDocument
-from .upstream import UpperSubscription, UpstreamError, UpstreamLink
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError, UpstreamLink
+from gbgw.gb28181.manscdp import ManscdpDocument
+from gbgw.registry.model import Alarm
+from gbgw.registry.storage import OutboxItem, Storage
 
 if TYPE_CHECKING:
-    from .cascade import Cascade
+    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.alarms")
 

@@ -19,17 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from registry.model import Device
-
-from .audit import AuditLog
-from .cascade_alarms import AlarmForwarding
-from .cascade_catalog import CatalogShare
-from .cascade_media import UpstreamStreams
-from .cascade_queries import UpstreamQueries
-from .upstream import UpstreamLink
+from gbgw.gb28181.boundary.audit import AuditLog
+from gbgw.gb28181.cascade.alarms import AlarmForwarding
+from gbgw.gb28181.cascade.catalog import CatalogShare
+from gbgw.gb28181.cascade.link import UpstreamLink
+from gbgw.gb28181.cascade.media import UpstreamStreams
+from gbgw.gb28181.cascade.queries import UpstreamQueries
+from gbgw.registry.model import Device
 
 if TYPE_CHECKING:
-    from .daemon import Gateway
+    from gbgw.gb28181.app.daemon import Gateway
 
 log = structlog.get_logger("gb28181.cascade")
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar, TypeAlias
 
-from gb28181.xmltext import XmlTextError, codec_for, decode_body, read_element, to_text, xml_safe
+from gbgw.gb28181.manscdp.text import XmlTextError, codec_for, decode_body, read_element, to_text, xml_safe
 
 __all__ = [
     "DEFAULT_MAX_SIZE",

@@ -29,23 +29,22 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from registry.model import Device
-from rtp.ports import PortRange, PortRangeExhausted
-from rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
-from sip.dialog import Dialog
-from sip.endpoint import Peer
-from sip.errors import SipError
-from sip.message import Request, Response, new_call_id, new_tag
-from sip.sdp import SdpError, SessionDescription
-from sip.transaction import ServerTransaction
-from sip.transport import SipTimeout
-
-from .access import AccessError
+from gbgw.gb28181.devices.access import AccessError
+from gbgw.registry.model import Device
+from gbgw.rtp.ports import PortRange, PortRangeExhausted
+from gbgw.rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response, new_call_id, new_tag
+from gbgw.sip.sdp import SdpError, SessionDescription
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTimeout
 
 if TYPE_CHECKING:
-    from .access import DeviceAccess
-    from .config import MediaConfig
-    from .metrics import GatewayMetrics
+    from gbgw.gb28181.config import MediaConfig
+    from gbgw.gb28181.devices.access import DeviceAccess
+    from gbgw.gb28181.observe.metrics import GatewayMetrics
 
 log = structlog.get_logger("gb28181.live")
 

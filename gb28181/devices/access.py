@@ -30,22 +30,21 @@ from typing import Any
 
 import structlog
 
-from registry.devices import CHANNEL_EVENTS, DeviceRegistry
-from registry.model import Alarm, Channel, Device, MobilePosition
-from registry.storage import Storage
-from sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
-from sip.endpoint import Peer
-from sip.message import Request, Response, new_call_id, new_tag
-from sip.transaction import ServerTransaction
-from sip.transport import SipTimeout, SipTransport
-
-from . import manscdp
-from .catalog import CatalogAssembler, CatalogResult
-from .config import GatewayConfig
-from .lockout import AuthLockout
-from .manscdp import CatalogItem, ManscdpDocument, ManscdpError
-from .metrics import GatewayMetrics
-from .subscriptions import CatalogSubscriptions
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.devices.catalog import CatalogAssembler, CatalogResult
+from gbgw.gb28181.devices.lockout import AuthLockout
+from gbgw.gb28181.devices.subscriptions import CatalogSubscriptions
+from gbgw.gb28181.manscdp import CatalogItem, ManscdpDocument, ManscdpError
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.registry.devices import CHANNEL_EVENTS, DeviceRegistry
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
+from gbgw.registry.storage import Storage
+from gbgw.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.message import Request, Response, new_call_id, new_tag
+from gbgw.sip.transaction import ServerTransaction
+from gbgw.sip.transport import SipTimeout, SipTransport
 
 log = structlog.get_logger("gb28181.access")
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from .logs import redact_event
+from gbgw.gb28181.observe.logs import redact_event
 
 
 class AuditLog:

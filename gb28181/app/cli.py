@@ -7,8 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from . import logs
-from .config import ConfigError, GatewayConfig, load_config, load_config_file
+from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config, load_config_file
+from gbgw.gb28181.observe import logs
 
 
 def _load(path: str | None) -> GatewayConfig:
@@ -16,7 +16,7 @@ def _load(path: str | None) -> GatewayConfig:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import run
+    from gbgw.gb28181.app.daemon import run
 
     try:
         config = _load(args.config)
@@ -47,7 +47,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from . import simulator
+    from gbgw.conformance.simulator import devices as simulator
 
     logs.configure(args.log_level, "auto")
     try:
@@ -63,7 +63,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import simulator
+    from gbgw.conformance.simulator import devices as simulator
 
     parser = argparse.ArgumentParser(prog="gb28181-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

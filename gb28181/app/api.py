@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from registry.model import Channel, Device
-
-from .access import AccessError
-from .ids import GbId, InvalidGbId
-from .live import PlayError, Session
+from gbgw.gb28181.devices.access import AccessError
+from gbgw.gb28181.ids import GbId, InvalidGbId
+from gbgw.gb28181.media.live import PlayError, Session
+from gbgw.registry.model import Channel, Device
 
 if TYPE_CHECKING:
-    from .daemon import Gateway
-    from .upstream import UpstreamLink
+    from gbgw.gb28181.app.daemon import Gateway
+    from gbgw.gb28181.cascade.link import UpstreamLink
 
 log = structlog.get_logger("gb28181.api")
 

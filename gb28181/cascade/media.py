@@ -35,20 +35,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from rtp.ports import PortRange, interface_for
-from rtp.relay import MediaTransport
-from sip.dialog import Dialog
-from sip.endpoint import Peer
-from sip.errors import SipError
-from sip.message import Request
-from sip.sdp import SdpError, SessionDescription
-from sip.transaction import ServerTransaction
-
-from .live import PlayError, Session
+from gbgw.gb28181.media.live import PlayError, Session
+from gbgw.rtp.ports import PortRange, interface_for
+from gbgw.rtp.relay import MediaTransport
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import Peer
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request
+from gbgw.sip.sdp import SdpError, SessionDescription
+from gbgw.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from .cascade import Cascade
-    from .upstream import UpstreamLink
+    from gbgw.gb28181.cascade.link import UpstreamLink
+    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.media")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .manscdp import CatalogItem, CatalogResponse
+from gbgw.gb28181.manscdp import CatalogItem, CatalogResponse
 
 
 @dataclass(slots=True)

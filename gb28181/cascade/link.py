@@ -18,22 +18,21 @@ from typing import Any
 
 import structlog
 
-from rtp.ports import interface_for
-from sip.dialog import Dialog
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.errors import SipError
-from sip.message import Request, Response, make_response, new_call_id, new_tag
-from sip.registration import Registration, RegistrationState
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTimeout, SipTransport, TransportLimits
-from sip.uri import format_host_port
-
-from . import manscdp
-from .audit import AuditLog
-from .config import GatewayConfig, UpstreamConfig
-from .manscdp import ManscdpDocument, ManscdpError
-from .metrics import GatewayMetrics
-from .policy import SharePolicy
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.boundary.audit import AuditLog
+from gbgw.gb28181.boundary.policy import SharePolicy
+from gbgw.gb28181.config import GatewayConfig, UpstreamConfig
+from gbgw.gb28181.manscdp import ManscdpDocument, ManscdpError
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.rtp.ports import interface_for
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response, make_response, new_call_id, new_tag
+from gbgw.sip.registration import Registration, RegistrationState
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTimeout, SipTransport, TransportLimits
+from gbgw.sip.uri import format_host_port
 
 log = structlog.get_logger("gb28181.upstream")
 

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from sip.dialog import Dialog, event_key
-from sip.errors import SipError
-from sip.message import Request, Response
-
-from . import manscdp
+from gbgw.gb28181 import manscdp
+from gbgw.sip.dialog import Dialog, event_key
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response
 
 if TYPE_CHECKING:
-    from .access import DeviceAccess
+    from gbgw.gb28181.devices.access import DeviceAccess
 
 log = structlog.get_logger("gb28181.subscriptions")
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import structlog
 
-from rtp.elementary import StreamType, is_keyframe, iter_access_units
-from rtp.framing import frame
-from rtp.packetizer import PsRtpPacketizer
-from rtp.ps import PsMuxer
-from sip.sdp import SdpError, SessionDescription
+from gbgw.rtp.elementary import StreamType, is_keyframe, iter_access_units
+from gbgw.rtp.framing import frame
+from gbgw.rtp.packetizer import PsRtpPacketizer
+from gbgw.rtp.ps import PsMuxer
+from gbgw.sip.sdp import SdpError, SessionDescription
 
 log = structlog.get_logger("gb28181.simulator")
 

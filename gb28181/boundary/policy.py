@@ -7,7 +7,7 @@ channel's own (device-side) ID, so mapping IDs for the upper never changes what 
 
 from __future__ import annotations
 
-from .config import ShareRule, UpstreamConfig
+from gbgw.gb28181.config import ShareRule, UpstreamConfig
 
 
 class SharePolicy:

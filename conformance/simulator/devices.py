@@ -39,8 +39,16 @@ from typing import Any
 
 import structlog
 
-from gb28181.config import ENCODINGS, ConfigError, parse_host_port
-from gb28181.manscdp import (
+from gbgw.conformance.simulator.media import (
+    MediaCall,
+    MediaOptions,
+    MediaSource,
+    OfferError,
+    add_media_arguments,
+    media_options_from_args,
+)
+from gbgw.gb28181.config import ENCODINGS, ConfigError, parse_host_port
+from gbgw.gb28181.manscdp import (
     AlarmStatusItem,
     CatalogItem,
     Field,
@@ -59,23 +67,15 @@ from gb28181.manscdp import (
     response_device_status,
     response_result,
 )
-from gb28181.simulator_media import (
-    MediaCall,
-    MediaOptions,
-    MediaSource,
-    OfferError,
-    add_media_arguments,
-    media_options_from_args,
-)
-from gb28181.xmltext import codec_for
-from sip.dialog import Dialog
-from sip.digest import DigestClient, DigestError, parse_challenge
-from sip.endpoint import EndpointConfig, Peer, SipEndpoint
-from sip.errors import SipError
-from sip.message import Request, Response
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport
-from sip.uri import format_host_port
+from gbgw.gb28181.manscdp.text import codec_for
+from gbgw.sip.dialog import Dialog
+from gbgw.sip.digest import DigestClient, DigestError, parse_challenge
+from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
+from gbgw.sip.errors import SipError
+from gbgw.sip.message import Request, Response
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTransport
+from gbgw.sip.uri import format_host_port
 
 log = structlog.get_logger("gb28181.simulator")
 

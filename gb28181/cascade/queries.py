@@ -56,16 +56,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sip.errors import SipError
-from sip.transaction import ServerTransaction
-
-from . import manscdp
-from .access import AccessError
-from .manscdp import ManscdpDocument, ManscdpError, PtzCmd
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.devices.access import AccessError
+from gbgw.gb28181.manscdp import ManscdpDocument, ManscdpError, PtzCmd
+from gbgw.sip.errors import SipError
+from gbgw.sip.transaction import ServerTransaction
 
 if TYPE_CHECKING:
-    from .cascade import Cascade
-    from .upstream import UpstreamLink
+    from gbgw.gb28181.cascade.link import UpstreamLink
+    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.queries")
 

@@ -16,22 +16,21 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from registry.devices import DeviceRegistry
-from registry.model import Device
-from registry.sqlite import SqliteStorage
-from registry.storage import MemoryStorage, Storage
-from rtp.ports import PortRange, interface_for
-from rtp.relay import RelayEngine
-from sip.endpoint import EndpointConfig, SipEndpoint
-from sip.transaction import ServerTransaction, Timers
-from sip.transport import SipTransport, TransportLimits
-
-from .access import DeviceAccess
-from .api import make_app
-from .cascade import Cascade
-from .config import ConfigError, GatewayConfig, load_config_file
-from .live import LiveStreams
-from .metrics import GatewayMetrics
+from gbgw.gb28181.app.api import make_app
+from gbgw.gb28181.cascade.uppers import Cascade
+from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config_file
+from gbgw.gb28181.devices.access import DeviceAccess
+from gbgw.gb28181.media.live import LiveStreams
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Device
+from gbgw.registry.sqlite import SqliteStorage
+from gbgw.registry.storage import MemoryStorage, Storage
+from gbgw.rtp.ports import PortRange, interface_for
+from gbgw.rtp.relay import RelayEngine
+from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
+from gbgw.sip.transaction import ServerTransaction, Timers
+from gbgw.sip.transport import SipTransport, TransportLimits
 
 log = structlog.get_logger("gb28181.daemon")
 

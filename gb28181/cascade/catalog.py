@@ -50,19 +50,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from registry.devices import DeviceRegistry, StatusReason
-from registry.model import Channel, Device
-
-from . import manscdp
-from .manscdp import CatalogItem, ManscdpDocument
-from .policy import SharePolicy
-from .upstream import UpperSubscription, UpstreamError
+from gbgw.gb28181 import manscdp
+from gbgw.gb28181.boundary.policy import SharePolicy
+from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError
+from gbgw.gb28181.manscdp import CatalogItem, ManscdpDocument
+from gbgw.registry.devices import DeviceRegistry, StatusReason
+from gbgw.registry.model import Channel, Device
 
 if TYPE_CHECKING:
-    from sip.transaction import ServerTransaction
-
-    from .cascade import Cascade
-    from .upstream import UpstreamLink
+    from gbgw.gb28181.cascade.link import UpstreamLink
+    from gbgw.gb28181.cascade.uppers import Cascade
+    from gbgw.sip.transaction import ServerTransaction
 
 log = structlog.get_logger("gb28181.cascade.catalog")
 

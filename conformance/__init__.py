@@ -1,0 +1,1 @@
+"""The vendor toolkit: device simulator and conformance tool. The product never imports it."""

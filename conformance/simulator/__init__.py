@@ -1,0 +1,1 @@
+"""Simulated GB/T 28181 devices."""

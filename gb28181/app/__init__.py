@@ -1,0 +1,1 @@
+"""The application: daemon, CLI, HTTP API."""

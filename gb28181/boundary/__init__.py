@@ -1,0 +1,1 @@
+"""The security boundary: share policy, ID mapping, audit."""

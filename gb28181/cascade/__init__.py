@@ -1,0 +1,1 @@
+"""The cascade toward upper platforms."""

@@ -1,0 +1,1 @@
+"""Device side: the SIP transaction user behind the device-facing address."""

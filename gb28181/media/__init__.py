@@ -1,0 +1,1 @@
+"""Media sessions with devices."""
