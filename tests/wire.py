@@ -6,6 +6,39 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Real-device captures, torture messages and media samples the tests read; fixtures/PROVENANCE.md says
+# where each came from and under which licence.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Material the tests were written against that the repository may not redistribute. A developer who has a
+# copy can put it at the same path under tests/fixtures (it is git-ignored there) and the tests run.
+WITHHELD: dict[str, str] = {
+    "interop/hikvision/codeindex-32433344081_feiyangqingyun_hik-IPC_DS-2CD5024EFWD_full-exchange.md":
+        "its licence is not stated (taken from the README of a public Qt GB28181 platform whose repository"
+        " is not known)",
+    "media/fri_SIPStandardDebug_Audio_G711_PS2.mpg":
+        "it belongs to the proprietary SIPStandardDebug field-test tool of the Ministry of Public Security's"
+        " First Research Institute, and the repository it came from states conflicting licences",
+}
+
+
+def missing_fixture(path: Path) -> str | None:
+    """Why a fixture is absent (a skip reason naming it), or None when it is there."""
+    if path.exists():
+        return None
+    name = path.relative_to(FIXTURES).as_posix() if path.is_relative_to(FIXTURES) else str(path)
+    why = WITHHELD.get(name, "it is missing")
+    return f"fixture tests/fixtures/{name} is not in the repository: {why}"
+
+
+def needs_fixture(path: Path) -> pytest.MarkDecorator:
+    """Skip the test, naming the fixture and why it is absent, when ``path`` is not there."""
+    reason = missing_fixture(path)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
 def free_port() -> int:

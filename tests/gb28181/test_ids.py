@@ -21,7 +21,7 @@ from gbgw.gb28181.ids import (
     type_name,
 )
 
-# A Hikvision IPC from shared/interop: centre 3402 (city level), industry 00, type 132, network 0.
+# A Hikvision IPC from tests/fixtures/interop: centre 3402 (city level), industry 00, type 132, network 0.
 HIK_IPC = "34020000001320000001"
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire import FIXTURES
 
 from gbgw.rtp.packet import (
     Bye,
@@ -38,7 +38,7 @@ from gbgw.rtp.packet import (
     write_timestamp,
 )
 
-PACKETS = Path(__file__).resolve().parents[2].parent / "shared" / "media" / "rtp_packets"
+PACKETS = FIXTURES / "media" / "rtp_packets"
 
 
 def test_parse_real_camera_packet() -> None:

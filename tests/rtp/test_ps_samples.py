@@ -1,4 +1,4 @@
-"""Every real PS/RTP sample in /work/shared/media demuxes, with facts checked against the bytes by hand.
+"""Every real PS/RTP sample in tests/fixtures/media demuxes, with facts checked against the bytes by hand.
 
 Timestamps below were decoded by hand from the PES headers quoted next to them
 (PTS = bits 3..1 of byte 0 << 30 | bytes 1-2 >> 1 << 15 | bytes 3-4 >> 1).
@@ -7,16 +7,16 @@ Timestamps below were decoded by hand from the PES headers quoted next to them
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
+from wire import FIXTURES, needs_fixture
 
 from gbgw.rtp.elementary import AccessUnit, StreamType
 from gbgw.rtp.framing import Rfc4571Deframer
 from gbgw.rtp.packet import RtpPacket
 from gbgw.rtp.ps import PsDemuxer
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
+MEDIA = FIXTURES / "media"
 PACKETS = MEDIA / "rtp_packets"
 MPG = MEDIA / "fri_SIPStandardDebug_Audio_G711_PS2.mpg"
 
@@ -30,6 +30,7 @@ def _demux_chunks(data: bytes, chunk: int) -> tuple[list[AccessUnit], PsDemuxer]
     return units, demuxer
 
 
+@needs_fixture(MPG)
 @pytest.mark.parametrize("chunk", [1400, 61])
 def test_official_tool_g711a_file(chunk: int) -> None:
     data = MPG.read_bytes()

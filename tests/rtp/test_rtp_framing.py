@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire import FIXTURES
 
 from gbgw.rtp.framing import Rfc4571Deframer, frame
 from gbgw.rtp.packet import ReceiverReport, RtpError, RtpPacket
 
-SAMPLE = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "media"
-    / "rtp_packets"
-    / "lal_unpack_test_goldenRtpList.rfc4571.bin"
-)
+SAMPLE = FIXTURES / "media" / "rtp_packets" / "lal_unpack_test_goldenRtpList.rfc4571.bin"
 
 
 def _split_by_hand(data: bytes) -> list[bytes]:

@@ -8,12 +8,12 @@ garbage must never raise.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire import FIXTURES
 
 from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from gbgw.sip.errors import SipError, SipParseError
@@ -23,9 +23,8 @@ from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTransport
 from gbgw.sip.uri import split_host_port
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-TORTURE = SHARED / "torture"
-SRS = SHARED / "interop" / "hikvision" / "srs_utest"
+TORTURE = FIXTURES / "torture"
+SRS = FIXTURES / "interop" / "hikvision" / "srs_utest"
 
 # A camera behind NAT: its Via names its private address, the packet comes from the NAT's.
 CAMERA = Peer("UDP", "203.0.113.7", 40123)

@@ -1,4 +1,4 @@
-"""Every SIP message of the real-device material in shared/interop parses with the right method/status.
+"""Every SIP message of the real-device material in tests/fixtures/interop parses with the right method/status.
 
 Three kinds of source:
 - byte-exact: hikvision/srs_utest/*.sip and pcap/*.sip.txt (payloads cut by their ``len=`` marker);
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wire import FIXTURES, needs_fixture
 
 from gbgw.sip.message import Request, Response, parse_message
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-INTEROP = SHARED / "interop"
+INTEROP = FIXTURES / "interop"
 HIKVISION = INTEROP / "hikvision"
 DAHUA = INTEROP / "dahua"
 PCAP = INTEROP / "pcap"
@@ -302,6 +302,7 @@ def test_srs_code_comments() -> None:
 CODEINDEX = HIKVISION / "codeindex-32433344081_feiyangqingyun_hik-IPC_DS-2CD5024EFWD_full-exchange.md"
 
 
+@needs_fixture(CODEINDEX)
 def test_codeindex_full_exchange() -> None:
     """The fullest Hikvision set. Repeated requests the document abbreviated with "…" have no start
     line and are not messages. Three lengths had to be fixed: the RecordInfo answer (the document cut its
@@ -338,6 +339,7 @@ def test_codeindex_full_exchange() -> None:
     assert len(snapshot) == 2
 
 
+@needs_fixture(CODEINDEX)
 def test_codeindex_gb2312_body_stays_bytes() -> None:
     """The preset answer's Chinese name is shown decoded in the document; on the wire it is GB2312, and
     only the GB2312 form matches Content-Length 258. The parser hands those bytes over untouched."""

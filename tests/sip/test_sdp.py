@@ -1,11 +1,11 @@
 """SDP model: real device bodies from interop/, the quirks devices show, offers, and generated round trips."""
 
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from wire import FIXTURES, needs_fixture
 
 from gbgw.sip.sdp import (
     Attribute,
@@ -17,7 +17,7 @@ from gbgw.sip.sdp import (
     SessionDescription,
 )
 
-INTEROP = Path(__file__).resolve().parents[2].parent / "shared" / "interop"
+INTEROP = FIXTURES / "interop"
 
 # An SDP body inside a capture or document: v=0 and the `x=` lines that follow it without a break.
 _BODY = re.compile(rb"^v=0\r?\n(?:[a-z]=[^\n]*\n?)*", re.MULTILINE)
@@ -48,7 +48,7 @@ TEXT_SOURCES = [PCAP, SRS_OLD, CODEINDEX, DAHUA_RAW, DAHUA_STREAM]
 
 def all_interop_bodies() -> list[tuple[str, bytes]]:
     found = [(SRS_INVITE, sip_body(SRS_INVITE)), (SRS_200, sip_body(SRS_200))]
-    for source in TEXT_SOURCES:
+    for source in (s for s in TEXT_SOURCES if (INTEROP / s).exists()):
         found.extend((f"{source}#{i}", body) for i, body in enumerate(bodies(source)))
     return found
 
@@ -62,10 +62,17 @@ def normalized(body: bytes) -> bytes:
     return b"".join(line.encode() + b"\r\n" for line in lines if line)
 
 
+@needs_fixture(INTEROP / CODEINDEX)
 def test_interop_body_count() -> None:
     # 2 srs_utest, 2 pcap, 2 srs deprecated, 9 codeindex, 4 Dahua exchange, 195 NCG offers to Dahua.
     assert [len(bodies(s)) for s in TEXT_SOURCES] == [2, 2, 9, 4, 195]
     assert len(ALL_BODIES) == 214
+
+
+def test_redistributable_interop_body_count() -> None:
+    # The same counts for a clone without the withheld Hikvision document.
+    assert [len(bodies(s)) for s in TEXT_SOURCES if s != CODEINDEX] == [2, 2, 4, 195]
+    assert len([name for name, _ in ALL_BODIES if not name.startswith(CODEINDEX)]) == 205
 
 
 @pytest.mark.parametrize("body", [body for _, body in ALL_BODIES], ids=[name for name, _ in ALL_BODIES])
@@ -148,6 +155,7 @@ def test_srs_old_branch_short_ssrc_and_setup_on_udp() -> None:
     assert answer.media_params_text == ""
 
 
+@needs_fixture(INTEROP / CODEINDEX)
 def test_codeindex_hikvision_live_tcp_offer_and_answer() -> None:
     found = bodies(CODEINDEX)
     offer, offer_media = one_media(found[0])
@@ -164,6 +172,7 @@ def test_codeindex_hikvision_live_tcp_offer_and_answer() -> None:
     assert answer.ssrc == "0000010000"
 
 
+@needs_fixture(INTEROP / CODEINDEX)
 def test_codeindex_hikvision_download() -> None:
     found = bodies(CODEINDEX)
     offer, media = one_media(found[2])
@@ -181,6 +190,7 @@ def test_codeindex_hikvision_download() -> None:
     assert media.filesize == 1367160
 
 
+@needs_fixture(INTEROP / CODEINDEX)
 def test_codeindex_talk_audio_with_f_line() -> None:
     found = bodies(CODEINDEX)
     invite, media = one_media(found[5])

@@ -17,14 +17,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from wire import FIXTURES
 
 from gbgw.sip.errors import SipError
 from gbgw.sip.headers import CSeq, NameAddr
 from gbgw.sip.message import Request, Response, StreamFramer, make_response, parse_message
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RFC4475 = SHARED / "torture" / "rfc4475"
-RFC5118 = SHARED / "torture" / "rfc5118"
+RFC4475 = FIXTURES / "torture" / "rfc4475"
+RFC5118 = FIXTURES / "torture" / "rfc5118"
 
 # Which RFC 4475 file each test asserts, so the completeness test below notices an unasserted file.
 ASSERTED: dict[str, str] = {}
