@@ -183,6 +183,18 @@ def rewrite_header(buf: bytearray | memoryview, seq: int, ssrc: int) -> None:
     _U32.pack_into(buf, 8, ssrc)
 
 
+def payload_offset(buf: Buffer, pos: int, size: int) -> int:
+    """Where the payload of the RTP packet at ``buf[pos:pos + size]`` starts, past its CSRCs and
+    header extension, without copying it; -1 if the extension header lies past the packet's end."""
+    b0 = buf[pos]
+    start = pos + RTP_HEADER_SIZE + 4 * (b0 & 0x0F)
+    if b0 & 0x10:
+        if start + 4 > pos + size:
+            return -1
+        start += 4 + 4 * _U16.unpack_from(buf, start + 2)[0]
+    return start
+
+
 # ---------------------------------------------------------------------------------------------- RTCP
 
 RTCP_SR = 200

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from gbgw.rtp.elementary import AccessUnit, StreamType, is_keyframe
+from gbgw.rtp.packet import Buffer
 
 PACK_START = b"\x00\x00\x01\xba"
 _START = b"\x00\x00\x01"
@@ -32,11 +33,35 @@ VIDEO_STREAM_ID = 0xE0
 AUDIO_STREAM_ID = 0xC0
 
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 MAX_PES_LENGTH = 0xFFFF
+
+_PACK_CODE = 0x100 | _PACK
+_KEYFRAME_CODES = (0x100 | _SYSTEM_HEADER, 0x100 | _STREAM_MAP)
 
 
 def _is_video(stream_id: int) -> bool:
     return 0xE0 <= stream_id <= 0xEF
+
+
+def starts_keyframe(buf: Buffer, start: int = 0, end: int | None = None) -> bool:
+    """Whether the PS bytes at ``buf[start:end]`` open a keyframe: a pack header followed by a system
+    header or a stream map, which GB/T 28181 Annex C puts only in front of I-frames (and `PsMuxer`
+    does the same). Read in place, so the relay can ask it of a packet in its receive buffer; it
+    looks at the PS layer only, so it holds for H.264, H.265 and any other video the map announces.
+    """
+    if end is None:
+        end = len(buf)
+    if start + 18 > end or _U32.unpack_from(buf, start)[0] != _PACK_CODE:
+        return False
+    marker = buf[start + 4]
+    if marker >> 6 == 1:
+        header = 14 + (buf[start + 13] & 0x07)
+    elif marker >> 4 == 2:
+        header = 12  # MPEG-1 pack header
+    else:
+        return False
+    return start + header + 4 <= end and _U32.unpack_from(buf, start + header)[0] in _KEYFRAME_CODES
 
 
 def _read_timestamp(data: bytes, pos: int) -> int:
