@@ -1,4 +1,4 @@
-"""MANSCDP codec: every real body in shared/interop, charsets, hostile input, builders, PTZ codes."""
+"""MANSCDP codec: every real body in tests/fixtures/interop, charsets, hostile input, builders, PTZ codes."""
 
 from __future__ import annotations
 
@@ -13,13 +13,24 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire import FIXTURES, needs_fixture
 
 from gbgw.gb28181 import manscdp as m
 from gbgw.gb28181.ids import GbId
+from gbgw.gb28181.manscdp.fields import (
+    FieldTable,
+    Scope,
+    as_float,
+    as_id,
+    as_int,
+    as_present,
+    as_raw,
+    as_str,
+    read_fields,
+)
 from gbgw.gb28181.manscdp.text import decode_body, read_element, read_tolerant
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-INTEROP = SHARED / "interop"
+INTEROP = FIXTURES / "interop"
 HIK_MD = (
     INTEROP / "hikvision" / "codeindex-32433344081_feiyangqingyun_hik-IPC_DS-2CD5024EFWD_full-exchange.md"
 )
@@ -92,7 +103,7 @@ def bodies_with_lengths_in_capture(raw: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 INTEROP_SOURCES: list[tuple[str, list[bytes]]] = [
-    ("hikvision-md", wire_bodies_of_markdown(HIK_MD)),
+    ("hikvision-md", wire_bodies_of_markdown(HIK_MD) if HIK_MD.exists() else []),
     ("hikvision-srs", bodies_in(SRS_TXT.read_bytes())),
     ("dahua-raw", bodies_in(DAHUA_RAW.read_bytes())),
     ("dahua-dump", [body for _length, body in bodies_of_wireshark_dump(DAHUA_DUMP)]),
@@ -104,11 +115,16 @@ INTEROP_SOURCES: list[tuple[str, list[bytes]]] = [
 ALL_BODIES = [(name, index, body) for name, bodies in INTEROP_SOURCES for index, body in enumerate(bodies)]
 
 
+@needs_fixture(HIK_MD)
+def test_extraction_finds_every_declared_body_of_the_hikvision_document() -> None:
+    counts = dict((name, len(bodies)) for name, bodies in INTEROP_SOURCES)
+    assert counts["hikvision-md"] == HIK_MD.read_bytes().count(b"<?xml") == 22
+
+
 def test_extraction_finds_every_declared_body() -> None:
     # Every body in these sources starts with an XML declaration, so counting declarations in the raw
     # files independently tells how many bodies there are.
     counts = dict((name, len(bodies)) for name, bodies in INTEROP_SOURCES)
-    assert counts["hikvision-md"] == HIK_MD.read_bytes().count(b"<?xml") == 22
     assert counts["hikvision-srs"] == SRS_TXT.read_bytes().count(b"<?xml") == 3
     assert counts["dahua-raw"] == DAHUA_RAW.read_bytes().count(b"<?xml") == 39
     assert counts["dahua-dump"] == DAHUA_DUMP.read_bytes().count(b"<?xml") == 39
@@ -234,6 +250,7 @@ def test_exosip_keepalive() -> None:
     assert keepalive.ok and keepalive.fault_devices == []
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_catalog_with_alarm_input() -> None:
     catalog = m.parse(find_body("hikvision-md", "Response", "Catalog")).typed()
     assert isinstance(catalog, m.CatalogResponse)
@@ -246,6 +263,7 @@ def test_hikvision_catalog_with_alarm_input() -> None:
     assert camera.civil_code == "3402000000"
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_preset_name_is_chinese_gb2312_on_the_wire() -> None:
     body = find_body("hikvision-md", "Response", "PresetQuery")
     # The capture's Content-Length is 258: that is the GB2312 size of this body (UTF-8 would be 261).
@@ -258,6 +276,7 @@ def test_hikvision_preset_name_is_chinese_gb2312_on_the_wire() -> None:
     assert presets.items == [m.PresetItem("1", "预置点 1")]
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_device_info_status_config() -> None:
     info = m.parse(find_body("hikvision-md", "Response", "DeviceInfo")).typed()
     assert isinstance(info, m.DeviceInfoResponse)
@@ -277,6 +296,7 @@ def test_hikvision_device_info_status_config() -> None:
     assert "12345678" not in repr(config)  # the device's SIP password is in BasicParam
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_record_info_split() -> None:
     records = m.parse(find_body("hikvision-md", "Response", "RecordInfo")).typed()
     assert isinstance(records, m.RecordInfoResponse)
@@ -288,6 +308,7 @@ def test_hikvision_record_info_split() -> None:
     assert m.parse_time(records.items[0].start_time) == datetime(2025, 4, 18, 10, 23, 2)
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_alarm_notify() -> None:
     alarm = m.parse(find_body("hikvision-md", "Notify", "Alarm")).typed()
     assert isinstance(alarm, m.AlarmNotify)
@@ -297,6 +318,7 @@ def test_hikvision_alarm_notify() -> None:
     assert alarm.alarm_description is None and alarm.longitude is None
 
 
+@needs_fixture(HIK_MD)
 def test_hikvision_ptz_control_and_codes() -> None:
     control = m.parse(find_body("hikvision-md", "Control", "DeviceControl", b"A50F01029600004D")).typed()
     assert isinstance(control, m.DeviceControl)
@@ -314,6 +336,7 @@ def test_hikvision_ptz_control_and_codes() -> None:
     assert m.PtzCmd.parse("A50F018200020039").kind == "preset"
 
 
+@needs_fixture(HIK_MD)
 def test_single_line_standalone_broadcast_answer_and_gb18030_device() -> None:
     answer = m.parse(find_body("hikvision-md", "Response", "Broadcast")).typed()
     assert isinstance(answer, m.ResultResponse) and answer.ok
@@ -825,6 +848,7 @@ def test_standard_catalog_notify_example() -> None:
     ]
 
 
+@needs_fixture(HIK_MD)
 def test_with_header_relays_under_a_new_sn() -> None:
     original = m.parse(find_body("hikvision-md", "Query", "RecordInfo"))
     relayed = original.with_header(sn=5, device_id="34020000001310000009")
@@ -973,3 +997,143 @@ def test_readers_agree_on_the_reference_catalog() -> None:
     slow, _slow_repairs = read_tolerant(text)
     assert fast_repairs == []
     assert tree_shape(fast) == tree_shape(slow)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The field-table reader every typed message uses
+
+TABLE = FieldTable(
+    ("device_id", "DeviceID", as_id),
+    ("name", "Name", as_str),
+    ("note", "Note", as_raw),
+    ("count", "Count", as_int),
+    ("ratio", "Ratio", as_float),
+    ("boot", "TeleBoot", as_present),
+    # Two spellings of one element: the first one present wins.
+    ("iframe", "IFameCmd", as_present),
+    ("iframe", "IFrameCmd", as_present),
+)
+NOTHING = {
+    "device_id": "",
+    "name": None,
+    "note": None,
+    "count": None,
+    "ratio": None,
+    "boot": False,
+    "iframe": False,
+}
+
+
+def fields_of(
+    xml: str, scope: Scope = Scope.CHILDREN, extra: dict[str, str] | None = None
+) -> dict[str, object]:
+    return read_fields(ET.fromstring(xml), TABLE, scope, extra=extra)
+
+
+def test_field_table_reads_every_attribute_even_when_nothing_is_there() -> None:
+    assert fields_of("<Item/>") == NOTHING
+    assert read_fields(None, TABLE) == NOTHING
+    assert fields_of("<Item><Other>1</Other></Item>") == NOTHING
+
+
+def test_field_table_reads_values_and_strips_them() -> None:
+    found = fields_of(
+        "<Item><DeviceID> 34020000001320000001 </DeviceID><Name> Gate </Name><Note> x </Note>"
+        "<Count> 42 </Count><Ratio>1.5</Ratio><TeleBoot/><IFrameCmd>Send</IFrameCmd></Item>"
+    )
+    assert found == {
+        "device_id": "34020000001320000001",
+        "name": "Gate",
+        "note": "x",
+        "count": 42,
+        "ratio": 1.5,
+        "boot": True,
+        "iframe": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "placeholder", ["", "   ", "null", "NULL", "(null)", "None", "nil", "n/a", "Name", "name"]
+)
+def test_field_table_reads_placeholders_as_none(placeholder: str) -> None:
+    assert fields_of(f"<Item><Name>{placeholder}</Name></Item>")["name"] is None
+
+
+def test_raw_fields_keep_words_that_look_like_placeholders() -> None:
+    # Status "Note" or a password "null" are values; only an empty element is nothing.
+    assert fields_of("<Item><Note>Note</Note></Item>")["note"] == "Note"
+    assert fields_of("<Item><Note>null</Note></Item>")["note"] == "null"
+    assert fields_of("<Item><Note>  </Note></Item>")["note"] is None
+    assert fields_of("<Item><DeviceID/></Item>")["device_id"] == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "ratio"),
+    [
+        ("7", 7, 7.0),
+        ("-3", -3, -3.0),
+        ("+7", 7, 7.0),
+        ("abc", None, None),
+        ("1.5", None, 1.5),
+        ("1e400", None, None),
+        ("nan", None, None),
+        ("inf", None, None),
+        ("9" * 30, None, 1e30),  # too long for an int, a float all the same
+        ("\u0663", None, 3.0),  # an Arabic-Indic digit: int() would take it, a device means nothing by it
+        ("null", None, None),
+        ("1" * 41, None, None),
+    ],
+)
+def test_field_table_reads_bad_numbers_as_none(text: str, count: int | None, ratio: float | None) -> None:
+    found = fields_of(f"<Item><Count>{text}</Count><Ratio>{text}</Ratio></Item>")
+    assert (found["count"], found["ratio"]) == (count, ratio)
+
+
+def test_field_table_first_occurrence_wins_even_when_it_is_a_placeholder() -> None:
+    assert fields_of("<Item><Name>null</Name><Name>Gate</Name></Item>")["name"] is None
+    assert fields_of("<Item><Count>1</Count><Count>2</Count></Item>")["count"] == 1
+    assert fields_of("<Item><IFameCmd/><IFrameCmd/></Item>")["iframe"] is True
+
+
+def test_field_table_scopes() -> None:
+    nested = "<Item><Info><Count>3</Count></Info><Count>4</Count><Wrap><Name>Gate</Name></Wrap></Item>"
+    assert fields_of(nested)["count"] == 4
+    assert fields_of(nested)["name"] is None
+    assert fields_of(nested, Scope.SUBTREE)["count"] == 3
+    assert fields_of(nested, Scope.SUBTREE)["name"] == "Gate"
+    # LEAVES skips an element that has children of its own; SUBTREE takes it (and finds no number in it).
+    parent = "<Item><Count><Sub>1</Sub></Count><Info><Count>5</Count></Info></Item>"
+    assert fields_of(parent, Scope.LEAVES)["count"] == 5
+    assert fields_of(parent, Scope.SUBTREE)["count"] is None
+
+
+def test_field_table_keeps_elements_it_does_not_name() -> None:
+    extra: dict[str, str] = {}
+    fields_of(
+        "<Item><StreamNum> 2 </StreamNum><StreamNum>3</StreamNum><Blank> </Blank><Name>Gate</Name>"
+        "<Info><Vendor>x</Vendor></Info></Item>",
+        Scope.SUBTREE,
+        extra,
+    )
+    assert extra == {"StreamNum": "2", "Vendor": "x"}
+
+
+def test_typed_messages_read_their_tables_tolerantly() -> None:
+    doc = m.parse(
+        b"<Response><CmdType>DeviceInfo</CmdType><SN>1</SN><DeviceID>34020000001320000001</DeviceID>"
+        b"<Result>OK</Result><DeviceName>null</DeviceName><Manufacturer>Manufacturer</Manufacturer>"
+        b"<Channel>many</Channel></Response>"
+    )
+    info = doc.typed()
+    assert isinstance(info, m.DeviceInfoResponse)
+    assert (info.ok, info.device_name, info.manufacturer, info.model, info.channel) == (
+        True,
+        None,
+        None,
+        None,
+        None,
+    )
+    zoom = ET.fromstring(
+        "<DragZoomIn><Length>1</Length><Width>2</Width><MidPointX>x</MidPointX></DragZoomIn>"
+    )
+    assert m.DragZoom.from_element(zoom) is None
