@@ -9,6 +9,13 @@ server transaction for 32 s: over a million of them. A completed one is therefor
 ``(response bytes, remote)`` tuple in a dict, and its expiry in a FIFO deque (Timer J is the same for every
 UDP transaction, so expiries arrive in order and need no heap). Only transactions that still wait for
 something (the TU's answer, a retransmission deadline, an ACK) are objects.
+
+Two more bounds keep a flood from growing the tables. A TU may answer a non-INVITE request *statelessly*
+(RFC 3261 §8.2.7, §16.11): nothing is kept, and a retransmission reaches the TU again, which suits a 401
+challenge whose nonce is an HMAC and needs no memory either. And ``max_transactions`` caps the server
+tables: over it, a new request is answered 503 with Retry-After and no state at all. An expiry entry is
+only queued for a request the TU did not answer before the adapter took the output, so a
+request answered at once (statelessly, or over TCP) leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -97,6 +104,7 @@ class ServerTransaction:
         "_deadline_h",
         "_interval",
         "_layer",
+        "_queued",
         "key",
         "last_response",
         "reliable",
@@ -119,22 +127,30 @@ class ServerTransaction:
         self._deadline_g = 0.0
         # The one live timeout (the TU's answer deadline, then Timer H or L): older heap entries are stale.
         self._deadline_h = 0.0
+        self._queued = False
 
     @property
     def is_invite(self) -> bool:
         return self.request.method == "INVITE"
 
-    def respond(self, response: Response, now: float) -> None:
-        """Send ``response`` and move the state machine on; the layer keeps it for retransmissions."""
-        self._layer._respond(self, response, now)
+    def respond(self, response: Response, now: float, *, stateless: bool = False) -> None:
+        """Send ``response`` and move the state machine on; the layer keeps it for retransmissions.
 
-    def reply(self, status: int, reason: str | None = None, *, now: float, **kwargs: Any) -> Response:
+        ``stateless``: keep nothing after a final response, so a retransmission is a new request for the
+        TU. Only for answers the TU can give again at no cost (a challenge, a refusal); an INVITE is always
+        answered statefully, since its final response waits for an ACK.
+        """
+        self._layer._respond(self, response, now, stateless)
+
+    def reply(
+        self, status: int, reason: str | None = None, *, now: float, stateless: bool = False, **kwargs: Any
+    ) -> Response:
         """Build a response to this request (a To tag is added) and send it.
 
         ``now`` is required: a final answer to an INVITE starts Timers G and H from it.
         """
         response = make_response(self.request, status, reason, to_tag=self._layer.local_tag, **kwargs)
-        self._layer._respond(self, response, now)
+        self._layer._respond(self, response, now, stateless)
         return response
 
     def __repr__(self) -> str:
@@ -232,11 +248,24 @@ _TIMER_END = 2  # D, I, K: absorb stragglers then forget
 
 
 class TransactionLayer:
-    """All transactions of one SIP endpoint."""
+    """All transactions of one SIP endpoint.
 
-    def __init__(self, timers: Timers | None = None, local_tag: str = "") -> None:
+    ``max_transactions`` (0: no cap) bounds the server transactions kept, answered or not; a new request
+    over it gets a stateless 503 with ``Retry-After: retry_after`` and is counted in ``overloaded``.
+    """
+
+    def __init__(
+        self,
+        timers: Timers | None = None,
+        local_tag: str = "",
+        *,
+        max_transactions: int = 0,
+        retry_after: int = 10,
+    ) -> None:
         self.timers = timers or Timers()
         self.local_tag = local_tag or None
+        self.max_transactions = max_transactions
+        self.retry_after = retry_after
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         # Completed non-INVITE server transactions: key -> (final response bytes, remote).
         self._completed: dict[tuple[Any, ...], tuple[bytes, Remote]] = {}
@@ -244,6 +273,9 @@ class TransactionLayer:
         # no retransmission can follow and the completed entry (or an unanswered transaction) can go.
         # The interval is the same for all, so the deque stays sorted and needs no heap.
         self._expiry: deque[tuple[float, tuple[Any, ...]]] = deque()
+        # New non-INVITE transactions whose expiry entry is not queued yet: most are answered before the
+        # adapter next takes the output and then need none (stateless, TCP) or one from the answer.
+        self._fresh: list[ServerTransaction] = []
         # 2xx-answered INVITEs by (Call-ID, CSeq number), to stop retransmitting when the ACK comes.
         self._accepted: dict[tuple[str | None, int], ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
@@ -253,11 +285,14 @@ class TransactionLayer:
         self._events: deque[Event] = deque()
         self.absorbed = 0
         self.timeouts = 0
+        self.overloaded = 0
 
     # -- adapter interface ---------------------------------------------------------------------------
 
     def take_output(self) -> list[tuple[bytes, Remote]]:
         """Bytes to send and where, in order; the list is handed over, not copied."""
+        if self._fresh:
+            self._queue_unanswered()
         out = self._output
         if out:
             self._output = []
@@ -268,6 +303,8 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         # Called after every datagram by the adapter, so no temporary list.
+        if self._fresh:
+            self._queue_unanswered()
         heap, expiry = self._heap, self._expiry
         if heap:
             return min(heap[0][0], expiry[0][0]) if expiry else heap[0][0]
@@ -319,6 +356,12 @@ class TransactionLayer:
                 self._server.pop(accepted.key, None)
             self._events.append(AckReceived(request, remote))
             return None
+        if self.max_transactions and len(self._server) + len(self._completed) >= self.max_transactions:
+            self.overloaded += 1
+            busy = make_response(request, 503, to_tag=self.local_tag,
+                                 headers=[("Retry-After", str(self.retry_after))])
+            self._output.append((busy.serialize(), remote))
+            return None
         txn = ServerTransaction(self, key, request, remote, reliable)
         self._server[key] = txn
         if request.method == "INVITE":
@@ -330,7 +373,8 @@ class TransactionLayer:
             txn._deadline_h = now + self.timers.b
             self._schedule(txn._deadline_h, _TIMER_TIMEOUT, txn)
         else:
-            self._expiry.append((now + self.timers.b, key))
+            txn._deadline_h = now + self.timers.b
+            self._fresh.append(txn)
         return txn
 
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
@@ -338,7 +382,23 @@ class TransactionLayer:
         key = transaction_key(cancel)
         return self._server.get((*key[:-1], "INVITE"))
 
-    def _respond(self, txn: ServerTransaction, response: Response, now: float) -> None:
+    def _queue_unanswered(self) -> None:
+        """Queue the expiry of new transactions still waiting for their TU (it answers from a task)."""
+        for txn in self._fresh:
+            if txn.state is State.TRYING or txn.state is State.PROCEEDING:
+                self._queue_expiry(txn, txn._deadline_h)
+        self._fresh.clear()
+
+    def _queue_expiry(self, txn: ServerTransaction, when: float) -> None:
+        expiry = self._expiry
+        # Entries queued late (by one flush) may precede a later one by a moment: keep the FIFO sorted,
+        # at the cost of that moment more.
+        if expiry and expiry[-1][0] > when:
+            when = expiry[-1][0]
+        expiry.append((when, txn.key))
+        txn._queued = True
+
+    def _respond(self, txn: ServerTransaction, response: Response, now: float, stateless: bool = False) -> None:
         if txn.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED, State.ACCEPTED):
             raise SipError(f"Transaction already answered: {txn!r}")
         data = response.serialize()
@@ -353,9 +413,11 @@ class TransactionLayer:
         if not txn.is_invite:
             del self._server[txn.key]
             txn.state = State.TERMINATED
-            if not txn.reliable:
+            if not txn.reliable and not stateless:
                 # The tuple just queued for sending is the one kept: one allocation less per request.
                 self._completed[txn.key] = sent
+                if not txn._queued:
+                    self._queue_expiry(txn, now + t.b)
             return
         txn.last_response = data
         if status < 300:
@@ -479,14 +541,18 @@ class TransactionLayer:
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``; cancelled timers are skipped by checking the state."""
+        if self._fresh:
+            self._queue_unanswered()
         expiry = self._expiry
         completed = self._completed
         server = self._server
         while expiry and expiry[0][0] <= now:
             key = expiry.popleft()[1]
             if completed.pop(key, None) is None:
-                stuck = server.pop(key, None)
-                if stuck is not None:
+                stuck = server.get(key)
+                # A request answered statelessly may be back under the same key as a newer transaction.
+                if stuck is not None and stuck._deadline_h <= now:
+                    del server[key]
                     stuck.state = State.TERMINATED
                     self.timeouts += 1
         heap = self._heap

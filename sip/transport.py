@@ -1,8 +1,14 @@
-"""asyncio adapters around :class:`~sip.endpoint.SipEndpoint`: UDP and TCP on one address.
+"""asyncio adapters around :class:`~sip.endpoint.SipEndpoint`: UDP and TCP on one address, TLS beside it.
 
 Like aioquic's protocol module, this file only moves bytes: each datagram or stream frame is fed to the
 endpoint, whatever the endpoint wants sent is sent, events resolve the futures of client requests, and a
 single timer handle is re-armed for the layer's next deadline.
+
+Streams (TCP and TLS alike) are bounded three ways: per source address, in total (so that a few
+addresses cannot take every file descriptor the API and the media need, see :func:`connection_budget`),
+and in time (a connection that has not sent one whole message within ``first_message_timeout``,
+TLS handshake included, is closed). A refused or timed-out connection is closed and counted, never an
+exception, and logged at most once per reason every few seconds: a flood must not flood the log too.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import resource
 import socket
+import ssl
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -47,11 +55,38 @@ class SipTimeout(SipError):
         super().__init__(reason, status=408)
 
 
+FD_RESERVE_SHARE = 4
+"""One file descriptor in this many (at least FD_RESERVE_MIN) is left to everything but SIP streams."""
+FD_RESERVE_MIN = 256
+
+
+def connection_budget(configured: int = 0, soft_limit: int | None = None) -> int:
+    """How many SIP stream connections one process may hold: ``configured``, within the open-file limit.
+
+    Every connection is a file descriptor, and so are the API's connections, the media sockets (two per
+    UDP stream, one per TCP stream and relay output), the database and the log files. Once RLIMIT_NOFILE
+    is reached, accept() fails everywhere at once: the API drops connections unanswered and no device can
+    connect. So SIP streams get at most the soft limit less a reserve of a quarter of it (at least 256):
+    768 of the usual 1,024, 49,152 of 65,536. ``configured`` (0: no wish of its own) can only lower that.
+    """
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft_limit == resource.RLIM_INFINITY:
+            soft_limit = 1 << 20
+    budget = max(soft_limit - max(FD_RESERVE_MIN, soft_limit // FD_RESERVE_SHARE), 16)
+    return min(configured, budget) if configured > 0 else budget
+
+
 @dataclass(slots=True)
 class TransportLimits:
     """Guards for what a hostile or broken peer can make us hold."""
 
     max_connections_per_ip: int = 64
+    max_connections: int = 0
+    """Stream connections (TCP and TLS, in and out) at most; 0 and any larger value are held to
+    :func:`connection_budget` of the open-file limit."""
+    first_message_timeout: float = 10.0
+    """Seconds an accepted connection has to complete its TLS handshake and first SIP message."""
     idle_timeout: float = 300.0
     max_buffered: int = 1 << 20
     socket_buffer: int = 8 << 20
@@ -103,8 +138,16 @@ class _Pending:
         self.on_provisional = on_provisional
 
 
+DROP_LOG_INTERVAL = 10.0
+"""Seconds between two warnings for the same kind of dropped connection (the count in between is logged)."""
+
+
 class SipTransport:
-    """Serves one :class:`SipEndpoint` over UDP and TCP on the same host and port."""
+    """Serves one :class:`SipEndpoint` over UDP and TCP on the same host and port, and TLS on another.
+
+    ``tls_client`` is the context to dial peers whose :class:`Peer` transport is ``TLS`` with
+    (:func:`sip.tls.client_context`); without it such a request fails at once with 503.
+    """
 
     def __init__(
         self,
@@ -116,6 +159,7 @@ class SipTransport:
         accept_source: Callable[[str], bool] | None = None,
         on_connection_lost: Callable[[str, int], None] | None = None,
         interface: str | None = None,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.on_request = on_request
@@ -128,13 +172,24 @@ class SipTransport:
         """Network interface the sockets are bound to (SO_BINDTODEVICE): on a host between two networks,
         Linux would otherwise hand this address a packet that came in on the other network's interface."""
         self.rate = SourceRate(self.limits.rate_per_source) if self.limits.rate_per_source else None
+        self.tls_client = tls_client
+        self.max_connections = connection_budget(self.limits.max_connections)
         self.refused_sources = 0
+        self.over_limit_connections = 0
+        """Connections closed at once because ``max_connections`` were open."""
+        self.first_message_timeouts = 0
+        """Accepted connections closed for not completing a first message in time."""
+        self.tls_failures = 0
+        """TLS handshakes that failed (plain SIP or garbage on the TLS port, bad certificates)."""
         self.host = ""
         self.port = 0
+        self.tls_host = ""
+        self.tls_port = 0
         self._loop = asyncio.get_event_loop()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
-        self._conns: dict[int, _TcpConnection] = {}
+        self._tls_server: asyncio.base_events.Server | None = None
+        self._conns: dict[int, _StreamConnection] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
         self._per_ip: defaultdict[str, int] = defaultdict(int)
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
@@ -146,6 +201,8 @@ class SipTransport:
         self.stray_responses = 0
         self._receiving = False
         self.refused_connections = 0
+        self._warned_at: dict[str, float] = {}
+        self._unlogged: defaultdict[str, int] = defaultdict(int)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -161,7 +218,8 @@ class SipTransport:
             chosen = udp.get_extra_info("sockname")[1]
             try:
                 self._tcp_server = await self._loop.create_server(
-                    lambda: _TcpConnection(self), sock=self._bound_socket(family, socket.SOCK_STREAM, host, chosen)
+                    lambda: _StreamConnection(self, "TCP", inbound=True),
+                    sock=self._bound_socket(family, socket.SOCK_STREAM, host, chosen),
                 )
             except OSError:
                 udp.close()
@@ -180,6 +238,22 @@ class SipTransport:
         self.host, self.port = host, chosen
         self._idle_task = self._loop.create_task(self._close_idle())
         return self.host, self.port
+
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> tuple[str, int]:
+        """Listen for SIP over TLS (RFC 3261 §26.2) with ``context`` (:func:`sip.tls.server_context`).
+
+        Framing, size limits, source rates and connection limits are those of TCP; the handshake runs
+        inside the first-message deadline, and one that fails (plain SIP sent here, say) only closes its
+        connection and counts in ``tls_failures``. Call after :meth:`start`.
+        """
+        self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._tls_server = await self._loop.create_server(
+            lambda: _StreamConnection(self, "TLS", inbound=True, upgrade=context),
+            sock=self._bound_socket(family, socket.SOCK_STREAM, host, port),
+        )
+        self.tls_host, self.tls_port = host, self._tls_server.sockets[0].getsockname()[1]
+        return self.tls_host, self.tls_port
 
     def _bound_socket(self, family: socket.AddressFamily, kind: socket.SocketKind, host: str, port: int) -> socket.socket:
         """A non-blocking socket bound to ``host:port`` (and to ``interface`` before that, when set)."""
@@ -209,9 +283,10 @@ class SipTransport:
             self._timer = None
         for conn in list(self._conns.values()):
             conn.close()
-        if self._tcp_server is not None:
-            self._tcp_server.close()
-            await self._tcp_server.wait_closed()
+        for server in (self._tcp_server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         if self._udp is not None:
             self._udp.close()
         for task in list(self._tasks):
@@ -222,8 +297,9 @@ class SipTransport:
     def now(self) -> float:
         return self._loop.time()
 
-    def respond(self, txn: ServerTransaction, response: Response) -> None:
-        txn.respond(response, self._loop.time())
+    def respond(self, txn: ServerTransaction, response: Response, *, stateless: bool = False) -> None:
+        """Send ``response``; ``stateless`` keeps nothing after it (see :meth:`reply_stateless`)."""
+        txn.respond(response, self._loop.time(), stateless=stateless)
         if not self._receiving:
             # Answered later (from a task): nothing else will send it. Inside _receive, its flush does.
             self._flush()
@@ -236,15 +312,35 @@ class SipTransport:
         *,
         headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
         body: bytes = b"",
+        stateless: bool = False,
     ) -> Response:
         response = make_response(txn.request, status, reason, to_tag=self.endpoint.local_tag,
                                  headers=headers, body=body)
-        self.respond(txn, response)
+        self.respond(txn, response, stateless=stateless)
         return response
 
+    def reply_stateless(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+    ) -> Response:
+        """Answer a non-INVITE request and forget it (RFC 3261 §8.2.7): a retransmission comes to the TU
+        again and must be answered again, so only for answers that cost nothing to repeat — a 401 whose
+        nonce is a stateless HMAC, a 403 — which a flood of unauthenticated requests would otherwise
+        make us keep for 64*T1 each. An INVITE is still answered statefully."""
+        return self.reply(txn, status, reason, headers=headers, body=body, stateless=True)
+
     def via(self, transport: str = "UDP") -> str:
-        """A Via value for a request we originate from this address."""
-        return f"SIP/2.0/{transport} {format_host_port(self.host, self.port)};rport;branch={new_branch()}"
+        """A Via value for a request we originate from this address (the TLS one for ``TLS``)."""
+        if transport == "TLS" and self.tls_port:
+            sent_by = format_host_port(self.tls_host, self.tls_port)
+        else:
+            sent_by = format_host_port(self.host, self.port)
+        return f"SIP/2.0/{transport} {sent_by};rport;branch={new_branch()}"
 
     def send_request(
         self,
@@ -275,9 +371,10 @@ class SipTransport:
         self._flush()
 
     def connection_peer(self, host: str, port: int) -> Peer | None:
-        """The TCP connection a peer opened to us, if it is still up."""
-        conn = self._by_addr.get((host, port))
-        return None if conn is None else Peer("TCP", host, port, conn)
+        """The TCP or TLS connection a peer opened to us, if it is still up."""
+        conn_id = self._by_addr.get((host, port))
+        conn = self._conns.get(conn_id) if conn_id is not None else None
+        return None if conn is None else Peer(conn.name, host, port, conn.conn_id)
 
     @property
     def connection_count(self) -> int:
@@ -363,7 +460,7 @@ class SipTransport:
         if future.cancelled():
             self.endpoint.transactions.forget(txn)
 
-    # -- TCP -----------------------------------------------------------------------------------------
+    # -- streams (TCP, TLS) --------------------------------------------------------------------------
 
     def _send_stream(self, data: bytes, peer: Peer) -> None:
         conn = self._conns.get(peer.conn) if peer.conn else None
@@ -379,56 +476,83 @@ class SipTransport:
             queued.append(data)
             return
         self._connecting[key] = [data]
-        task = self._loop.create_task(self._connect(key))
+        self._spawn(self._connect(key, peer.transport))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, key: tuple[str, int]) -> None:
+    async def _connect(self, key: tuple[str, int], transport: str) -> None:
+        tls = transport == "TLS"
+        context = self.tls_client if tls else None
+        if tls and context is None:
+            self._connect_failed(key, "no TLS client context configured")
+            return
+        name = "TLS" if tls else "TCP"
+        tls_args: dict[str, Any] = {"ssl": context, "server_hostname": key[0]} if context is not None else {}
         try:
             # From our own address: on a host with one interface per network, packets must leave from
             # the side this transport serves, whatever the routing table would pick.
             if self.interface is None:
                 _, conn = await self._loop.create_connection(
-                    lambda: _TcpConnection(self), key[0], key[1], local_addr=(self.host, 0) if self.host else None
+                    lambda: _StreamConnection(self, name), key[0], key[1],
+                    local_addr=(self.host, 0) if self.host else None, **tls_args,
                 )
             else:
                 sock = self._bound_socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET,
                                           socket.SOCK_STREAM, self.host, 0)
                 try:
                     await self._loop.sock_connect(sock, key)
-                    _, conn = await self._loop.create_connection(lambda: _TcpConnection(self), sock=sock)
+                    _, conn = await self._loop.create_connection(lambda: _StreamConnection(self, name), sock=sock,
+                                                                 **tls_args)
                 except BaseException:
                     sock.close()
                     raise
         except OSError as exc:
-            log.warning("tcp connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
-            self._connecting.pop(key, None)
-            failed = self.endpoint.transactions.transport_failed(
-                lambda remote: remote.transport != "UDP" and (remote.host, remote.port) == key
-            )
-            for txn in failed:
-                pending = txn.user_data
-                if isinstance(pending, _Pending) and not pending.future.done():
-                    pending.future.set_exception(SipError(f"TCP connection failed: {exc.strerror or exc}", 503))
+            # ssl.SSLError (a failed handshake or certificate check) is an OSError too.
+            if isinstance(exc, ssl.SSLError):
+                self.tls_failures += 1
+            log.warning(f"{name.lower()} connect failed", peer=f"{key[0]}:{key[1]}", error=str(exc))
+            self._connect_failed(key, f"{name} connection failed: {exc.strerror or exc}")
+            return
+        if not conn.conn_id:
+            # Refused by our own limits (_register logged why).
+            self._connect_failed(key, f"{name} connection refused: too many connections")
             return
         # _register flushed the queue if the peer's address reads as we dialled it; a host name or another
         # spelling of an IPv6 address does not, so flush here and remember that name for this connection.
         for data in self._connecting.pop(key, []):
             conn.write(data)
-        if conn.conn_id and key not in self._by_addr:
+        if key not in self._by_addr:
             self._by_addr[key] = conn.conn_id
             conn.dialled = key
 
-    def _register(self, conn: _TcpConnection) -> bool:
+    def _connect_failed(self, key: tuple[str, int], reason: str) -> None:
+        self._connecting.pop(key, None)
+        failed = self.endpoint.transactions.transport_failed(
+            lambda remote: remote.transport != "UDP" and (remote.host, remote.port) == key
+        )
+        for txn in failed:
+            pending = txn.user_data
+            if isinstance(pending, _Pending) and not pending.future.done():
+                pending.future.set_exception(SipError(reason, 503))
+
+    def _register(self, conn: _StreamConnection) -> bool:
         host = conn.peer_host
         if self.accept_source is not None and not self.accept_source(host):
             self.refused_sources += 1
             log.info("connection from a source not served here refused", source=host, local=self.port)
             return False
+        if len(self._conns) >= self.max_connections:
+            self.over_limit_connections += 1
+            self._warn_dropped("connection limit", "too many connections; closing a new one", source=host,
+                               limit=self.max_connections, transport=conn.name)
+            return False
         if self._per_ip[host] >= self.limits.max_connections_per_ip:
             self.refused_connections += 1
-            log.warning("too many connections from one address", source=host,
-                        limit=self.limits.max_connections_per_ip)
+            self._warn_dropped("per-address limit", "too many connections from one address", source=host,
+                               limit=self.limits.max_connections_per_ip, transport=conn.name)
             return False
         self._per_ip[host] += 1
         conn.conn_id = self._next_conn
@@ -440,7 +564,7 @@ class SipTransport:
             conn.write(data)
         return True
 
-    def _unregister(self, conn: _TcpConnection) -> None:
+    def _unregister(self, conn: _StreamConnection) -> None:
         if self._conns.pop(conn.conn_id, None) is None:
             return
         for key in ((conn.peer_host, conn.peer_port), conn.dialled):
@@ -452,13 +576,23 @@ class SipTransport:
         if self.on_connection_lost is not None:
             self.on_connection_lost(conn.peer_host, conn.peer_port)
 
+    def _warn_dropped(self, kind: str, event: str, **fields: Any) -> None:
+        """Log a dropped connection, once per ``kind`` every DROP_LOG_INTERVAL with the count between."""
+        now = self._loop.time()
+        last = self._warned_at.get(kind)
+        if last is not None and now - last < DROP_LOG_INTERVAL:
+            self._unlogged[kind] += 1
+            return
+        self._warned_at[kind] = now
+        log.warning(event, dropped_since_last=self._unlogged.pop(kind, 0), **fields)
+
     async def _close_idle(self) -> None:
         period = max(self.limits.idle_timeout / 4, 0.05)
         while True:
             await asyncio.sleep(period)
             cutoff = self._loop.time() - self.limits.idle_timeout
             for conn in [c for c in self._conns.values() if c.last_activity < cutoff]:
-                log.info("closing idle tcp connection", peer=f"{conn.peer_host}:{conn.peer_port}")
+                log.info("closing idle connection", peer=f"{conn.peer_host}:{conn.peer_port}", transport=conn.name)
                 conn.close()
 
 
@@ -484,11 +618,22 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp error", error=str(exc))
 
 
-class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport) -> None:
+class _StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection. An accepted TLS one starts as TCP and is upgraded in place, so that it
+    is counted (and its deadline runs) from accept, not only once its handshake is through."""
+
+    def __init__(
+        self, owner: SipTransport, name: str, *, inbound: bool = False, upgrade: ssl.SSLContext | None = None
+    ) -> None:
         self._owner = owner
+        self.name = name
+        self._inbound = inbound
+        self._upgrade = upgrade
         self._framer = StreamFramer(owner.endpoint.config.max_message_size)
         self._transport: asyncio.Transport | None = None
+        self._ready = upgrade is None
+        self._held: list[bytes] = []
+        self._deadline: asyncio.TimerHandle | None = None
         self.conn_id = 0
         self.peer_host = ""
         self.peer_port = 0
@@ -500,9 +645,56 @@ class _TcpConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer_host, self.peer_port = peer[0], peer[1]
-        self.last_activity = self._owner.now()
-        if not self._owner._register(self):
+        owner = self._owner
+        self.last_activity = owner.now()
+        if not owner._register(self):
             self._transport.abort()
+            return
+        if self._inbound:
+            self._deadline = owner._loop.call_later(owner.limits.first_message_timeout, self._first_message_overdue)
+        if self._upgrade is not None:
+            self._transport.pause_reading()
+            owner._spawn(self._handshake(self._upgrade))
+
+    async def _handshake(self, context: ssl.SSLContext) -> None:
+        owner = self._owner
+        raw = self._transport
+        assert raw is not None
+        try:
+            secure = await owner._loop.start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=owner.limits.first_message_timeout
+            )
+        except (OSError, EOFError) as exc:
+            if self.conn_id not in owner._conns:
+                return  # the first-message deadline closed it and counted it
+            # Plain SIP or any other bytes on the TLS port, a scanner, a client refusing our certificate.
+            owner.tls_failures += 1
+            owner._warn_dropped("tls handshake", "tls handshake failed; closing", peer=self._peer_text(),
+                                error=str(exc) or type(exc).__name__)
+            raw.abort()
+            self.close()
+            return
+        if secure is None or self.conn_id not in owner._conns:
+            # Closed meanwhile (the first-message deadline, close()).
+            if secure is not None:
+                secure.abort()
+            return
+        self._transport = cast(asyncio.Transport, secure)
+        self._ready = True
+        held, self._held = self._held, []
+        for data in held:
+            self.write(data)
+
+    def _first_message_overdue(self) -> None:
+        self._deadline = None
+        owner = self._owner
+        owner.first_message_timeouts += 1
+        owner._warn_dropped("first message", "no complete first message in time; closing",
+                            peer=self._peer_text(), transport=self.name,
+                            timeout=owner.limits.first_message_timeout)
+        if self._transport is not None:
+            self._transport.abort()
+        self.close()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._owner.now()
@@ -512,33 +704,51 @@ class _TcpConnection(asyncio.Protocol):
             frames = framer.feed(data)
         except SipParseError as exc:
             # The stream is out of step: no later byte can be trusted, so the connection goes.
-            log.warning("closing tcp connection", peer=f"{self.peer_host}:{self.peer_port}", reason=exc.reason)
+            log.warning("closing stream connection", peer=self._peer_text(), transport=self.name, reason=exc.reason)
             self.close()
             return
         if framer.pings != pings:
             # RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF (the pong keeps NAT bindings up).
             self.write(b"\r\n")
-        peer = Peer("TCP", self.peer_host, self.peer_port, self.conn_id)
+        if not frames:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        peer = Peer(self.name, self.peer_host, self.peer_port, self.conn_id)
         for frame in frames:
             try:
                 self._owner._receive(frame, peer)
             except Exception:
-                log.exception("tcp message handling failed")
+                log.exception("stream message handling failed", transport=self.name)
 
     def write(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        if not self._ready:
+            # A request to this peer before its handshake is through waits for it.
+            self._held.append(data)
+            return
         if transport.get_write_buffer_size() > self._owner.limits.max_buffered:
-            log.warning("peer does not read; closing", peer=f"{self.peer_host}:{self.peer_port}")
+            log.warning("peer does not read; closing", peer=self._peer_text(), transport=self.name)
             self.close()
             return
         transport.write(data)
 
     def close(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._transport is not None:
             self._transport.close()
         self._owner._unregister(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self._owner._unregister(self)
+
+    def _peer_text(self) -> str:
+        return f"{self.peer_host}:{self.peer_port}"
