@@ -2,8 +2,17 @@
 
 Every call runs in one dedicated worker thread: the sqlite3 connection stays in the thread that
 created it, calls are serialised without locks, and the event loop never waits on disk.
-WAL with synchronous=NORMAL: a committed transaction survives the process being killed (kill -9,
-OOM); only a power loss or OS crash can lose the last transactions before a checkpoint.
+
+Durability: WAL with synchronous=NORMAL by default. The gateway promises that what it acknowledged
+to a device survives the gateway process being killed (kill -9, OOM, a crash): in WAL mode a
+COMMIT appends the transaction to the -wal file with write(), the bytes are in the OS page cache
+the moment it returns, and the next process to open the database replays them, whatever happened
+to the writer. Only the OS going down (power loss, kernel panic) can lose the last transactions
+before a checkpoint; the database is never corrupted by it. synchronous=FULL (`Synchronous.FULL`)
+also survives that, at the price of one fsync per transaction: with group commit that is one
+fsync per commit window rather than per registration, affordable on a local SSD, but a slow or
+networked disk would then set the acknowledgement latency, and devices re-register by themselves
+after an unlikely power loss anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from enum import StrEnum
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -136,11 +146,21 @@ def _transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlit
     db.execute("COMMIT")
 
 
+class Synchronous(StrEnum):
+    """SQLite's synchronous setting in WAL mode (see the module docstring for the choice)."""
+
+    NORMAL = "NORMAL"
+    """A commit survives the process being killed; the OS crashing may lose the last ones."""
+    FULL = "FULL"
+    """A commit also survives power loss: one fsync per transaction."""
+
+
 class SqliteStorage(Storage):
     """`Storage` in one SQLite file; the schema is created or migrated by `open()`."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], synchronous: Synchronous = Synchronous.NORMAL) -> None:
         self._path = os.fspath(path)
+        self._synchronous = Synchronous(synchronous)
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         """Only ever touched from the worker thread."""
@@ -180,7 +200,7 @@ class SqliteStorage(Storage):
         db = sqlite3.connect(self._path, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous.value}")
             db.execute("PRAGMA busy_timeout=5000")
             self._migrate(db)
         except BaseException:

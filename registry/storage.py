@@ -71,6 +71,11 @@ class Storage(Protocol):
     inherit the single-purpose writers (`save_devices`, ...) built on `write`.
     """
 
+    durable: bool = True
+    """Whether a completed `write` survives the process being killed. The registry's `committed()`
+    waits for writes only where this is true: waiting on a backend that forgets everything at exit
+    would delay answers for no promise kept."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -151,6 +156,8 @@ class Storage(Protocol):
 
 class MemoryStorage(Storage):
     """Keeps everything in dicts; for tests and for running without persistence."""
+
+    durable = False
 
     def __init__(self) -> None:
         self._devices: dict[str, Device] = {}

@@ -1,4 +1,4 @@
-"""DeviceRegistry: registration, keepalive liveness, expiry, channels and write-behind, with fake time."""
+"""DeviceRegistry: registration, keepalive liveness, expiry, channels and group commit, with fake time."""
 
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ def test_same_channel_id_on_two_devices() -> None:
     assert registry.channel(shared).device_id == NVR  # type: ignore[union-attr]
 
 
-# -- write-behind ------------------------------------------------------------------------------
+# -- group commit ------------------------------------------------------------------------------
 
 async def test_flush_writes_dirty_records_in_one_batch() -> None:
     registry, storage, _ = make_registry()
@@ -395,9 +395,9 @@ async def test_keepalive_persistence_is_coalesced() -> None:
     assert writes >= 7200.0 / window - 1
 
 
-async def test_run_flusher_flushes_periodically_and_on_shutdown() -> None:
+async def test_run_committer_commits_changes_and_on_shutdown() -> None:
     registry, storage, _ = make_registry()
-    task = asyncio.create_task(registry.run_flusher(interval=0.01))
+    task = asyncio.create_task(registry.run_committer(window=0.01))
     register(registry, DEV, now=0.0)
     for _ in range(100):
         await asyncio.sleep(0.01)
@@ -411,10 +411,10 @@ async def test_run_flusher_flushes_periodically_and_on_shutdown() -> None:
     assert {d.id for d in await storage.load_devices()} == {DEV, NVR}
 
 
-async def test_run_flusher_survives_a_failing_storage() -> None:
+async def test_run_committer_survives_a_failing_storage() -> None:
     registry, storage, _ = make_registry()
     storage.fail = True
-    task = asyncio.create_task(registry.run_flusher(interval=0.005))
+    task = asyncio.create_task(registry.run_committer(window=0.005, retry_after=0.005))
     register(registry, DEV, now=0.0)
     await asyncio.sleep(0.05)
     assert not task.done()
