@@ -7,6 +7,7 @@ embedded defaults run a working gateway on loopback with SQLite in the working d
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from gbgw.sip.tls import TlsFileError, server_context
 
 T = TypeVar("T")
 
@@ -32,7 +35,7 @@ class ConfigError(ValueError):
         self.expected = expected
         if value is _MISSING:
             shown = "missing"
-        elif key.rsplit(".", 1)[-1] == "password":
+        elif key.rsplit(".", 1)[-1] in _SECRET_KEYS:
             # The message reaches consoles and logs (a refused SIGHUP reload): a mistyped secret stays out.
             shown = "the value given"
         else:
@@ -41,6 +44,8 @@ class ConfigError(ValueError):
 
 
 _MISSING: Any = object()
+_SECRET_KEYS = frozenset({"password", "token"})
+"""Keys whose values never appear in an error, and which may be given as ``{file: PATH}`` or ``{env: NAME}``."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +85,17 @@ class SipConfig:
     user_agent: str = "gb28181-gateway"
     rate_limit: int = 10000
     """Messages per second accepted from one source IP; thousands of cameras may share one NAT address."""
+    max_connections: int = 0
+    """TCP and TLS connections at most; 0 (or more than it allows) takes the open-file limit less a
+    reserve for the API and media (sip.transport.connection_budget: 768 of 1,024)."""
+    first_message_timeout: float = 10.0
+    """Seconds a new TCP/TLS connection has to finish its TLS handshake and first SIP message."""
+    max_transactions: int = 200_000
+    """Server transactions kept at most; over it new requests get a stateless 503 with Retry-After."""
+    tls_listen: HostPort | None = None
+    """SIP over TLS for devices (RFC 3261 §26): off unless set; needs tls_cert and tls_key."""
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(slots=True)
@@ -290,6 +306,40 @@ def _bool(key: str, value: Any) -> bool:
     return value
 
 
+def _secret(check: Callable[[str, Any], str]) -> Callable[[str, Any], str]:
+    """A password or token: a string, or kept out of the configuration file so that file may be
+    world-readable: ``{file: PATH}`` (its content, trailing newline stripped; a relative path is from the
+    working directory) or ``{env: NAME}``. Read at every load, so SIGHUP picks up a changed secret."""
+
+    def convert(key: str, value: Any) -> str:
+        return check(key, _read_secret(key, value) if isinstance(value, dict) else value)
+
+    return convert
+
+
+def _read_secret(key: str, value: dict[Any, Any]) -> str:
+    sec = _Section(value, key)
+    path = sec.get("file", None, _string(re.compile(r".+"), "a path to a file holding the secret"))
+    name = sec.get("env", None, _string(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "an environment variable name"))
+    sec.finish()
+    if (path is None) == (name is None):
+        raise ConfigError(key, value, "a string, {file: PATH} or {env: NAME} (exactly one of file, env)")
+    if path is not None:
+        try:
+            secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(sec.key("file"), path, f"a readable file holding the secret ({reason})") from exc
+        if not secret:
+            raise ConfigError(sec.key("file"), path, "a file holding the secret (it is empty)")
+        return secret
+    found = os.environ.get(str(name))
+    if not found:
+        state = "unset" if found is None else "empty"
+        raise ConfigError(sec.key("env"), name, f"a variable set in the gateway's environment (it is {state})")
+    return found
+
+
 def parse_host_port(key: str, value: Any) -> HostPort:
     """``host:port`` or ``[v6]:port``; the host must be an address we can bind, given explicitly."""
     if not isinstance(value, str):
@@ -314,7 +364,8 @@ def _read_sip(sec: _Section) -> SipConfig:
         id=sec.get("id", d.id, _string(_ID_RE, "a 20-digit GB/T 28181 ID")),
         domain=sec.get("domain", d.domain, _string(_DOMAIN_RE, "a 10-digit SIP domain")),
         listen=sec.get("listen", d.listen, parse_host_port),
-        password=sec.get("password", d.password, _string(re.compile(r".{1,128}"), "a password of 1 to 128 characters")),
+        password=sec.get("password", d.password, _secret(_string(re.compile(r".{1,128}"),
+                                                                  "a password of 1 to 128 characters"))),
         realm=sec.get("realm", d.realm, _string()),
         allowlist=sec.get("allowlist", d.allowlist, _bool),
         register_min_expires=sec.get("register_min_expires", d.register_min_expires, _number(int, 10, 86400)),
@@ -338,7 +389,14 @@ def _read_sip(sec: _Section) -> SipConfig:
         query_timeout=sec.get("query_timeout", d.query_timeout, _number(float, 0.1, 600)),
         user_agent=sec.get("user_agent", d.user_agent, _string()),
         rate_limit=sec.get("rate_limit", d.rate_limit, _number(int, 0, 10_000_000)),
+        max_connections=sec.get("max_connections", d.max_connections, _number(int, 0, 10_000_000)),
+        first_message_timeout=sec.get("first_message_timeout", d.first_message_timeout, _number(float, 0.5, 600)),
+        max_transactions=sec.get("max_transactions", d.max_transactions, _number(int, 0, 100_000_000)),
+        tls_listen=sec.get("tls_listen", d.tls_listen, parse_host_port),
+        tls_cert=sec.get("tls_cert", d.tls_cert, _string(re.compile(r".+"), "a path to a PEM certificate file")),
+        tls_key=sec.get("tls_key", d.tls_key, _string(re.compile(r".+"), "a path to a PEM private key file")),
     )
+    _check_sip_tls(sec, cfg)
     if cfg.register_min_expires > cfg.register_max_expires:
         raise ConfigError(
             sec.key("register_min_expires"), cfg.register_min_expires,
@@ -346,6 +404,22 @@ def _read_sip(sec: _Section) -> SipConfig:
         )
     sec.finish()
     return cfg
+
+
+def _check_sip_tls(sec: _Section, cfg: SipConfig) -> None:
+    """With sip.tls_listen set, the certificate and key must exist and load now, not at the first device."""
+    if cfg.tls_listen is None:
+        return
+    if cfg.tls_listen.port == cfg.listen.port and cfg.tls_listen.host == cfg.listen.host:
+        raise ConfigError(sec.key("tls_listen"), str(cfg.tls_listen), "a port of its own (sip.listen has TCP on it)")
+    for name in ("tls_cert", "tls_key"):
+        if not getattr(cfg, name):
+            raise ConfigError(sec.key(name), _MISSING, "a PEM file path when sip.tls_listen is set")
+    try:
+        server_context(cfg.tls_cert, cfg.tls_key)
+    except TlsFileError as exc:
+        name = "tls_key" if exc.role == "key" else "tls_cert"
+        raise ConfigError(sec.key(name), exc.path, f"a readable PEM file ({exc.reason})") from exc
 
 
 _PORT_RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
@@ -405,7 +479,7 @@ def _read_devices(value: Any) -> list[DeviceCredential]:
             DeviceCredential(
                 id=device_id,
                 username=sec.get("username", None, _string()),
-                password=sec.get("password", None, _string()),
+                password=sec.get("password", None, _secret(_string())),
                 name=sec.get("name", None, _string()),
                 stream_transport=sec.get("stream_transport", None, _choice(STREAM_TRANSPORTS)),
             )
@@ -511,7 +585,8 @@ def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
             domain=sec.get("domain", required["id"][:10], _string(_DOMAIN_RE, "a 10-digit SIP domain")),
             transport=sec.get("transport", d.transport, _choice(("udp", "tcp"))),
             media_ports=sec.get("media_ports", d.media_ports, _port_range),
-            password=sec.get("password", "", _string(re.compile(r".{1,128}"), "a password of 1 to 128 characters")),
+            password=sec.get("password", "", _secret(_string(re.compile(r".{1,128}"),
+                                                             "a password of 1 to 128 characters"))),
             username=sec.get("username", sip.id, _string(re.compile(r"\S{1,64}"), "a user name")),
             realm=sec.get("realm", "", _string()),
             register_expires=sec.get("register_expires", d.register_expires, _number(int, 60, 86400)),

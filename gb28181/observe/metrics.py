@@ -12,7 +12,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 # The *_created series double the output and no dashboard uses them.
@@ -85,6 +85,11 @@ class GatewayMetrics:
         ``rate`` (over the per-source limit) or ``source`` (not a peer served on that address)."""
         self.registry.register(_BoundaryDrops(drops))
 
+    def bind_audit(self, failures: Callable[[], int], dropped: Callable[[], int], pending: Callable[[], int]) -> None:
+        """The audit trail's write trouble (``AuditLog.write_failures``, ``.dropped``, ``.pending``), read
+        at scrape time: an alert on ``gb_audit_pending_lines > 0`` catches a full disk before lines are lost."""
+        self.registry.register(_AuditWrites(failures, dropped, pending))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -118,3 +123,18 @@ class _BoundaryDrops(Collector):
         for (side, reason), value in sorted(self._drops().items()):
             family.add_metric([side, reason], value)
         yield family
+
+
+class _AuditWrites(Collector):
+    def __init__(self, failures: Callable[[], int], dropped: Callable[[], int], pending: Callable[[], int]) -> None:
+        self._failures = failures
+        self._dropped = dropped
+        self._pending = pending
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("gb_audit_write_failures", "Audit log writes (or opens) that failed",
+                                  value=self._failures())
+        yield CounterMetricFamily("gb_audit_dropped_lines", "Audit lines lost because the waiting buffer was full",
+                                  value=self._dropped())
+        yield GaugeMetricFamily("gb_audit_pending_lines", "Audit lines waiting for the file to be writable again",
+                                value=self._pending())
