@@ -596,3 +596,57 @@ class SessionDescription:
             ssrc=ssrc,
             media_params_text=media_params.serialize() if isinstance(media_params, MediaParams) else media_params,
         )
+
+
+HISTORY_SESSIONS = frozenset({"Playback", "Download"})
+
+
+def history_offer(
+    session_name: str,
+    channel_id: str,
+    start: int,
+    end: int,
+    origin_user: str,
+    address: str,
+    port: int,
+    proto: str,
+    payloads: Sequence[tuple[int, str, int]],
+    ssrc: str,
+    *,
+    setup: str | None = None,
+    connection: str | None = None,
+    download_speed: int | None = None,
+    uri_param: int = 0,
+) -> SessionDescription:
+    """A GB/T 28181 playback or download offer (9.8.2, 9.9): `s=Playback`/`s=Download`, `u=CHANNEL:0`,
+    `t=START END` in seconds since the Unix epoch (the GB form, not NTP), `y=` with the history prefix
+    `1`, and `a=downloadspeed:N` for a download. ValueError for anything a device could not act on."""
+    if session_name not in HISTORY_SESSIONS:
+        raise ValueError(f"a history offer is {sorted(HISTORY_SESSIONS)}, not {session_name!r}")
+    if not channel_id or any(c.isspace() or c == ":" for c in channel_id):
+        raise ValueError(f"channel id {channel_id!r} cannot go in u=")
+    if not 0 <= start < end:
+        raise ValueError(f"t= needs 0 <= start < end, not {start} {end}")
+    if not (len(ssrc) == 10 and ssrc.isascii() and ssrc.isdigit() and ssrc[0] == "1"):
+        raise ValueError(f"a history SSRC is ten digits starting with 1, not {ssrc!r}")
+    attributes: list[tuple[str, str | None]] = []
+    if download_speed is not None:
+        if session_name != "Download":
+            raise ValueError("a=downloadspeed belongs to a Download offer only")
+        if download_speed < 1:
+            raise ValueError(f"download speed must be at least 1, not {download_speed}")
+        attributes.append(("downloadspeed", str(download_speed)))
+    return SessionDescription.offer(
+        session_name,
+        origin_user,
+        address,
+        port,
+        proto,
+        payloads,
+        ssrc,
+        setup=setup,
+        connection=connection,
+        time=(start, end),
+        uri=f"{channel_id}:{uri_param}",
+        attributes=attributes,
+    )
