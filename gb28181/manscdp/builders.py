@@ -11,7 +11,18 @@ from datetime import datetime
 
 from gbgw.gb28181.manscdp.document import ROOTS, ManscdpDocument
 from gbgw.gb28181.manscdp.fields import Field, append_field, format_time
-from gbgw.gb28181.manscdp.messages import AlarmStatusItem, CatalogItem, DragZoom, HomePosition
+from gbgw.gb28181.manscdp.messages import (
+    AlarmStatusItem,
+    BasicParam,
+    CatalogItem,
+    ConfigSection,
+    DeviceUpgrade,
+    DragZoom,
+    HomePosition,
+    PtzPrecise,
+    RecordItem,
+    SnapShotConfig,
+)
 from gbgw.gb28181.manscdp.ptz import PtzCmd
 
 
@@ -92,6 +103,18 @@ def query_record_info(
     )
 
 
+def response_record_info(
+    sn: int, device_id: str, name: str, items: Sequence[RecordItem], *, sum_num: int | None = None
+) -> ManscdpDocument:
+    """One RecordInfo answer message (A.2.6 h); `sum_num` is the total over all messages (default: these)."""
+    record_list = ET.Element("RecordList", Num=str(len(items)))
+    record_list.extend(item.to_element() for item in items)
+    total = len(items) if sum_num is None else sum_num
+    return build(
+        "Response", "RecordInfo", sn, device_id, [("Name", name), ("SumNum", total), ("RecordList", record_list)]
+    )
+
+
 def query_preset(sn: int, device_id: str) -> ManscdpDocument:
     return build("Query", "PresetQuery", sn, device_id)
 
@@ -103,6 +126,7 @@ def query_config_download(sn: int, device_id: str, config_types: str | Sequence[
 
 
 def query_mobile_position(sn: int, device_id: str, *, interval: int | None = None) -> ManscdpDocument:
+    """MobilePosition query, also the body of a MobilePosition SUBSCRIBE (report every `interval` s)."""
     return build("Query", "MobilePosition", sn, device_id, [("Interval", interval)])
 
 
@@ -117,7 +141,7 @@ def query_alarm(
     start_time: datetime | str | None = None,
     end_time: datetime | str | None = None,
 ) -> ManscdpDocument:
-    """Alarm query / subscription body (A.2.4 e); priority 0 and method "0" mean all."""
+    """Alarm query, also the body of an Alarm SUBSCRIBE (A.2.4 e); priority 0 and method "0" mean all."""
     return build(
         "Query",
         "Alarm",
@@ -135,21 +159,38 @@ def query_alarm(
 
 
 def control_ptz(
-    sn: int, device_id: str, ptz_cmd: PtzCmd | str, *, control_priority: int | None = None
+    sn: int,
+    device_id: str,
+    ptz_cmd: PtzCmd | str,
+    *,
+    control_priority: int | None = None,
+    preset_name: str | None = None,
+    cruise_track_name: str | None = None,
 ) -> ManscdpDocument:
+    """PTZCmd (A.2.3 a); the 2022 PTZCmdParams name a preset being set or a cruise track (32 bytes)."""
     code = ptz_cmd.serialize() if isinstance(ptz_cmd, PtzCmd) else ptz_cmd
+    params = None
+    if preset_name is not None or cruise_track_name is not None:
+        params = {"PresetName": preset_name, "CruiseTrackName": cruise_track_name}
     info = None if control_priority is None else {"ControlPriority": control_priority}
-    return build("Control", "DeviceControl", sn, device_id, [("PTZCmd", code), ("Info", info)])
+    return build(
+        "Control", "DeviceControl", sn, device_id, [("PTZCmd", code), ("PTZCmdParams", params), ("Info", info)]
+    )
 
 
 def control_tele_boot(sn: int, device_id: str) -> ManscdpDocument:
     return build("Control", "DeviceControl", sn, device_id, [("TeleBoot", "Boot")])
 
 
-def control_record(sn: int, device_id: str, *, record: bool) -> ManscdpDocument:
-    return build(
-        "Control", "DeviceControl", sn, device_id, [("RecordCmd", "Record" if record else "StopRecord")]
-    )
+def control_record(
+    sn: int, device_id: str, *, record: bool, stream_number: int | None = None
+) -> ManscdpDocument:
+    """Start or stop manual recording; 2022 `stream_number` 0 main (the default), 1 sub, ..."""
+    fields: list[tuple[str, Field]] = [
+        ("RecordCmd", "Record" if record else "StopRecord"),
+        ("StreamNumber", stream_number),
+    ]
+    return build("Control", "DeviceControl", sn, device_id, fields)
 
 
 def control_guard(sn: int, device_id: str, *, guard: bool) -> ManscdpDocument:
@@ -182,9 +223,104 @@ def control_home_position(sn: int, device_id: str, home: HomePosition) -> Manscd
     return build("Control", "DeviceControl", sn, device_id, [("HomePosition", fields)])
 
 
-def device_config(sn: int, device_id: str, sections: Mapping[str, Field]) -> ManscdpDocument:
-    """DeviceConfig (A.2.3 b), e.g. {"BasicParam": {"Name": ..., "HeartBeatInterval": 60}}."""
-    return build("Control", "DeviceConfig", sn, device_id, sections)
+def control_ptz_precise(sn: int, device_id: str, position: PtzPrecise) -> ManscdpDocument:
+    """2022 precise PTZ: move to absolute pan/tilt/zoom; values left None are not sent."""
+    return build("Control", "DeviceControl", sn, device_id, [("PTZPreciseCtrl", dict(position.fields()))])
+
+
+def control_device_upgrade(sn: int, device_id: str, upgrade: DeviceUpgrade) -> ManscdpDocument:
+    """2022 software upgrade; the device answers Result, then a DeviceUpgradeResult for the session."""
+    return build("Control", "DeviceControl", sn, device_id, [("DeviceUpgrade", dict(upgrade.fields()))])
+
+
+def control_format_sd_card(sn: int, device_id: str, card: int = 1) -> ManscdpDocument:
+    """2022 storage card formatting of card number `card`; progress shows in SDCardStatus."""
+    return build("Control", "DeviceControl", sn, device_id, [("FormatSDCard", card)])
+
+
+TARGET_TRACK_MODES = ("Auto", "Manual", "Stop")
+
+
+def control_target_track(
+    sn: int,
+    device_id: str,
+    mode: str,
+    *,
+    device_id2: str | None = None,
+    area: DragZoom | None = None,
+) -> ManscdpDocument:
+    """2022 target tracking: Auto, Manual (follow the target in `area`, drawn like a drag-zoom box,
+    optionally with detail camera `device_id2`) or Stop."""
+    if mode not in TARGET_TRACK_MODES:
+        raise ValueError(f"target track mode must be one of {TARGET_TRACK_MODES}, not {mode!r}")
+    fields: list[tuple[str, Field]] = [
+        ("TargetTrack", mode),
+        ("DeviceID2", device_id2),
+        ("TargetArea", None if area is None else dict(area.fields())),
+    ]
+    return build("Control", "DeviceControl", sn, device_id, fields)
+
+
+def device_config(
+    sn: int, device_id: str, sections: Mapping[str, Field] | Sequence[ConfigSection]
+) -> ManscdpDocument:
+    """DeviceConfig (A.2.3 b) from typed sections, e.g. [BasicParam(heart_beat_interval=60)], or from a
+    mapping, e.g. {"BasicParam": {"Name": ..., "HeartBeatInterval": 60}}."""
+    if isinstance(sections, Mapping):
+        return build("Control", "DeviceConfig", sn, device_id, sections)
+    return build("Control", "DeviceConfig", sn, device_id, [(s.TAG, s.to_element()) for s in sections])
+
+
+def config_basic_param(
+    sn: int,
+    device_id: str,
+    *,
+    name: str | None = None,
+    expiration: int | None = None,
+    heart_beat_interval: int | None = None,
+    heart_beat_count: int | None = None,
+) -> ManscdpDocument:
+    """DeviceConfig of BasicParam: device name, registration expiry and heartbeat interval (s), and
+    the missed heartbeats that make the device offline; only the values given are sent."""
+    basic = BasicParam(name, expiration, heart_beat_interval, heart_beat_count)
+    return device_config(sn, device_id, [basic])
+
+
+def config_snap_shot(
+    sn: int, device_id: str, *, snap_num: int, interval: int, upload_url: str, session_id: str
+) -> ManscdpDocument:
+    """2022 image capture (SnapShotConfig): `snap_num` 1-10 images, `interval` seconds apart, uploaded
+    to `upload_url` under `session_id` (32-128 characters)."""
+    if not 1 <= snap_num <= 10:
+        raise ValueError(f"snap_num {snap_num} outside 1-10")
+    if not 32 <= len(session_id) <= 128:
+        raise ValueError(f"session_id of {len(session_id)} characters, not 32-128")
+    return device_config(sn, device_id, [SnapShotConfig(snap_num, interval, upload_url, session_id)])
+
+
+def query_ptz_position(sn: int, device_id: str) -> ManscdpDocument:
+    """2022 PTZ precise position query (PTZPosition)."""
+    return build("Query", "PTZPosition", sn, device_id)
+
+
+def query_home_position(sn: int, device_id: str) -> ManscdpDocument:
+    """2022 home position query (HomePositionQuery)."""
+    return build("Query", "HomePositionQuery", sn, device_id)
+
+
+def query_cruise_track_list(sn: int, device_id: str) -> ManscdpDocument:
+    """2022 cruise track list query (CruiseTrackListQuery)."""
+    return build("Query", "CruiseTrackListQuery", sn, device_id)
+
+
+def query_cruise_track(sn: int, device_id: str, number: int) -> ManscdpDocument:
+    """2022 query of one cruise track by its number (CruiseTrackQuery)."""
+    return build("Query", "CruiseTrackQuery", sn, device_id, [("Number", number)])
+
+
+def query_sd_card_status(sn: int, device_id: str) -> ManscdpDocument:
+    """2022 storage card status query (SDCardStatus)."""
+    return build("Query", "SDCardStatus", sn, device_id)
 
 
 def response_result(cmd_type: str, sn: int | None, device_id: str, *, ok: bool = True) -> ManscdpDocument:

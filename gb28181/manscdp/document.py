@@ -33,6 +33,13 @@ _CMD_TYPES = (
     "DeviceControl",
     "DeviceConfig",
     "Broadcast",
+    "PTZPosition",
+    "HomePositionQuery",
+    "CruiseTrackListQuery",
+    "CruiseTrackQuery",
+    "SDCardStatus",
+    "DeviceUpgradeResult",
+    "UploadSnapShotFinished",
 )
 _CMD_TYPE_BY_LOWER = {cmd.lower(): cmd for cmd in _CMD_TYPES}
 

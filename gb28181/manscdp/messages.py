@@ -11,7 +11,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import ClassVar, Protocol, Self, TypeAlias, TypeVar
 
 from gbgw.gb28181.manscdp.fields import (
     FieldTable,
@@ -483,6 +483,13 @@ class RecordItem:
     def from_element(cls, item: ET.Element) -> RecordItem:
         return cls(**read_fields(item, _RECORD_ITEM_FIELDS))
 
+    def to_element(self) -> ET.Element:
+        """The <Item> of a RecordList, fields in the standard's order, absent ones left out."""
+        item = ET.Element("Item")
+        for attr, tag, _convert in _RECORD_ITEM_FIELDS.rows:
+            append_field(item, tag, getattr(self, attr))
+        return item
+
 
 _RECORD_INFO_FIELDS = FieldTable(("name", "Name", as_str), ("sum_num", "SumNum", as_int))
 
@@ -533,15 +540,361 @@ class PresetQueryResponse:
         return cls(doc.sn, doc.device_id, num, presets)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Configuration sections (DeviceConfig, ConfigDownload)
+
+
+class ConfigSection:
+    """One configuration section of DeviceConfig (A.2.3 b) and of the ConfigDownload answer (A.2.6 j):
+    a slotted dataclass whose `FIELDS` rows name ElementPaths under the section element (a nested group
+    is "Group/Tag"). The one table both reads and writes it; fields left None are not written."""
+
+    __slots__ = ()
+    TAG: ClassVar[str]
+    FIELDS: ClassVar[FieldTable]
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Self:
+        return cls(**read_fields(element, cls.FIELDS))
+
+    def to_element(self) -> ET.Element:
+        section = ET.Element(self.TAG)
+        written: set[str] = set()
+        for attr, path, _convert in self.FIELDS.rows:
+            # A second row for one attribute is a spelling read, never written.
+            if attr in written:
+                continue
+            written.add(attr)
+            value = getattr(self, attr)
+            if value is None:
+                continue
+            *groups, tag = path.split("/")
+            parent = section
+            for group in groups:
+                child = parent.find(group)
+                parent = ET.SubElement(parent, group) if child is None else child
+            append_field(parent, tag, value)
+        return section
+
+
+@dataclass(slots=True)
+class BasicParam(ConfigSection):
+    """Name, registration expiry (s), heartbeat interval (s) and count; the answer adds position
+    capability (0 none, 1 GPS, 2 BeiDou) and the device's coordinates."""
+
+    TAG: ClassVar[str] = "BasicParam"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("name", "Name", as_raw),
+        ("expiration", "Expiration", as_int),
+        ("heart_beat_interval", "HeartBeatInterval", as_int),
+        ("heart_beat_count", "HeartBeatCount", as_int),
+        ("position_capability", "PositionCapability", as_int),
+        ("longitude", "Longitude", as_float),
+        ("latitude", "Latitude", as_float),
+    )
+    name: str | None = None
+    expiration: int | None = None
+    heart_beat_interval: int | None = None
+    heart_beat_count: int | None = None
+    position_capability: int | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+
+
+@dataclass(slots=True)
+class VideoParamOpt(ConfigSection):
+    """What the device offers: download speeds ("1/2/4") and resolutions (F.2 codes, "/"-separated)."""
+
+    TAG: ClassVar[str] = "VideoParamOpt"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("download_speed", "DownloadSpeed", as_raw), ("resolution", "Resolution", as_raw)
+    )
+    download_speed: str | None = None
+    resolution: str | None = None
+
+
+@dataclass(slots=True)
+class SvacEncodeConfig(ConfigSection):
+    """SVAC encoding, the scalar switches only: ROI items stay in the document tree."""
+
+    TAG: ClassVar[str] = "SVACEncodeConfig"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("roi_flag", "ROIParam/ROIFlag", as_int),
+        ("roi_number", "ROIParam/ROINumber", as_int),
+        ("background_qp", "ROIParam/BackGroundQP", as_int),
+        ("background_skip_flag", "ROIParam/BackGroundSkipFlag", as_int),
+        ("svc_space_domain_mode", "SVCParam/SVCSpaceDomainMode", as_int),
+        ("svc_time_domain_mode", "SVCParam/SVCTimeDomainMode", as_int),
+        ("svc_space_support_mode", "SVCParam/SVCSpaceSupportMode", as_int),
+        ("svc_time_support_mode", "SVCParam/SVCTimeSupportMode", as_int),
+        ("time_flag", "SurveillanceParam/TimeFlag", as_int),
+        ("event_flag", "SurveillanceParam/EventFlag", as_int),
+        ("alert_flag", "SurveillanceParam/AlertFlag", as_int),
+        ("audio_recognition_flag", "AudioParam/AudioRecognitionFlag", as_int),
+    )
+    roi_flag: int | None = None
+    roi_number: int | None = None
+    background_qp: int | None = None
+    background_skip_flag: int | None = None
+    svc_space_domain_mode: int | None = None
+    svc_time_domain_mode: int | None = None
+    svc_space_support_mode: int | None = None
+    svc_time_support_mode: int | None = None
+    time_flag: int | None = None
+    event_flag: int | None = None
+    alert_flag: int | None = None
+    audio_recognition_flag: int | None = None
+
+
+@dataclass(slots=True)
+class SvacDecodeConfig(ConfigSection):
+    """SVAC decoding: SVC display mode and capabilities, surveillance overlay switches."""
+
+    TAG: ClassVar[str] = "SVACDecodeConfig"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("svc_stm_mode", "SVCParam/SVCSTMMode", as_int),
+        ("svc_space_support_mode", "SVCParam/SVCSpaceSupportMode", as_int),
+        ("svc_time_support_mode", "SVCParam/SVCTimeSupportMode", as_int),
+        ("time_show_flag", "SurveillanceParam/TimeShowFlag", as_int),
+        ("event_show_flag", "SurveillanceParam/EventShowFlag", as_int),
+        # "AlerShowtFlag" is the standard's spelling (A.2.3 b, A.2.6 j); the corrected one is read too.
+        ("alert_show_flag", "SurveillanceParam/AlerShowtFlag", as_int),
+        ("alert_show_flag", "SurveillanceParam/AlertShowFlag", as_int),
+    )
+    svc_stm_mode: int | None = None
+    svc_space_support_mode: int | None = None
+    svc_time_support_mode: int | None = None
+    time_show_flag: int | None = None
+    event_show_flag: int | None = None
+    alert_show_flag: int | None = None
+
+
+@dataclass(slots=True)
+class VideoRecordPlan(ConfigSection):
+    """2022 recording plan, its switches only: the weekly schedules stay in the document tree."""
+
+    TAG: ClassVar[str] = "VideoRecordPlan"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("record_enable", "RecordEnable", as_int),
+        ("record_schedule_sum_num", "RecordScheduleSumNum", as_int),
+        ("stream_number", "StreamNumber", as_int),
+    )
+    record_enable: int | None = None
+    record_schedule_sum_num: int | None = None
+    stream_number: int | None = None
+
+
+@dataclass(slots=True)
+class VideoAlarmRecord(ConfigSection):
+    """2022 alarm recording: on/off, seconds recorded after and before the alarm, stream 0 main, 1 sub."""
+
+    TAG: ClassVar[str] = "VideoAlarmRecord"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("record_enable", "RecordEnable", as_int),
+        ("record_time", "RecordTime", as_int),
+        ("pre_record_time", "PreRecordTime", as_int),
+        ("stream_number", "StreamNumber", as_int),
+    )
+    record_enable: int | None = None
+    record_time: int | None = None
+    pre_record_time: int | None = None
+    stream_number: int | None = None
+
+
+@dataclass(slots=True)
+class PictureMask(ConfigSection):
+    """2022 privacy masking on/off and region count: the regions stay in the document tree."""
+
+    TAG: ClassVar[str] = "PictureMask"
+    FIELDS: ClassVar[FieldTable] = FieldTable(("on", "On", as_int), ("sum_num", "SumNum", as_int))
+    on: int | None = None
+    sum_num: int | None = None
+
+
+@dataclass(slots=True)
+class FrameMirror(ConfigSection):
+    """2022 picture flip: 0 none, 1 horizontal, 2 vertical, 3 both."""
+
+    TAG: ClassVar[str] = "FrameMirror"
+    FIELDS: ClassVar[FieldTable] = FieldTable(("frame_mirror_type", "FrameMirrorType", as_int))
+    frame_mirror_type: int | None = None
+
+
+@dataclass(slots=True)
+class AlarmReport(ConfigSection):
+    """2022 alarm report switches: motion detection, region intrusion (field detection), 0/1."""
+
+    TAG: ClassVar[str] = "AlarmReport"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("motion_detection", "MotionDetection", as_int), ("field_detection", "FieldDetection", as_int)
+    )
+    motion_detection: int | None = None
+    field_detection: int | None = None
+
+
+@dataclass(slots=True)
+class OsdConfig(ConfigSection):
+    """2022 on-screen display: canvas size, time overlay position/switch/format, text switch and count;
+    the text items stay in the document tree."""
+
+    TAG: ClassVar[str] = "OSDConfig"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("length", "Length", as_int),
+        ("width", "Width", as_int),
+        ("time_x", "TimeX", as_int),
+        ("time_y", "TimeY", as_int),
+        ("time_enable", "TimeEnable", as_int),
+        ("time_type", "TimeType", as_int),
+        ("text_enable", "TextEnable", as_int),
+        ("sum_num", "SumNum", as_int),
+    )
+    length: int | None = None
+    width: int | None = None
+    time_x: int | None = None
+    time_y: int | None = None
+    time_enable: int | None = None
+    time_type: int | None = None
+    text_enable: int | None = None
+    sum_num: int | None = None
+
+
+@dataclass(slots=True)
+class SnapShotConfig(ConfigSection):
+    """2022 image capture: take `snap_num` (1-10) JPEGs `interval` seconds apart and upload each to
+    `upload_url` under `session_id` (32-128 characters); completion comes as UploadSnapShotFinished."""
+
+    TAG: ClassVar[str] = "SnapShotConfig"
+    FIELDS: ClassVar[FieldTable] = FieldTable(
+        ("snap_num", "SnapNum", as_int),
+        ("interval", "Interval", as_int),
+        ("upload_url", "UploadURL", as_raw),
+        ("session_id", "SessionID", as_raw),
+    )
+    snap_num: int | None = None
+    interval: int | None = None
+    upload_url: str | None = None
+    session_id: str | None = None
+
+
+_STREAM_ATTRIBUTE_FIELDS = FieldTable(
+    ("stream_name", "StreamName", as_raw),
+    ("video_format", "VideoFormat", as_raw),
+    ("resolution", "Resolution", as_raw),
+    ("frame_rate", "FrameRate", as_raw),
+    ("bit_rate_type", "BitRateType", as_raw),
+    ("video_bit_rate", "VideoBitRate", as_raw),
+)
+
+
+@dataclass(slots=True)
+class VideoStreamAttribute:
+    """One stream of VideoParamAttribute (2022): name ("main", "sub"...), format, resolution, frame
+    rate, bit-rate type (1 CBR, 2 VBR) and bit rate (kbit/s), as the device wrote them."""
+
+    stream_name: str | None = None
+    video_format: str | None = None
+    resolution: str | None = None
+    frame_rate: str | None = None
+    bit_rate_type: str | None = None
+    video_bit_rate: str | None = None
+
+
+@dataclass(slots=True)
+class VideoParamAttribute(ConfigSection):
+    """2022 per-stream video parameters, one Item per stream."""
+
+    TAG: ClassVar[str] = "VideoParamAttribute"
+    FIELDS: ClassVar[FieldTable] = FieldTable()
+    items: list[VideoStreamAttribute] = field(default_factory=list)
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> Self:
+        items = [
+            VideoStreamAttribute(**read_fields(item, _STREAM_ATTRIBUTE_FIELDS))
+            for item in element.iter("Item")
+        ]
+        return cls(items)
+
+    def to_element(self) -> ET.Element:
+        section = ET.Element(self.TAG, Num=str(len(self.items)))
+        for item in self.items:
+            values = {tag: getattr(item, attr) for attr, tag, _convert in _STREAM_ATTRIBUTE_FIELDS.rows}
+            append_field(section, "Item", values)
+        return section
+
+
+CONFIG_SECTIONS: dict[str, type[ConfigSection]] = {
+    section.TAG: section
+    for section in (
+        BasicParam,
+        VideoParamOpt,
+        SvacEncodeConfig,
+        SvacDecodeConfig,
+        VideoParamAttribute,
+        VideoRecordPlan,
+        VideoAlarmRecord,
+        PictureMask,
+        FrameMirror,
+        AlarmReport,
+        OsdConfig,
+        SnapShotConfig,
+    )
+}
+# The ConfigType that asks for the capture settings is "SnapShot"; devices answer under either name.
+CONFIG_SECTIONS["SnapShot"] = SnapShotConfig
+
+CONFIG_TYPES = (
+    "BasicParam",
+    "VideoParamOpt",
+    "SVACEncodeConfig",
+    "SVACDecodeConfig",
+    "VideoParamAttribute",
+    "VideoRecordPlan",
+    "VideoAlarmRecord",
+    "PictureMask",
+    "FrameMirror",
+    "AlarmReport",
+    "OSDConfig",
+    "SnapShot",
+)
+"""The ConfigType values of ConfigDownload: the first four from 2016, the rest added in 2022."""
+
+_Section = TypeVar("_Section", bound=ConfigSection)
+
+
+def _config_sections(element: ET.Element) -> tuple[dict[str, ConfigSection], dict[str, dict[str, str]]]:
+    """The typed sections a body holds, and every section with children as its leaves by tag."""
+    typed_sections: dict[str, ConfigSection] = {}
+    raw: dict[str, dict[str, str]] = {}
+    for child in element:
+        if not len(child):
+            continue
+        raw[child.tag] = {tag: text.strip() for tag, text in leaves(child).items() if tag != child.tag}
+        section_type = CONFIG_SECTIONS.get(child.tag)
+        if section_type is not None:
+            typed_sections[child.tag] = section_type.from_element(child)
+    return typed_sections, raw
+
+
+def _first(config: dict[str, ConfigSection], section_type: type[_Section]) -> _Section | None:
+    return next((section for section in config.values() if isinstance(section, section_type)), None)
+
+
 @dataclass(slots=True)
 class ConfigDownloadResponse:
-    """ConfigDownload answer, kept generic: each configuration section (BasicParam, VideoParamOpt,
-    SVACEncodeConfig, ...) as its leaves by tag. Sections can hold the device's SIP password, hence no repr."""
+    """ConfigDownload answer: the typed sections in `config` (by tag), and every section with children
+    as its leaves by tag in `sections`. A device may answer each ConfigType of one query in its own
+    message under the same SN. Sections can hold the device's SIP password, hence no repr."""
 
     sn: int | None
     device_id: str
     result: str | None
     sections: dict[str, dict[str, str]] = field(repr=False)
+    config: dict[str, ConfigSection] = field(default_factory=dict, repr=False)
+
+    def section(self, section_type: type[_Section]) -> _Section | None:
+        """The answer's section of this type, e.g. `section(BasicParam)`; None when it has none."""
+        return _first(self.config, section_type)
 
     def _basic_int(self, tag: str) -> int | None:
         return as_int(tag, self.sections.get("BasicParam", {}).get(tag))
@@ -560,12 +913,32 @@ class ConfigDownloadResponse:
 
     @classmethod
     def from_document(cls, doc: ManscdpDocument) -> ConfigDownloadResponse:
-        sections = {
-            child.tag: {tag: text.strip() for tag, text in leaves(child).items() if tag != child.tag}
-            for child in doc.element
-            if len(child)
-        }
-        return cls(doc.sn, doc.device_id, sections=sections, **read_fields(doc.element, _RESULT_FIELDS))
+        config, sections = _config_sections(doc.element)
+        return cls(
+            doc.sn,
+            doc.device_id,
+            sections=sections,
+            config=config,
+            **read_fields(doc.element, _RESULT_FIELDS),
+        )
+
+
+@dataclass(slots=True)
+class DeviceConfig:
+    """A DeviceConfig command (A.2.3 b): the sections to set, typed in `config`, raw in `sections`."""
+
+    sn: int | None
+    device_id: str
+    config: dict[str, ConfigSection] = field(repr=False)
+    sections: dict[str, dict[str, str]] = field(repr=False)
+
+    def section(self, section_type: type[_Section]) -> _Section | None:
+        return _first(self.config, section_type)
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> DeviceConfig:
+        config, sections = _config_sections(doc.element)
+        return cls(doc.sn, doc.device_id, config, sections)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -624,15 +997,71 @@ class HomePosition:
         return cls(**read_fields(element, _HOME_POSITION_FIELDS))
 
 
+_PTZ_PRECISE_FIELDS = FieldTable(
+    ("pan", "Pan", as_float),
+    ("tilt", "Tilt", as_float),
+    ("zoom", "Zoom", as_float),
+)
+
+
+@dataclass(slots=True)
+class PtzPrecise:
+    """2022 precise PTZ (PTZPreciseCtrl): pan 0-360 degrees, tilt -30 to 90 degrees, zoom ratio >= 1.
+    The PTZPosition answer reports the same three values."""
+
+    pan: float | None = None
+    tilt: float | None = None
+    zoom: float | None = None
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> PtzPrecise:
+        return cls(**read_fields(element, _PTZ_PRECISE_FIELDS))
+
+    def fields(self) -> list[tuple[str, float | None]]:
+        return [(tag, getattr(self, attr)) for attr, tag, _convert in _PTZ_PRECISE_FIELDS.rows]
+
+
+_DEVICE_UPGRADE_FIELDS = FieldTable(
+    ("firmware", "Firmware", as_raw),
+    ("file_url", "FileURL", as_raw),
+    ("manufacturer", "Manufacturer", as_raw),
+    ("session_id", "SessionID", as_raw),
+)
+
+
+@dataclass(slots=True)
+class DeviceUpgrade:
+    """2022 software upgrade: the firmware version to install, the URL the device downloads it from, the
+    manufacturer it is for, and the session the DeviceUpgradeResult notification will name."""
+
+    firmware: str | None
+    file_url: str | None
+    manufacturer: str | None
+    session_id: str | None
+
+    @classmethod
+    def from_element(cls, element: ET.Element) -> DeviceUpgrade:
+        return cls(**read_fields(element, _DEVICE_UPGRADE_FIELDS))
+
+    def fields(self) -> list[tuple[str, str | None]]:
+        return [(tag, getattr(self, attr)) for attr, tag, _convert in _DEVICE_UPGRADE_FIELDS.rows]
+
+
 _CONTROL_FIELDS = FieldTable(
     ("ptz_cmd", "PTZCmd", as_raw),
+    ("preset_name", "PTZCmdParams/PresetName", as_raw),
+    ("cruise_track_name", "PTZCmdParams/CruiseTrackName", as_raw),
     ("tele_boot", "TeleBoot", as_present),
     ("record_cmd", "RecordCmd", as_raw),
+    ("stream_number", "StreamNumber", as_int),
     ("guard_cmd", "GuardCmd", as_raw),
     ("alarm_cmd", "AlarmCmd", as_raw),
     # "IFameCmd" is the standard's spelling (A.2.3 a); some platforms correct it.
     ("iframe", "IFameCmd", as_present),
     ("iframe", "IFrameCmd", as_present),
+    ("format_sd_card", "FormatSDCard", as_int),
+    ("target_track", "TargetTrack", as_raw),
+    ("device_id2", "DeviceID2", as_raw),
 )
 _CONTROL_INFO_FIELDS = FieldTable(
     ("control_priority", "ControlPriority", as_int),
@@ -640,10 +1069,52 @@ _CONTROL_INFO_FIELDS = FieldTable(
     ("alarm_type", "AlarmType", as_raw),
 )
 
+CONTROL_ANSWERS: dict[str, bool] = {
+    # §9.3.1: the device answers these with the 200 to the MESSAGE only ...
+    "PTZCmd": False,
+    "TeleBoot": False,
+    "IFameCmd": False,
+    "IFrameCmd": False,
+    "DragZoomIn": False,
+    "DragZoomOut": False,
+    # ... to which the 2022 edition adds precise PTZ, storage card formatting and target tracking.
+    "PTZPreciseCtrl": False,
+    "FormatSDCard": False,
+    "TargetTrack": False,
+    # These get a Response carrying Result after the 200.
+    "RecordCmd": True,
+    "GuardCmd": True,
+    "AlarmCmd": True,
+    "HomePosition": True,
+    "DeviceUpgrade": True,
+}
+"""DeviceControl command element -> whether the device sends a Response with Result (§9.3.1). Waiting
+for a Response that never comes turns a working camera into a timeout."""
+
+_ANSWERED_NOTIFIES = frozenset({"Alarm", "Broadcast"})
+
+
+def expects_response(doc: ManscdpDocument) -> bool:
+    """Whether a MANSCDP Response follows the 200 to the MESSAGE carrying `doc`: DeviceControl by
+    CONTROL_ANSWERS (any answered command in the body), DeviceConfig and every Query yes, the Alarm and
+    Broadcast notifications yes (A.2.6 b, l), other notifications and Responses no."""
+    root, cmd_type = doc.root, doc.cmd_type
+    if root == "Control":
+        if cmd_type != "DeviceControl":
+            return True
+        return any(CONTROL_ANSWERS.get(child.tag, False) for child in doc.element)
+    if root == "Query":
+        return True
+    if root == "Notify":
+        return cmd_type in _ANSWERED_NOTIFIES
+    return False
+
 
 @dataclass(slots=True)
 class DeviceControl:
-    """A DeviceControl command (A.2.3 a), so that a boundary policy can tell PTZ from reboot."""
+    """A DeviceControl command (A.2.3 a and its 2022 additions), so that a boundary policy can tell PTZ
+    from reboot. `target_track` is Auto, Manual or Stop; a manual track names the area to follow in
+    `target_area` and may name a detail camera in `device_id2`."""
 
     sn: int | None
     device_id: str
@@ -659,6 +1130,15 @@ class DeviceControl:
     control_priority: int | None = None
     alarm_method: str | None = None
     alarm_type: str | None = None
+    preset_name: str | None = None
+    cruise_track_name: str | None = None
+    stream_number: int | None = None
+    ptz_precise: PtzPrecise | None = None
+    device_upgrade: DeviceUpgrade | None = None
+    format_sd_card: int | None = None
+    target_track: str | None = None
+    device_id2: str | None = None
+    target_area: DragZoom | None = None
 
     @classmethod
     def from_document(cls, doc: ManscdpDocument) -> DeviceControl:
@@ -666,15 +1146,245 @@ class DeviceControl:
         zoom_in = e.find("DragZoomIn")
         zoom_out = e.find("DragZoomOut")
         home = e.find("HomePosition")
+        precise = e.find("PTZPreciseCtrl")
+        upgrade = e.find("DeviceUpgrade")
+        area = e.find("TargetArea")
         return cls(
             doc.sn,
             doc.device_id,
             drag_zoom_in=DragZoom.from_element(zoom_in) if zoom_in is not None else None,
             drag_zoom_out=DragZoom.from_element(zoom_out) if zoom_out is not None else None,
             home_position=HomePosition.from_element(home) if home is not None else None,
+            ptz_precise=PtzPrecise.from_element(precise) if precise is not None else None,
+            device_upgrade=DeviceUpgrade.from_element(upgrade) if upgrade is not None else None,
+            target_area=DragZoom.from_element(area) if area is not None else None,
             **read_fields(e, _CONTROL_FIELDS),
             **read_fields(e.find("Info"), _CONTROL_INFO_FIELDS),
         )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Queries and subscriptions the gateway receives, and the 2022 query answers
+
+_ALARM_QUERY_FIELDS = FieldTable(
+    ("start_priority", "StartAlarmPriority", as_int),
+    ("end_priority", "EndAlarmPriority", as_int),
+    ("method", "AlarmMethod", as_raw),
+    ("alarm_type", "AlarmType", as_raw),
+    ("start_time", "StartAlarmTime", as_raw),
+    ("end_time", "EndAlarmTime", as_raw),
+)
+
+
+@dataclass(slots=True)
+class AlarmQuery:
+    """An Alarm query or subscription body (A.2.4 e): priorities 0 (all) to 4, methods as digits ("12"
+    is telephone or device, "0" all), the alarm type, and the time window."""
+
+    sn: int | None
+    device_id: str
+    start_priority: int | None
+    end_priority: int | None
+    method: str | None
+    alarm_type: str | None
+    start_time: str | None
+    end_time: str | None
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> AlarmQuery:
+        return cls(doc.sn, doc.device_id, **read_fields(doc.element, _ALARM_QUERY_FIELDS))
+
+
+_INTERVAL_FIELDS = FieldTable(("interval", "Interval", as_int))
+
+
+@dataclass(slots=True)
+class MobilePositionQuery:
+    """A MobilePosition query or subscription body (A.2.4 h); the report interval defaults to 5 s."""
+
+    sn: int | None
+    device_id: str
+    interval: int | None
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> MobilePositionQuery:
+        return cls(doc.sn, doc.device_id, **read_fields(doc.element, _INTERVAL_FIELDS))
+
+
+_BROADCAST_FIELDS = FieldTable(("source_id", "SourceID", as_id), ("target_id", "TargetID", as_id))
+
+
+@dataclass(slots=True)
+class BroadcastNotify:
+    """Voice broadcast invitation (A.2.5 d): the audio source (the platform) and the output device; the
+    device answers with a Broadcast Response carrying Result, then INVITEs the source for audio."""
+
+    sn: int | None
+    source_id: str
+    target_id: str
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> BroadcastNotify:
+        return cls(doc.sn, **read_fields(doc.element, _BROADCAST_FIELDS))
+
+
+_PTZ_POSITION_FIELDS = FieldTable(
+    ("result", "Result", as_raw),
+    ("pan", "Pan", as_float),
+    ("tilt", "Tilt", as_float),
+    ("zoom", "Zoom", as_float),
+    ("horizontal_field_angle", "HorizontalFieldAngle", as_float),
+    ("vertical_field_angle", "VerticalFieldAngle", as_float),
+    ("max_view_distance", "MaxViewDistance", as_float),
+)
+
+
+@dataclass(slots=True)
+class PtzPositionResponse:
+    """2022 PTZPosition answer: the precise position (as in PTZPreciseCtrl) and the field of view.
+    Read from leaves: devices put the values directly under the root or inside a group."""
+
+    sn: int | None
+    device_id: str
+    result: str | None
+    pan: float | None
+    tilt: float | None
+    zoom: float | None
+    horizontal_field_angle: float | None
+    vertical_field_angle: float | None
+    max_view_distance: float | None
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> PtzPositionResponse:
+        return cls(doc.sn, doc.device_id, **read_fields(doc.element, _PTZ_POSITION_FIELDS, Scope.LEAVES))
+
+
+@dataclass(slots=True)
+class HomePositionResponse:
+    """2022 HomePositionQuery answer: the home position settings (absent when the device has none)."""
+
+    sn: int | None
+    device_id: str
+    result: str | None
+    home_position: HomePosition | None
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> HomePositionResponse:
+        home = doc.element.find("HomePosition")
+        return cls(
+            doc.sn,
+            doc.device_id,
+            home_position=HomePosition.from_element(home) if home is not None else None,
+            **read_fields(doc.element, _RESULT_FIELDS),
+        )
+
+
+_CRUISE_TRACK_FIELDS = FieldTable(("number", "Number", as_int), ("name", "Name", as_raw))
+
+
+@dataclass(slots=True)
+class CruiseTrack:
+    number: int | None
+    name: str | None
+
+
+_LIST_ANSWER_FIELDS = FieldTable(
+    ("result", "Result", as_raw), ("name", "Name", as_raw), ("sum_num", "SumNum", as_int)
+)
+
+
+@dataclass(slots=True)
+class CruiseTrackListResponse:
+    """2022 CruiseTrackListQuery answer: the device's cruise tracks by number (the cruise group of A.3.5)."""
+
+    sn: int | None
+    device_id: str
+    result: str | None
+    sum_num: int | None
+    num: int | None
+    tracks: list[CruiseTrack]
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> CruiseTrackListResponse:
+        num, items = _list(doc.element, "CruiseTrackList")
+        fields = read_fields(doc.element, _LIST_ANSWER_FIELDS)
+        tracks = [CruiseTrack(**read_fields(item, _CRUISE_TRACK_FIELDS)) for item in items]
+        return cls(doc.sn, doc.device_id, fields["result"], fields["sum_num"], num, tracks)
+
+
+_CRUISE_POINT_FIELDS = FieldTable(
+    ("preset_index", "PresetIndex", as_int), ("stay_time", "StayTime", as_int), ("speed", "Speed", as_int)
+)
+
+
+@dataclass(slots=True)
+class CruisePoint:
+    preset_index: int | None
+    stay_time: int | None
+    speed: int | None
+
+
+@dataclass(slots=True)
+class CruiseTrackResponse:
+    """2022 CruiseTrackQuery answer: one track's name and its points (preset, dwell seconds, speed)."""
+
+    sn: int | None
+    device_id: str
+    result: str | None
+    name: str | None
+    sum_num: int | None
+    num: int | None
+    points: list[CruisePoint]
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> CruiseTrackResponse:
+        num, items = _list(doc.element, "CruisePointList")
+        points = [CruisePoint(**read_fields(item, _CRUISE_POINT_FIELDS)) for item in items]
+        return cls(
+            doc.sn, doc.device_id, num=num, points=points, **read_fields(doc.element, _LIST_ANSWER_FIELDS)
+        )
+
+
+_SD_CARD_FIELDS = FieldTable(
+    ("id", "ID", as_int),
+    ("hdd_name", "HddName", as_raw),
+    ("status", "Status", as_raw),
+    ("format_progress", "FormatProgress", as_int),
+    ("capacity", "Capacity", as_int),
+    ("free_space", "FreeSpace", as_int),
+)
+
+
+@dataclass(slots=True)
+class SdCard:
+    """One storage card: number, name, status as the device words it, format progress (percent),
+    capacity and free space (MB)."""
+
+    id: int | None
+    hdd_name: str | None
+    status: str | None
+    format_progress: int | None
+    capacity: int | None
+    free_space: int | None
+
+
+@dataclass(slots=True)
+class SdCardStatusResponse:
+    """2022 SDCardStatus answer."""
+
+    sn: int | None
+    device_id: str
+    result: str | None
+    sum_num: int | None
+    num: int | None
+    cards: list[SdCard]
+
+    @classmethod
+    def from_document(cls, doc: ManscdpDocument) -> SdCardStatusResponse:
+        num, items = _list(doc.element, "SDCardList")
+        fields = read_fields(doc.element, _LIST_ANSWER_FIELDS)
+        cards = [SdCard(**read_fields(item, _SD_CARD_FIELDS)) for item in items]
+        return cls(doc.sn, doc.device_id, fields["result"], fields["sum_num"], num, cards)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -694,6 +1404,15 @@ TypedMessage: TypeAlias = (
     | PresetQueryResponse
     | ConfigDownloadResponse
     | DeviceControl
+    | DeviceConfig
+    | AlarmQuery
+    | MobilePositionQuery
+    | BroadcastNotify
+    | PtzPositionResponse
+    | HomePositionResponse
+    | CruiseTrackListResponse
+    | CruiseTrackResponse
+    | SdCardStatusResponse
 )
 
 
@@ -717,6 +1436,15 @@ _TYPED: dict[tuple[str, str], Callable[[ManscdpDocument], TypedMessage]] = {
     ("Response", "PresetQuery"): PresetQueryResponse.from_document,
     ("Response", "ConfigDownload"): ConfigDownloadResponse.from_document,
     ("Control", "DeviceControl"): DeviceControl.from_document,
+    ("Control", "DeviceConfig"): DeviceConfig.from_document,
+    ("Query", "Alarm"): AlarmQuery.from_document,
+    ("Query", "MobilePosition"): MobilePositionQuery.from_document,
+    ("Notify", "Broadcast"): BroadcastNotify.from_document,
+    ("Response", "PTZPosition"): PtzPositionResponse.from_document,
+    ("Response", "HomePositionQuery"): HomePositionResponse.from_document,
+    ("Response", "CruiseTrackListQuery"): CruiseTrackListResponse.from_document,
+    ("Response", "CruiseTrackQuery"): CruiseTrackResponse.from_document,
+    ("Response", "SDCardStatus"): SdCardStatusResponse.from_document,
 }
 
 
