@@ -26,7 +26,8 @@ from gbgw.sip.digest import DigestChallenge, DigestClient, DigestError, parse_ch
 from gbgw.sip.endpoint import Peer
 from gbgw.sip.errors import SipError
 from gbgw.sip.headers import NameAddr
-from gbgw.sip.message import Request, Response, new_call_id, new_tag
+from gbgw.sip.message import Request, Response, new_tag
+from gbgw.sip.requests import RequestBuilder
 from gbgw.sip.transport import SipTimeout, SipTransport
 from gbgw.sip.uri import SipUri
 
@@ -102,7 +103,6 @@ class Registration:
         self.username = username
         self.expires = expires
         self.contact = contact
-        self.user_agent = user_agent
         self.on_state = on_state
         self.refresh_ratio = refresh_ratio
         self.retry_min = retry_min
@@ -112,13 +112,14 @@ class Registration:
         self.reason: str | None = None
         self.granted: int | None = None
         self.expires_at: float | None = None
-        self.call_id = new_call_id(transport.host or "localhost")
+        # CSeq counts up across refreshes from this one builder (§10.2.4).
+        self._requests = RequestBuilder(transport, aor, user_agent)
+        self.call_id = self._requests.new_call_id()
         self.failures = 0
         self._home = (peer, registrar_uri)
         # One client per header: a proxy and the registrar each count nc on their own nonce.
         self._digest = {name: DigestClient(username, password) for name in _CREDENTIAL_HEADER.values()}
         self._tag = new_tag()
-        self._cseq = 0
         self._challenges: dict[str, DigestChallenge] = {}
         self._contact_uri = _contact_uri(contact)
         self._lock = asyncio.Lock()
@@ -130,7 +131,7 @@ class Registration:
     @property
     def cseq(self) -> int:
         """The CSeq number of the last REGISTER sent."""
-        return self._cseq
+        return self._requests.cseq
 
     # -- one exchange --------------------------------------------------------------------------------
 
@@ -234,22 +235,14 @@ class Registration:
         raise RegistrationError(f"no final answer after {_MAX_ROUNDS} REGISTER requests", 408)
 
     def _request(self, expires: int) -> Request:
-        self._cseq += 1
         contact = self.contact if "<" in self.contact else f"<{self.contact}>"
-        headers = [
-            ("Via", self.transport.via(self.peer.transport)),
-            ("Max-Forwards", "70"),
-            ("From", f"<{self.aor}>;tag={self._tag}"),
-            ("To", f"<{self.aor}>"),
-            ("Call-ID", self.call_id),
-            ("CSeq", f"{self._cseq} REGISTER"),
-            ("Contact", contact),
-            ("Expires", str(expires)),
-            ("User-Agent", self.user_agent),
-        ]
+        headers = [("Contact", contact), ("Expires", str(expires))]
         for name, challenge in self._challenges.items():
             headers.append((name, self._digest[name].authorization(challenge, "REGISTER", self.registrar_uri)))
-        return Request("REGISTER", self.registrar_uri, headers)
+        return self._requests.build(
+            "REGISTER", self.registrar_uri, self.aor, transport=self.peer.transport, call_id=self.call_id,
+            from_tag=self._tag, headers=headers,
+        )
 
     def _granted(self, response: Response) -> int:
         """The expiry of our binding: its Contact's expires, else the Expires header, else what we asked."""

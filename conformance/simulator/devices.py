@@ -1,4 +1,6 @@
-"""A crowd of simulated GB/T 28181 devices (cameras, NVRs) for tests, benchmarks and vendor checks.
+"""A crowd of simulated GB/T 28181 devices (cameras, NVRs) for tests, benchmarks and vendor checks: their
+SIP side (registration, keepalive, answering the server's requests, calls). What they are is in
+`config.py`, what they answer to queries in `answers.py`, the command in `cli.py`.
 
 Each device behaves on the wire like the Hikvision and eXosip captures in shared/interop: REGISTER, 401,
 REGISTER with digest (the same Call-ID, the nonce reused on refresh as eXosip does), keepalive MESSAGEs
@@ -9,7 +11,7 @@ spread over the time asked, paged like the catalog), PresetQuery and ConfigDownl
 Hikvision sends it, SIP server address and password included), and take DeviceControl and DeviceConfig,
 keeping what they received (`controls`) and answering with Result OK where the standard has an answer.
 Given a media file, devices answer a Play INVITE for a channel (or the device itself) and stream it as PS
-over RTP (`gb28181.simulator_media`) until a BYE, and send BYE themselves when the media duration ends or
+over RTP (`media.py`) until a BYE, and send BYE themselves when the media duration ends or
 the simulator stops.
 
 Scale is the design constraint (100,000 devices in one process): devices share a SIP socket per group
@@ -19,55 +21,35 @@ served by one loop timer, and registrations and keepalives are driven by future 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import gc
 import heapq
 import itertools
 import math
 import os
-import signal
-import sys
-import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 import structlog
 
-from gbgw.conformance.simulator.media import (
-    MediaCall,
-    MediaOptions,
-    MediaSource,
-    OfferError,
-    add_media_arguments,
-    media_options_from_args,
-)
-from gbgw.gb28181.config import ENCODINGS, ConfigError, parse_host_port
+from gbgw.conformance.simulator import answers
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.media import MediaCall, MediaSource, OfferError
 from gbgw.gb28181.manscdp import (
-    AlarmStatusItem,
-    CatalogItem,
-    Field,
     ManscdpDocument,
     ManscdpError,
     build,
-    catalog_pages,
     encode_body,
     format_time,
     notify_alarm,
     notify_catalog,
-    notify_keepalive,
     parse,
-    parse_time,
-    response_device_info,
-    response_device_status,
     response_result,
 )
-from gbgw.gb28181.manscdp.text import codec_for
 from gbgw.sip.dialog import Dialog
 from gbgw.sip.digest import DigestClient, DigestError, parse_challenge
 from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
@@ -80,9 +62,6 @@ from gbgw.sip.uri import format_host_port
 log = structlog.get_logger("gb28181.simulator")
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
-MANUFACTURER = "Simulator"
-# Channel names as Chinese integrators write them, to exercise GB2312/UTF-8 handling end to end.
-PLACES = ("大门", "停车场", "大堂", "电梯厅", "周界", "南门", "北门", "仓库", "收银台", "走廊")
 
 _KEEPALIVE = 0
 _REGISTER = 1
@@ -90,128 +69,6 @@ _REGISTER = 1
 _TIMER_BATCH = 2000
 # REGISTER legs of one attempt: the first, the answer to the 401, one more answer if that nonce was stale.
 _MAX_LEGS = 3
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(slots=True, kw_only=True)
-class SimulatorConfig:
-    """What the simulated devices are and where they register. Invalid values raise ValueError."""
-
-    server_host: str
-    server_port: int
-    transport: str = "UDP"
-    count: int = 1
-    channels: int = 1
-    id_prefix: str = "3402000000132"
-    start: int = 1
-    domain: str = "3402000000"
-    server_id: str = "34020000002000000001"
-    password: str = field(default="12345678", repr=False)
-    username_differs: bool = False
-    expires: int = 3600
-    keepalive_interval: float = 60.0
-    keepalive_misses: int = 3
-    """Consecutive keepalive timeouts after which a device registers again."""
-    devices_per_socket: int = 1000
-    catalog_page_size: int = 2
-    records: int = 3
-    """Recordings a RecordInfo query finds per channel, spread evenly over the time asked."""
-    record_page_size: int = 2
-    """RecordInfo items per answer MESSAGE (Hikvision sends 2)."""
-    presets: int = 3
-    """Presets each channel has (PresetQuery)."""
-    unanswered: tuple[str, ...] = ()
-    """CmdTypes of queries and controls the devices accept with 200 but never answer, as a hung device does."""
-    encoding: str = "GB2312"
-    register_rate: float = 2000.0
-    """First REGISTER legs sent per second, for registrations, refreshes and re-registrations alike."""
-    retry_interval: float = 30.0
-    """Wait after a failed registration before trying again."""
-    bind: str = "127.0.0.1"
-    user_agent: str = "IP Camera"
-    """Hikvision IPCs send "IP Camera"; gateways special-case vendors by it, so it is configurable."""
-    t1: float = 0.5
-    """SIP T1; a keepalive times out after 64 * T1 (Timer F)."""
-    media: MediaOptions = field(default_factory=MediaOptions)
-
-    def __post_init__(self) -> None:
-        self.transport = self.transport.upper()
-        if self.transport not in ("UDP", "TCP"):
-            raise ValueError(f"transport must be UDP or TCP, not {self.transport!r}")
-        if not (self.id_prefix.isascii() and self.id_prefix.isdigit() and 13 <= len(self.id_prefix) <= 19):
-            raise ValueError(f"id prefix must be 13 to 19 digits (centre, industry, type...), not {self.id_prefix!r}")
-        if self.id_prefix[10:13] == "131":
-            raise ValueError("the id prefix's type must not be 131: that is the type of the channels")
-        if self.count < 1 or self.start < 1 or self.channels < 0:
-            raise ValueError("count and start must be at least 1, channels at least 0")
-        last = self.start + self.count - 1
-        if last >= 10 ** (20 - len(self.id_prefix)):
-            raise ValueError(f"device number {last} does not fit after the {len(self.id_prefix)}-digit prefix")
-        if last * self.channels >= 10**7:
-            raise ValueError(f"{last} devices x {self.channels} channels exceed the 7-digit channel numbers")
-        if not (len(self.domain) == 10 and self.domain.isascii() and self.domain.isdigit()):
-            raise ValueError(f"domain must be 10 digits, not {self.domain!r}")
-        if not (len(self.server_id) == 20 and self.server_id.isascii() and self.server_id.isdigit()):
-            raise ValueError(f"server ID must be 20 digits, not {self.server_id!r}")
-        if self.expires < 1 or self.keepalive_interval <= 0 or self.keepalive_misses < 1:
-            raise ValueError("expires, keepalive interval and keepalive misses must be positive")
-        if self.devices_per_socket < 1 or self.catalog_page_size < 1 or self.record_page_size < 1:
-            raise ValueError("devices per socket and catalog and record page sizes must be at least 1")
-        if self.records < 0 or not 0 <= self.presets <= 255:
-            raise ValueError("records must be at least 0, presets 0 to 255")
-        if self.register_rate <= 0 or self.retry_interval <= 0 or self.t1 <= 0:
-            raise ValueError("register rate, retry interval and T1 must be positive")
-        try:
-            codec_for(self.encoding)
-        except LookupError:
-            raise ValueError(f"unknown encoding {self.encoding!r}") from None
-
-    def device_id(self, number: int) -> str:
-        return f"{self.id_prefix}{number:0{20 - len(self.id_prefix)}d}"
-
-    def channel_id(self, number: int, channel: int) -> str:
-        """Channel `channel` (1-based) of device `number`: type 131 (camera) in the device's centre and
-        industry, numbered so that channels of all devices (of any --start range) never collide."""
-        return f"{self.id_prefix[:10]}131{(number - 1) * self.channels + channel:07d}"
-
-    def alarm_input_id(self, number: int) -> str:
-        """The device's alarm input (type 134), reported in DeviceStatus as the captures show."""
-        return f"{self.id_prefix[:10]}134{number:07d}"
-
-    def locate(self, gb_id: str) -> tuple[int, int] | None:
-        """(device number, channel) for a device ID (channel 0) or a channel ID of ours, else None."""
-        if len(gb_id) != 20 or not (gb_id.isascii() and gb_id.isdigit()):
-            return None
-        if gb_id.startswith(self.id_prefix):
-            number = int(gb_id[len(self.id_prefix) :])
-            if self.start <= number < self.start + self.count:
-                return number, 0
-        if self.channels and gb_id.startswith(self.id_prefix[:10]) and gb_id[10:13] == "131":
-            serial = int(gb_id[13:]) - 1
-            number, channel = divmod(serial, self.channels)
-            number += 1
-            if serial >= 0 and self.start <= number < self.start + self.count:
-                return number, channel + 1
-        return None
-
-    def username(self, device_id: str) -> str:
-        return digest_username(device_id) if self.username_differs else device_id
-
-
-def digest_username(device_id: str) -> str:
-    """The digest username of a device configured like a Hikvision IPC whose "SIP user authentication ID"
-    differs from its device ID: the device ID with its network digit (the 14th) set to 8, or 7 if it
-    already is 8. A registrar maps it back to the device with the same rule."""
-    network = "7" if device_id[13] == "8" else "8"
-    return f"{device_id[:13]}{network}{device_id[14:]}"
-
-
-def channel_name(channel: int) -> str:
-    """"通道1 大门", "通道2 停车场", ...: the Chinese names a catalog carries."""
-    return f"通道{channel} {PLACES[(channel - 1) % len(PLACES)]}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,7 +206,7 @@ class DeviceSimulator:
         self._noted: set[str] = set()
         self._token = os.urandom(4).hex()
         self._serial = itertools.count(1)
-        self._keepalive_body = _keepalive_template(config.encoding)
+        self._keepalive_body = answers.keepalive_template(config.encoding)
         self._source: MediaSource | None = None
         self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
         self.controls: deque[ManscdpDocument] = deque(maxlen=1000)
@@ -597,7 +454,8 @@ class DeviceSimulator:
         if device.challenge is not None:
             header, challenge = device.challenge
             if device.auth is None:
-                device.auth = DigestClient(cfg.username(device.device_id), cfg.password)
+                password = cfg.password + "-wrong" if "wrong-digest" in cfg.faults else cfg.password
+                device.auth = DigestClient(cfg.username(device.device_id), password)
             try:
                 answer = device.auth.authorization(parse_challenge(challenge), "REGISTER", self._server_uri)
                 headers.append((header, answer))
@@ -679,7 +537,7 @@ class DeviceSimulator:
             device.misses = 0
             stats.registered += 1
             self._wake_waiters()
-            self._set_keepalive(device, now + self.config.keepalive_interval)
+            self._set_keepalive(device, now + self.config.keepalive_period)
         if not self._stopping:
             self._set_register(device, now + 0.8 * granted)
 
@@ -747,7 +605,7 @@ class DeviceSimulator:
         body = self._keepalive_body % (device.sn, device.device_id.encode())
         future = self._send_message(device, body)
         future.add_done_callback(partial(self._on_keepalive_answer, device, device.epoch))
-        self._set_keepalive(device, self._loop.time() + self.config.keepalive_interval)
+        self._set_keepalive(device, self._loop.time() + self.config.keepalive_period)
 
     def _on_keepalive_answer(self, device: _Device, epoch: int, future: asyncio.Future[Response]) -> None:
         if future.cancelled():
@@ -857,37 +715,46 @@ class DeviceSimulator:
         if addressed is None:
             return
         device, channel, doc = addressed
-        answer: Callable[[], Coroutine[Any, Any, None]] | None = None
         if doc.root == "Control":
             # Nothing to turn on a simulated camera: kept for whoever checks what arrived, and answered.
             self.controls.append(doc)
             self.stats.controls += 1
             self._reply(group, txn, 200)
-            if doc.sn is not None and doc.cmd_type not in self.config.unanswered and _control_answered(doc):
+            silenced = "guard-result" in self.config.faults and doc.element.find("GuardCmd") is not None
+            if (doc.sn is not None and doc.cmd_type not in self.config.unanswered and not silenced
+                    and answers.control_answered(doc)):
                 self._spawn(self._report_quietly(device, response_result(doc.cmd_type, doc.sn, doc.device_id)))
             return
         if doc.root == "Query" and doc.sn is not None and doc.cmd_type in self.config.unanswered:
             self._reply(group, txn, 200)
             return
-        if doc.root == "Query" and doc.sn is not None:
-            if doc.cmd_type == "Catalog":
-                answer = partial(self._answer_catalog, device, channel, doc.sn, doc.device_id)
-            elif doc.cmd_type == "DeviceInfo":
-                answer = partial(self._answer_device_info, device, doc.sn, doc.device_id)
-            elif doc.cmd_type == "DeviceStatus":
-                answer = partial(self._answer_device_status, device, doc.sn, doc.device_id)
-            elif doc.cmd_type == "RecordInfo":
-                answer = partial(self._answer_record_info, device, channel, doc)
-            elif doc.cmd_type == "PresetQuery":
-                answer = partial(self._answer_presets, device, doc.sn, doc.device_id)
-            elif doc.cmd_type == "ConfigDownload":
-                answer = partial(self._answer_config, device, channel, doc)
-        if answer is None:
-            self.stats.unsupported += 1
-            self._reply(group, txn, 200)
-            return
+        pages = self._answer(device.number, channel, doc) if doc.root == "Query" else None
         self._reply(group, txn, 200)
-        self._spawn(answer())
+        if pages is None:
+            self.stats.unsupported += 1
+            return
+        self._spawn(self._send_answer(device, pages, catalog=doc.cmd_type == "Catalog"))
+
+    def _answer(self, number: int, channel: int, query: ManscdpDocument) -> list[ManscdpDocument] | None:
+        """The pages answering a query; None for what the simulator does not answer."""
+        cfg = self.config
+        sn, query_id = query.sn, query.device_id
+        if sn is None:
+            return None
+        match query.cmd_type:
+            case "Catalog":
+                return answers.catalog(cfg, number, channel, sn, query_id)
+            case "DeviceInfo":
+                return [answers.device_info(cfg, number, sn, query_id)]
+            case "DeviceStatus":
+                return [answers.device_status(cfg, number, sn, query_id, self._device_time())]
+            case "RecordInfo":
+                return answers.record_info(cfg, number, channel, query)
+            case "PresetQuery":
+                return [answers.presets(cfg, sn, query_id)]
+            case "ConfigDownload":
+                return [answers.config_download(cfg, number, channel, query)]
+        return None
 
     def _on_subscribe(self, group: _Group, txn: ServerTransaction) -> None:
         addressed = self._addressed(group, txn)
@@ -1032,138 +899,16 @@ class DeviceSimulator:
 
     # -- answers -------------------------------------------------------------------------------------
 
-    def _catalog_items(self, device: _Device, channel: int, event: str | None = None) -> list[CatalogItem]:
-        cfg = self.config
-        wanted = range(1, cfg.channels + 1) if channel == 0 else (channel,)
-        return [
-            CatalogItem(
-                cfg.channel_id(device.number, c),
-                event=event,
-                name=channel_name(c),
-                manufacturer=MANUFACTURER,
-                model="SIM-IPC",
-                owner="0",
-                civil_code=device.device_id[:6],
-                address=PLACES[(c - 1) % len(PLACES)],
-                parental=0,
-                parent_id=device.device_id,
-                safety_way=0,
-                register_way=1,
-                secrecy=0,
-                status="ON",
-                ptz_type=3,
-            )
-            for c in wanted
-        ]
-
-    async def _send_pages(self, device: _Device, pages: list[ManscdpDocument]) -> None:
-        """One MESSAGE per page, each after the previous one's 200, as NVRs pace them."""
-        encoding = self.config.encoding
-        for page in pages:
-            response = await self._send_message(device, encode_body(page, encoding))
-            self.stats.catalog_pages_sent += 1
-            if response.status >= 300:
-                self.stats.messages_failed += 1
-
-    async def _answer_catalog(self, device: _Device, channel: int, sn: int, query_id: str) -> None:
-        items = self._catalog_items(device, channel)
-        await self._send_pages(device, catalog_pages(sn, query_id, items, self.config.catalog_page_size))
-        self.stats.catalogs_answered += 1
-
-    async def _answer_device_info(self, device: _Device, sn: int, query_id: str) -> None:
-        cfg = self.config
-        doc = response_device_info(
-            sn, query_id, device_name=f"SIM {device.number}", manufacturer=MANUFACTURER,
-            model="SIM-NVR" if cfg.channels > 1 else "SIM-IPC", firmware="V1.0.0", channel=cfg.channels,
-        )
-        await self._report(device, doc)
-        self.stats.queries_answered += 1
-
-    async def _answer_device_status(self, device: _Device, sn: int, query_id: str) -> None:
-        doc = response_device_status(
-            sn, query_id, online=True, status_ok=True, encode=True, record=False,
-            device_time=self._device_time(),
-            alarm_status=[AlarmStatusItem(self.config.alarm_input_id(device.number), "ONDUTY")],
-        )
-        await self._report(device, doc)
-        self.stats.queries_answered += 1
-
-    async def _answer_record_info(self, device: _Device, channel: int, query: ManscdpDocument) -> None:
-        """Recordings spread evenly over the time asked (none when it cannot be read), in pages of
-        `record_page_size` that each carry the full SumNum, as Hikvision answers."""
-        cfg = self.config
-        sn = query.sn
-        start = parse_time(query.text("StartTime"))
-        end = parse_time(query.text("EndTime"))
-        count = cfg.records if start is not None and end is not None and end > start else 0
-        kind = query.text("Type") or "time"
-        kind = kind if kind in ("time", "alarm", "manual") else "time"
-        name = channel_name(channel) if channel else f"SIM {device.number}"
-        items: list[ET.Element] = []
-        if start is not None and end is not None and count:
-            step = (end - start) / count
-            for index in range(count):
-                begin = start + step * index
-                item = ET.Element("Item")
-                for tag, value in (
-                    ("DeviceID", query.device_id),
-                    ("Name", name),
-                    ("FilePath", f"/record/{query.device_id}/{index + 1:05d}.mp4"),
-                    ("Address", PLACES[(max(channel, 1) - 1) % len(PLACES)]),
-                    ("StartTime", format_time(begin)),
-                    ("EndTime", format_time(begin + step)),
-                    ("Secrecy", "0"),
-                    ("Type", kind),
-                    ("FileSize", str(1_048_576 * (index + 1))),
-                ):
-                    ET.SubElement(item, tag).text = value
-                items.append(item)
-        size = cfg.record_page_size
-        pages = []
-        for first in range(0, max(count, 1), size):
-            chunk = items[first : first + size]
-            records = ET.Element("RecordList", Num=str(len(chunk)))
-            records.extend(chunk)
-            pages.append(build("Response", "RecordInfo", sn, query.device_id,
-                               [("Name", name), ("SumNum", count), ("RecordList", records)]))
+    async def _send_answer(self, device: _Device, pages: list[ManscdpDocument], *, catalog: bool) -> None:
         for page in pages:
             # Each after the previous one's 200, as devices pace a multi-message answer.
             await self._report(device, page)
-        self.stats.queries_answered += 1
-
-    async def _answer_presets(self, device: _Device, sn: int, query_id: str) -> None:
-        presets = ET.Element("PresetList", Num=str(self.config.presets))
-        for index in range(1, self.config.presets + 1):
-            item = ET.SubElement(presets, "Item")
-            ET.SubElement(item, "PresetID").text = str(index)
-            ET.SubElement(item, "PresetName").text = f"预置位{index}"
-        await self._report(device, build("Response", "PresetQuery", sn, query_id, [("PresetList", presets)]))
-        self.stats.queries_answered += 1
-
-    async def _answer_config(self, device: _Device, channel: int, query: ManscdpDocument) -> None:
-        """BasicParam as a Hikvision IPC answers it (its SIP server's address and its password included:
-        a gateway relaying it must not pass those on), and VideoParamOpt."""
-        cfg = self.config
-        wanted = (query.text("ConfigType") or "BasicParam").split("/")
-        sections: list[tuple[str, Field]] = [("Result", "OK")]
-        if "BasicParam" in wanted:
-            sections.append(("BasicParam", {
-                "Name": channel_name(channel) if channel else f"SIM {device.number}",
-                "DeviceID": device.device_id,
-                "SIPServerID": cfg.server_id,
-                "SIPServerIP": cfg.server_host,
-                "SIPServerPort": cfg.server_port,
-                "DomainName": cfg.domain,
-                "Expiration": cfg.expires,
-                "Password": cfg.password,
-                "HeartBeatInterval": int(cfg.keepalive_interval),
-                "HeartBeatCount": cfg.keepalive_misses,
-                "PositionCapability": 0,
-            }))
-        if "VideoParamOpt" in wanted:
-            sections.append(("VideoParamOpt", {"DownloadSpeed": "1/2/4", "Resolution": "6/5"}))
-        await self._report(device, build("Response", "ConfigDownload", query.sn, query.device_id, sections))
-        self.stats.queries_answered += 1
+            if catalog:
+                self.stats.catalog_pages_sent += 1
+        if catalog:
+            self.stats.catalogs_answered += 1
+        else:
+            self.stats.queries_answered += 1
 
     async def _report_quietly(self, device: _Device, doc: ManscdpDocument) -> None:
         await self._report(device, doc)
@@ -1172,7 +917,7 @@ class DeviceSimulator:
         """The catalog as ON events, in NOTIFYs inside the dialog the SUBSCRIBE and our 200 created."""
         cfg = self.config
         group = device.group
-        items = self._catalog_items(device, channel, event="ON")
+        items = answers.catalog_items(cfg, device.number, channel, event="ON")
         size = cfg.catalog_page_size
         total = len(items)
         pages = [items[i : i + size] for i in range(0, total, size)] or [[]]
@@ -1198,14 +943,6 @@ class DeviceSimulator:
                 self.stats.messages_failed += 1
 
 
-def _control_answered(doc: ManscdpDocument) -> bool:
-    """Whether the standard has the device answer this control with a Result (9.3.1): DeviceConfig, and
-    record, guard, alarm reset and home position commands; not PTZ, TeleBoot, IFameCmd or DragZoom."""
-    if doc.cmd_type == "DeviceConfig":
-        return True
-    return any(doc.element.find(tag) is not None for tag in ("RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition"))
-
-
 @dataclass(slots=True, frozen=True)
 class _Dialog:
     """A subscription dialog from our side: where NOTIFYs go and the From/To/Call-ID/Event they carry."""
@@ -1216,158 +953,3 @@ class _Dialog:
     call_id: str
     event: str
 
-
-def _keepalive_template(encoding: str) -> bytes:
-    """The keepalive body as `bytes % (sn, device_id)`: built once by the MANSCDP builder, so the hot path
-    formats bytes instead of building and serializing an XML tree per keepalive."""
-    sn_mark, id_mark = 987654321, "DEVICEIDMARK"
-    body = encode_body(notify_keepalive(sn_mark, id_mark), encoding).replace(b"%", b"%%")
-    template = body.replace(f">{sn_mark}<".encode(), b">%d<").replace(f">{id_mark}<".encode(), b">%s<")
-    assert template.count(b"%d") == 1 and template.count(b"%s") == 1, "keepalive builder output changed"
-    return template
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector less often for the duration. Every SIP client transaction stays
-    referenced for 64 * T1 = 32 s, so at thousands of requests per second the collector's full passes over
-    them dominate: 100,000 devices registered at 1,400/s with the default thresholds and 3,400/s with
-    these (uvloop, one core). The setting is process-wide, so the library does not apply it by itself:
-    the command does, and a benchmark using DeviceSimulator directly should."""
-    previous = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*previous)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `gb28181-gateway simulate`."""
-    d = SimulatorConfig(server_host="", server_port=0)
-    add = parser.add_argument
-    add("--server", required=True, type=_server_address, metavar="HOST:PORT",
-        help="the SIP address devices register to")
-    add("--transport", choices=("udp", "tcp"), default="udp", help="signalling transport (default udp)")
-    add("--count", type=int, default=d.count, help="number of devices (default 1)")
-    add("--channels", type=int, default=d.channels, help="camera channels per device (default 1)")
-    add("--id-prefix", default=d.id_prefix,
-        help=f"device IDs are this prefix plus the device number (default {d.id_prefix})")
-    add("--start", type=int, default=d.start, help="number of the first device (default 1)")
-    add("--domain", default=d.domain, help=f"SIP domain and realm (default {d.domain})")
-    add("--server-id", default=d.server_id, help=f"the server's 20-digit ID (default {d.server_id})")
-    add("--password", default=d.password, help="digest password of every device")
-    add("--username-differs", action="store_true",
-        help="authenticate with a username other than the device ID, as Hikvision IPCs can")
-    add("--expires", type=int, default=d.expires, help=f"registration expiry in seconds (default {d.expires})")
-    add("--keepalive-interval", type=float, default=d.keepalive_interval,
-        help=f"seconds between keepalives (default {d.keepalive_interval:g})")
-    add("--devices-per-socket", type=int, default=d.devices_per_socket,
-        help=f"devices sharing one local port, like devices behind one NAT (default {d.devices_per_socket})")
-    add("--catalog-page-size", type=int, default=d.catalog_page_size,
-        help=f"catalog items per answer MESSAGE (default {d.catalog_page_size})")
-    add("--encoding", choices=ENCODINGS, default=d.encoding, help=f"charset of MANSCDP bodies (default {d.encoding})")
-    add("--duration", type=float, default=0.0, help="seconds to run; 0 runs until interrupted (default 0)")
-    add("--register-rate", type=float, default=d.register_rate,
-        help=f"registrations started per second at most (default {d.register_rate:g})")
-    add("--retry-interval", type=float, default=d.retry_interval,
-        help=f"seconds before retrying a failed registration (default {d.retry_interval:g})")
-    add("--bind", default=d.bind, help=f"local address of the devices (default {d.bind})")
-    add("--user-agent", default=d.user_agent, help=f"User-Agent of the devices (default {d.user_agent!r})")
-    add("--stats-interval", type=float, default=10.0, help="seconds between statistics lines; 0 for none")
-    add_media_arguments(parser)
-
-
-def _server_address(text: str) -> tuple[str, int]:
-    try:
-        address = parse_host_port("--server", text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return address.host, address.port
-
-
-def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
-    """The configuration the parsed options describe; ValueError names what is wrong."""
-    host, port = args.server
-    return SimulatorConfig(
-        server_host=host,
-        server_port=port,
-        transport=args.transport,
-        count=args.count,
-        channels=args.channels,
-        id_prefix=args.id_prefix,
-        start=args.start,
-        domain=args.domain,
-        server_id=args.server_id,
-        password=args.password,
-        username_differs=args.username_differs,
-        expires=args.expires,
-        keepalive_interval=args.keepalive_interval,
-        devices_per_socket=args.devices_per_socket,
-        catalog_page_size=args.catalog_page_size,
-        encoding=args.encoding,
-        register_rate=args.register_rate,
-        retry_interval=args.retry_interval,
-        bind=args.bind,
-        user_agent=args.user_agent,
-        media=media_options_from_args(args),
-    )
-
-
-async def run(args: argparse.Namespace) -> int:
-    """Run the simulator until --duration passes or SIGINT/SIGTERM. Exit status 0 when every device was
-    registered at the end, 1 when some were not, 2 for invalid options."""
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
-            installed.append(signum)
-    simulator = DeviceSimulator(config)
-    try:
-        with fewer_collections():
-            complete = await _run_until(simulator, stop, args.duration, args.stats_interval)
-    except (OSError, ValueError) as exc:
-        # Only starting can fail like this: the media file is unreadable or holds no keyframe.
-        print(f"simulate: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
-    log.info("simulator stopped", **asdict(simulator.stats))
-    return 0 if complete else 1
-
-
-async def _run_until(simulator: DeviceSimulator, stop: asyncio.Event, duration: float, stats_interval: float) -> bool:
-    """Run until `stop` is set or `duration` (0: no limit) passes; whether every device was registered."""
-    loop = asyncio.get_running_loop()
-    config = simulator.config
-    started = loop.time()
-    try:
-        await simulator.start()
-        log.info("simulator started", devices=config.count, channels=config.channels,
-                 transport=config.transport, server=f"{config.server_host}:{config.server_port}",
-                 sockets=len(simulator.sockets))
-        deadline = started + duration if duration > 0 else math.inf
-        interval = stats_interval if stats_interval > 0 else math.inf
-        while not stop.is_set():
-            wait = min(interval, deadline - loop.time())
-            if wait <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), None if wait == math.inf else wait)
-            if interval != math.inf:
-                log.info("simulator stats", elapsed=round(loop.time() - started, 1), **asdict(simulator.stats))
-        return simulator.stats.registered == config.count
-    finally:
-        await simulator.stop(unregister=True)

@@ -5,7 +5,7 @@ A real camera answers the platform's SDP offer with ``s=Play``, its own address 
 per frame, cut into RTP packets, every 1/fps seconds. Over TCP (RFC 4571 framing) it takes the role the
 offer leaves it: an offer with ``a=setup:passive`` means the platform listens, so the device connects to
 the offered port; ``a=setup:active`` means the platform connects, so the device listens on the port it
-answers. This module does that for `gb28181.simulator`, plus the misbehaviour tests need: another SSRC
+answers. This module does that for `devices.py`, plus the misbehaviour tests need: another SSRC
 than offered (or 0, as devices that ignore ``y=`` send), packet loss and reordering, silence.
 
 The elementary stream is split into access units once (`MediaSource`) and shared by every call; each call
@@ -76,6 +76,8 @@ class MediaOptions:
     """Fraction of RTP packets sent after the packet that follows them in the same frame."""
     seed: int | None = None
     mtu: int = 1400
+    faults: frozenset[str] = frozenset()
+    """The media faults of `config.FAULTS` ("ssrc", "no-psm") this device commits."""
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -214,7 +216,8 @@ class MediaCall:
         else:
             ssrc = random.randrange(10**9)
         sock = _bind(role, bind)
-        call = cls(call_id, channel_id, source, options, role, (address, video.port), ssrc & 0xFFFFFFFF, sock)
+        sent_ssrc = (ssrc + 1) % 10**10 if "ssrc" in options.faults else ssrc
+        call = cls(call_id, channel_id, source, options, role, (address, video.port), sent_ssrc & 0xFFFFFFFF, sock)
         tcp = role != "udp"
         try:
             answer = SessionDescription.offer(
@@ -307,12 +310,16 @@ class MediaCall:
         base = self._random.getrandbits(31)
         step = _CLOCK / options.fps
         udp = self.role == "udp"
+        strip_map = "no-psm" in options.faults
         started = clock = loop.time()
         count = 0
         while not options.duration or loop.time() - started < options.duration:
             unit, keyframe = frames[count % len(frames)]
             pts = base + round(count * step)
-            packets = self._impair(packetizer.packetize(muxer.mux_video(unit, pts, keyframe=keyframe), pts))
+            pack = muxer.mux_video(unit, pts, keyframe=keyframe)
+            if strip_map:
+                pack = _without_stream_map(pack)
+            packets = self._impair(packetizer.packetize(pack, pts))
             if stats.first_packet_at is None and packets:
                 stats.first_packet_at = time.monotonic()
             if udp:
@@ -375,6 +382,15 @@ class MediaCall:
                 held = None
                 self.stats.reordered += 1
         return out
+
+
+def _without_stream_map(pack: bytes) -> bytes:
+    """The PS bytes with the program stream map (00 00 01 BC and its 16-bit length) cut out."""
+    at = pack.find(b"\x00\x00\x01\xbc")
+    if at < 0:
+        return pack
+    length = int.from_bytes(pack[at + 4 : at + 6], "big")
+    return pack[:at] + pack[at + 6 + length :]
 
 
 def _bind(role: str, host: str) -> socket.socket:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -46,25 +45,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from gbgw.conformance.simulator import devices as simulator
+def _cmd_simulate(argv: list[str]) -> int:
+    # Imported here only: the vendor toolkit is no part of the running gateway.
+    from gbgw.conformance.simulator import cli as simulator
 
-    logs.configure(args.log_level, "auto")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    try:
-        return asyncio.run(simulator.run(args))
-    except KeyboardInterrupt:
-        return 0
+    return simulator.main(argv, lambda level: logs.configure(level, "auto"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gbgw.conformance.simulator import devices as simulator
-
     parser = argparse.ArgumentParser(prog="gb28181-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway in the foreground")
@@ -73,15 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file")
     check.set_defaults(func=_cmd_check)
-    sim = sub.add_parser("simulate", help="simulate GB/T 28181 devices registering to a server")
-    sim.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    simulator.add_arguments(sim)
-    sim.set_defaults(func=_cmd_simulate)
+    # Its options belong to the simulator, which parses what follows (``simulate --help`` lists them).
+    sub.add_parser("simulate", add_help=False, help="simulate GB/T 28181 devices registering to a server")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulate":
+        return _cmd_simulate(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))
 
 

@@ -11,17 +11,22 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from gbgw.gb28181.app.api import make_app
+from gbgw.gb28181.app.api import ApiServices, make_app
+from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
 from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config_file
-from gbgw.gb28181.devices.access import DeviceAccess
+from gbgw.gb28181.devices.router import RequestRouter
+from gbgw.gb28181.devices.side import DeviceSide
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
 from gbgw.registry.model import Device
 from gbgw.registry.sqlite import SqliteStorage
@@ -29,6 +34,7 @@ from gbgw.registry.storage import MemoryStorage, Storage
 from gbgw.rtp.ports import PortRange, interface_for
 from gbgw.rtp.relay import RelayEngine
 from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
+from gbgw.sip.requests import RequestBuilder
 from gbgw.sip.transaction import ServerTransaction, Timers
 from gbgw.sip.transport import SipTransport, TransportLimits
 
@@ -36,14 +42,21 @@ log = structlog.get_logger("gb28181.daemon")
 
 
 class Gateway:
-    """One running gateway. ``start`` binds everything; ``stop`` undoes it in reverse order."""
+    """One running gateway. ``start`` binds everything; ``stop`` undoes it in reverse order.
 
+    ``clock`` is the wall-clock time every service reads (tests move it forward).
+    """
+
+    devices: DeviceSide
     live: LiveStreams
     relay: RelayEngine
+    audit: AuditLog
     cascade: Cascade
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
+        self.tasks = BackgroundTasks()
         self.storage: Storage = (
             MemoryStorage() if config.storage.backend == "memory" else SqliteStorage(config.storage.path)
         )
@@ -52,15 +65,15 @@ class Gateway:
             self.storage, keepalive_interval=float(sip.keepalive_interval), keepalive_misses=sip.keepalive_misses
         )
         self.metrics = GatewayMetrics()
-        self.access = DeviceAccess(config, self.registry, self.storage, self.metrics)
         self.endpoint = SipEndpoint(
             EndpointConfig(
                 user_agent=sip.user_agent,
-                allow=self.access.methods,
                 max_message_size=sip.max_message_size,
                 timers=Timers(sip.t1, sip.t2, sip.t4),
             )
         )
+        # Before the transport, whose request handler it is; it keeps the endpoint's Allow in step.
+        self.router = RequestRouter(self.metrics, self.endpoint.config)
         self.transport: SipTransport | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,9 +84,9 @@ class Gateway:
         cfg = self.config
         await self.storage.open()
         await self.registry.load()
-        now = self.access.clock()
+        now = self.clock()
         self.metrics.bind_gauges(
-            registered=lambda: sum(1 for d in self.registry.devices() if d.expires_at > self.access.clock()),
+            registered=lambda: sum(1 for d in self.registry.devices() if d.expires_at > self.clock()),
             online=lambda: self.registry.online_count,
             dropped=lambda: self.endpoint.counters.unparseable,
         )
@@ -81,27 +94,56 @@ class Gateway:
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
         self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip,
                                  ports=PortRange(cfg.media.ports, interface_for(cfg.media.ip)))
-        self.live = LiveStreams(self.access, self.relay, cfg.media, self.metrics)
-        self.access.handle("BYE", self._on_bye)
-        # Before the device side opens: an alarm a device re-sends right after a restart must find the
-        # upward outbox listening, or it would be answered without being queued for the uppers.
-        self.cascade = Cascade(self)
         transport = SipTransport(
-            self.endpoint, self.access.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit),
+            self.endpoint, self.router.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit),
             interface=interface_for(cfg.sip.listen.host),
         )
-        _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.transport = transport
-        self.access.attach(transport)
+        # One CSeq counter for every out-of-dialog request of the device-facing address (devices, INVITEs).
+        self.outgoing = RequestBuilder(transport, f"sip:{cfg.sip.id}@{cfg.sip.domain}", cfg.sip.user_agent)
+        self.devices = DeviceSide.build(
+            cfg, self.registry, self.storage, self.metrics, transport, self.outgoing, self.clock, self.tasks
+        )
+        self.devices.route(self.router)
+        self.live = LiveStreams(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay, cfg.media,
+                                self.metrics)
+        self.router.handle("BYE", self._on_bye)
+        # Before the device side opens: an alarm a device re-sends right after a restart must find the
+        # upward outbox listening, or it would be answered without being queued for the uppers.
+        self.audit = AuditLog(cfg.audit.path)
+        self.cascade = Cascade(
+            cfg,
+            registry=self.registry,
+            storage=self.storage,
+            metrics=self.metrics,
+            live=self.live,
+            requests=self.devices.requests,
+            alarm_intake=self.devices.messages.add_alarm_listener,
+            audit=self.audit,
+            tasks=self.tasks,
+            clock=self.clock,
+        )
+        _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         self.metrics.bind_live(
             streams=lambda: len(self.live.streams),
             sessions=lambda: len(self.live.sessions),
             totals=self.live.totals,
         )
         await self.cascade.start()
+        self.metrics.bind_boundary(self._boundary_drops)
         # A request can be waiting on a device that never answers (Timer F: 32 s) or on a catalog
         # (catalog_first_wait): stopping must not wait for those, so in-flight requests get one second.
-        self._runner = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=1.0)
+        api = ApiServices(
+            registry=self.registry,
+            storage=self.storage,
+            metrics=self.metrics,
+            requests=self.devices.requests,
+            live=self.live,
+            cascade=self.cascade,
+            tasks=self.tasks,
+            clock=self.clock,
+        )
+        self._runner = web.AppRunner(make_app(api), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port)
         await site.start()
@@ -114,7 +156,7 @@ class Gateway:
         gc.collect()
         gc.freeze()
         self._tasks = [
-            loop.create_task(self.registry.run_flusher(0.5)),
+            loop.create_task(self.registry.run_committer()),
             loop.create_task(self._ticker()),
         ]
         log.info(
@@ -140,7 +182,9 @@ class Gateway:
             self.relay.close()
         if self.transport is not None:
             await self.transport.close()
-        await self.access.close()
+        await self.tasks.close()
+        if hasattr(self, "devices"):
+            self.devices.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -148,6 +192,8 @@ class Gateway:
                 await task
         await self.registry.flush()
         await self.storage.close()
+        if hasattr(self, "audit"):
+            self.audit.close()
         log.info("gateway stopped")
 
     def reload(self, config: GatewayConfig) -> None:
@@ -169,6 +215,17 @@ class Gateway:
         old.devices = config.devices
         log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
 
+    def _boundary_drops(self) -> dict[tuple[str, str], int]:
+        """Packets refused at each side's transport: the device side's and each upper's."""
+        sides = [("device", self.transport)] + [(n, link.transport) for n, link in self.cascade.links.items()]
+        drops: dict[tuple[str, str], int] = {}
+        for side, transport in sides:
+            if transport is None:
+                continue
+            drops[side, "rate"] = transport.rate.dropped if transport.rate is not None else 0
+            drops[side, "source"] = transport.refused_sources
+        return drops
+
     def _on_bye(self, txn: ServerTransaction) -> None:
         if not self.live.on_bye(txn):
             assert self.transport is not None
@@ -184,7 +241,7 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.access.tick()
+                self.devices.timers.tick()
             except Exception:
                 log.exception("periodic work failed")
 

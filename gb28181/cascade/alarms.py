@@ -1,7 +1,7 @@
 """Alarms upward: each device alarm reaches every upper platform that shares its channel, and none is lost.
 
 The path is a durable outbox (``Storage.enqueue``), one topic per upper. An alarm is queued while the
-device's MESSAGE is still unanswered (``DeviceAccess`` awaits the listener before its 200), so an alarm
+device's MESSAGE is still unanswered (``DeviceMessages`` awaits the listener before its 200), so an alarm
 the device saw accepted is on disk even if the gateway is killed the next instant; one the device did
 not see accepted is sent again by the device, and the dedup key (device, SN, alarm time) makes that
 repeat a no-op. An alarm leaves the outbox only once the upper answered 2xx, so an upper outage or a
@@ -21,21 +21,19 @@ import contextlib
 import dataclasses
 import heapq
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
 
 import structlog
 
 from gbgw.gb28181 import manscdp
+from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError, UpstreamLink
 from gbgw.gb28181.manscdp import ManscdpDocument
+from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.registry.model import Alarm
 from gbgw.registry.storage import OutboxItem, Storage
-
-if TYPE_CHECKING:
-    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.alarms")
 
@@ -128,13 +126,14 @@ class AlarmDelivery:
     knows when to look again without polling.
     """
 
-    def __init__(self, forwarding: AlarmForwarding, link: UpstreamLink) -> None:
+    def __init__(self, link: UpstreamLink, storage: Storage, clock: Callable[[], float], audit: AuditLog,
+                 metrics: GatewayMetrics) -> None:
         self.link = link
         self.topic = f"alarm:{link.name}"
-        self.storage = forwarding.storage
-        self.clock = forwarding.clock
-        self._audit = link.audit
-        self._forwarded = link.metrics.alarms_forwarded.labels(link.name)
+        self.storage = storage
+        self.clock = clock
+        self._audit = audit
+        self._forwarded = metrics.alarms_forwarded.labels(link.name)
         self._wake = asyncio.Event()
         self._hold_until = 0.0
         self._expedite = True
@@ -283,18 +282,25 @@ class AlarmDelivery:
 class AlarmForwarding:
     """Queues each device alarm for the uppers that share its channel and runs their deliveries."""
 
-    def __init__(self, cascade: Cascade) -> None:
-        self.cascade = cascade
-        self.storage: Storage = cascade.storage
-        self.clock: Callable[[], float] = cascade.access.clock
+    def __init__(
+        self,
+        links: list[UpstreamLink],
+        storage: Storage,
+        clock: Callable[[], float],
+        alarm_intake: Callable[[Callable[[Alarm], Awaitable[None]]], None],
+        audit: AuditLog,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.storage = storage
+        self.clock = clock
         """Wall-clock time (outbox times must mean the same after a restart)."""
         self.deliveries: dict[str, AlarmDelivery] = {
-            name: AlarmDelivery(self, link) for name, link in cascade.links.items() if link.config.alarms
+            link.name: AlarmDelivery(link, storage, clock, audit, metrics) for link in links if link.config.alarms
         }
         self._prune_task: asyncio.Task[None] | None = None
         # Registered here rather than in start(): the device side is already answering by now, and an
         # alarm accepted without this listener would never be queued upward.
-        cascade.access.add_alarm_listener(self._on_alarm)
+        alarm_intake(self._on_alarm)
 
     async def start(self) -> None:
         for delivery in self.deliveries.values():

@@ -51,15 +51,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gbgw.gb28181 import manscdp
+from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.boundary.policy import SharePolicy
-from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError
+from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError, UpstreamLink
+from gbgw.gb28181.config import GatewayConfig
 from gbgw.gb28181.manscdp import CatalogItem, ManscdpDocument
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry, StatusReason
 from gbgw.registry.model import Channel, Device
 
 if TYPE_CHECKING:
-    from gbgw.gb28181.cascade.link import UpstreamLink
-    from gbgw.gb28181.cascade.uppers import Cascade
     from gbgw.sip.transaction import ServerTransaction
 
 log = structlog.get_logger("gb28181.cascade.catalog")
@@ -113,6 +115,14 @@ def _references(node: Channel) -> Iterator[str]:
                 yield ref
     if node.business_group_id and node.business_group_id != node.id:
         yield node.business_group_id
+
+
+def shared_count(registry: DeviceRegistry, policy: SharePolicy) -> int:
+    """How many channels of the registry ``policy`` gives its upper (a walk over all channels): the one
+    count the API shows and the gateway's own DeviceInfo answers with."""
+    shared = policy.shared
+    return sum(1 for device in registry.devices() for channel in registry.channels(device.id)
+               if shared(channel.id))
 
 
 class SharedCatalog:
@@ -389,12 +399,16 @@ class CatalogShare:
     notify_window = 0.5
     max_waiting_queries = 1
 
-    def __init__(self, cascade: Cascade, link: UpstreamLink) -> None:
-        self.cascade = cascade
+    def __init__(self, link: UpstreamLink, config: GatewayConfig, registry: DeviceRegistry, audit: AuditLog,
+                 metrics: GatewayMetrics, tasks: BackgroundTasks) -> None:
         self.link = link
-        self.registry = cascade.registry
-        sip = link.gateway.sip
-        self.catalog = SharedCatalog(cascade.registry, link.policy, sip.id, sip.user_agent, sip.user_agent)
+        self.registry = registry
+        self.encoding = config.sip.encoding
+        self.audit = audit
+        self.metrics = metrics
+        self.tasks = tasks
+        sip = config.sip
+        self.catalog = SharedCatalog(registry, link.policy, sip.id, sip.user_agent, sip.user_agent)
         self._answering = asyncio.Lock()
         self._queries = 0
         self._subscription: UpperSubscription | None = None
@@ -423,7 +437,7 @@ class CatalogShare:
             task.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = self.link.spawn(coro)
+        task = self.tasks.spawn(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -439,7 +453,7 @@ class CatalogShare:
         # large answer is still going out does not get the same catalog many times over.
         if self._queries > self.max_waiting_queries:
             log.info("catalog query dropped: answers already pending", upstream=self.link.name, sn=doc.sn)
-            self.link.metrics.cascade.labels(self.link.name, "catalog", "busy").inc()
+            self.metrics.cascade.labels(self.link.name, "catalog", "busy").inc()
             return
         self._queries += 1
         self._spawn(self._answer_in_turn(doc.sn if doc.sn is not None else 0, doc.device_id))
@@ -468,7 +482,7 @@ class CatalogShare:
         pages = sent = 0
         for first in range(0, total or 1, ANSWER_SLICE):
             batch = manscdp.catalog_pages_within("Response", sn, reply_id, items[first : first + ANSWER_SLICE],
-                                                 self.page_limit, link.gateway.sip.encoding, sum_num=total)
+                                                 self.page_limit, self.encoding, sum_num=total)
             pages += len(batch)
             accepted = await link.send_pages(batch)
             sent += accepted
@@ -478,9 +492,9 @@ class CatalogShare:
         result = "ok" if answer.complete else "failed"
         if answer.complete and reply_id == system_id:
             self._announced = organisations
-        link.audit.record("catalog", result, upstream=link.name, kind="query", sn=sn, target=reply_id,
+        self.audit.record("catalog", result, upstream=link.name, kind="query", sn=sn, target=reply_id,
                           items=answer.items, pages=answer.pages, sent=sent, seconds=round(answer.seconds, 3))
-        link.metrics.cascade.labels(link.name, "catalog", result).inc()
+        self.metrics.cascade.labels(link.name, "catalog", result).inc()
         log.info("catalog answered", upstream=link.name, sn=sn, items=answer.items, pages=answer.pages,
                  sent=sent, seconds=round(answer.seconds, 3))
         return answer
@@ -589,8 +603,7 @@ class CatalogShare:
             return
         sn = sub.sn if sub.sn is not None else link.next_sn()
         target = sub.query.device_id or self.catalog.system_id
-        pages = manscdp.catalog_pages_within("Notify", sn, target, items, self.page_limit,
-                                             link.gateway.sip.encoding)
+        pages = manscdp.catalog_pages_within("Notify", sn, target, items, self.page_limit, self.encoding)
         sent = 0
         result = "ok"
         for page in pages:
@@ -604,6 +617,6 @@ class CatalogShare:
                             sent=sent, of=len(pages))
                 break
             sent += 1
-        link.audit.record("catalog", result, upstream=link.name, kind="notify", sn=sn, items=len(items),
+        self.audit.record("catalog", result, upstream=link.name, kind="notify", sn=sn, items=len(items),
                           pages=len(pages), sent=sent)
-        link.metrics.cascade.labels(link.name, "catalog-notify", result).inc()
+        self.metrics.cascade.labels(link.name, "catalog-notify", result).inc()

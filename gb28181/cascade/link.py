@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
@@ -28,8 +27,9 @@ from gbgw.rtp.ports import interface_for
 from gbgw.sip.dialog import Dialog
 from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from gbgw.sip.errors import SipError
-from gbgw.sip.message import Request, Response, make_response, new_call_id, new_tag
+from gbgw.sip.message import Request, Response, make_response, new_tag
 from gbgw.sip.registration import Registration, RegistrationState
+from gbgw.sip.requests import RequestBuilder
 from gbgw.sip.transaction import ServerTransaction, Timers
 from gbgw.sip.transport import SipTimeout, SipTransport, TransportLimits
 from gbgw.sip.uri import format_host_port
@@ -102,13 +102,11 @@ class UpstreamLink:
         gateway: GatewayConfig,
         audit: AuditLog,
         metrics: GatewayMetrics,
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
     ) -> None:
         self.config = config
         self.gateway = gateway
         self.audit = audit
         self.metrics = metrics
-        self.spawn = spawn
         self.name = config.name
         self.policy = SharePolicy(config)
         sip = gateway.sip
@@ -131,7 +129,7 @@ class UpstreamLink:
         self._ack_handlers: list[Callable[[Request, Peer], None]] = []
         self._connection_lost_handlers: list[Callable[[str, int], None]] = []
         self._sn = int.from_bytes(os.urandom(2), "big")
-        self._cseq = 1
+        self._requests: RequestBuilder | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self.subscriptions: dict[str, UpperSubscription] = {}
         self._overhead = 0
@@ -200,6 +198,7 @@ class UpstreamLink:
         await transport.start(cfg.listen.host, cfg.listen.port)
         self.transport = transport
         sip = self.gateway.sip
+        self._requests = RequestBuilder(transport, f"sip:{sip.id}@{sip.domain}", sip.user_agent, cseq=1)
         contact = f"<sip:{sip.id}@{format_host_port(transport.host, transport.port)}>"
         self.registration = Registration(
             transport,
@@ -396,10 +395,6 @@ class UpstreamLink:
         self._sn = (self._sn + 1) % 1_000_000_000
         return self._sn
 
-    def next_cseq(self) -> int:
-        self._cseq += 1
-        return self._cseq
-
     @property
     def target(self) -> Peer:
         """Where requests to the upper go: the registrar we are registered with (after a redirect)."""
@@ -407,23 +402,13 @@ class UpstreamLink:
 
     def build_request(self, method: str, to_id: str | None = None) -> Request:
         """An out-of-dialog request from the gateway to the upper, built from our police-side identity."""
-        t = self._t()
-        cfg = self.config
-        sip = self.gateway.sip
+        if self._requests is None:
+            raise RuntimeError(f"upstream {self.name} is not started")
         peer = self.target
-        to = to_id or cfg.id
-        return Request(
-            method,
-            f"sip:{to}@{format_host_port(peer.host, peer.port)}",
-            [
-                ("Via", t.via(peer.transport)),
-                ("From", f"<sip:{sip.id}@{sip.domain}>;tag={new_tag()}"),
-                ("To", f"<sip:{to}@{cfg.domain}>"),
-                ("Call-ID", new_call_id(t.host)),
-                ("CSeq", f"{self.next_cseq()} {method}"),
-                ("Max-Forwards", "70"),
-                ("User-Agent", sip.user_agent),
-            ],
+        to = to_id or self.config.id
+        return self._requests.build(
+            method, f"sip:{to}@{format_host_port(peer.host, peer.port)}", f"sip:{to}@{self.config.domain}",
+            transport=peer.transport,
         )
 
     def contact(self) -> str:

@@ -3,8 +3,8 @@ output.
 
 Back to back: the upper's dialog and the device's are two dialogs that share nothing but the relay. The
 answer SDP is built here from the upstream's ``media_ip`` and a port of its ``media_ports`` (one
-:class:`~rtp.ports.PortRange` per upstream, held for the link's life), never from the device's answer.
-The device leg is :class:`~gb28181.live.LiveStreams`' business: a running channel is joined (the relay
+:class:`~gbgw.rtp.ports.PortRange` per upstream, held for the link's life), never from the device's answer.
+The device leg is :class:`~gbgw.gb28181.media.live.LiveStreams`' business: a running channel is joined (the relay
 starts the upper on a keyframe from its GOP cache), and the leg outlives the upper's session until the
 relay's idle timeout, so an API viewer or another upper keeps watching.
 
@@ -31,11 +31,18 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import Any
 
 import structlog
 
-from gbgw.gb28181.media.live import PlayError, Session
+from gbgw.gb28181.boundary.audit import AuditLog
+from gbgw.gb28181.cascade.link import UpstreamLink
+from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.media.live import LiveStreams, PlayError, Session
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
+from gbgw.registry.devices import DeviceRegistry
 from gbgw.rtp.ports import PortRange, interface_for
 from gbgw.rtp.relay import MediaTransport
 from gbgw.sip.dialog import Dialog
@@ -44,10 +51,6 @@ from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request
 from gbgw.sip.sdp import SdpError, SessionDescription
 from gbgw.sip.transaction import ServerTransaction
-
-if TYPE_CHECKING:
-    from gbgw.gb28181.cascade.link import UpstreamLink
-    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.media")
 
@@ -60,19 +63,20 @@ RTCP_SILENCE_FACTOR = 3
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})
 _MAX_RTP_SSRC = 0xFFFFFFFF
 
-# What each failed stage of the device leg becomes toward the upper: a status and a reason phrase that
-# names no device-side detail.
-_PLAY_STATUS = {
-    "unknown channel": (404, "Not Found"),
-    "device offline": (480, "Device offline"),
-    "INVITE rejected": (502, "Device refused the stream"),
-    "no answer": (504, "Device did not answer"),
-    "bad answer": (502, "Device answered unusably"),
-    "no media": (504, "No media from the device"),
-    "bad media": (502, "Unusable media from the device"),
-    "no port": (503, "No media port free"),
-    "output failed": (503, "No media port free"),
-}
+
+
+class UpperState(StrEnum):
+    """An upper's INVITE: pending -> 200 sent -> ACKed -> ended; or cancelled (CANCEL, gateway stopping)
+    before the answer."""
+
+    INVITING = "inviting"
+    ANSWERED = "answered"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+    CANCELLED = "cancelled"
+
+
+_ESTABLISHED = frozenset({UpperState.ANSWERED, UpperState.CONFIRMED})
 
 
 class OfferRefused(Exception):
@@ -182,8 +186,7 @@ def build_answer(offer: UpperOffer, origin_user: str, media_ip: str, port: int, 
 
 @dataclass(slots=True, eq=False)
 class UpperSession:
-    """One INVITE of the upper: pending (``inviting``), ``answered`` (200 sent), ``confirmed`` (ACKed),
-    then ``ended`` or ``cancelled``. ``live`` is the relay session feeding it."""
+    """One INVITE of the upper, in its :class:`UpperState`. ``live`` is the relay session feeding it."""
 
     call_id: str
     upper_channel: str
@@ -192,7 +195,7 @@ class UpperSession:
     ssrc: str
     txn: ServerTransaction
     peer: Peer
-    state: str = "inviting"
+    state: UpperState = UpperState.INVITING
     dialog: Dialog | None = None
     live: Session | None = None
     answer: bytes = b""
@@ -207,7 +210,7 @@ class UpperSession:
             "call_id": self.call_id,
             "channel_id": self.channel,
             "upper_channel_id": self.upper_channel,
-            "state": self.state,
+            "state": self.state.value,
             "transport": self.offer.transport.value,
             "receiver": f"{self.offer.host}:{self.offer.port}" if self.offer.port else self.offer.host,
             "ssrc": self.ssrc,
@@ -225,17 +228,23 @@ class UpstreamStreams:
     outcomes for this upstream (the same as the ``gb_cascade_requests`` metric, kind ``invite``).
     """
 
-    def __init__(self, cascade: Cascade, link: UpstreamLink) -> None:
-        self.cascade = cascade
+    def __init__(self, link: UpstreamLink, config: GatewayConfig, registry: DeviceRegistry, live: LiveStreams,
+                 audit: AuditLog, metrics: GatewayMetrics, tasks: BackgroundTasks) -> None:
         self.link = link
-        self.live = cascade.live
-        config = link.config
-        self.media_ip = config.media_ip
-        self.ports = PortRange(config.media_ports, interface_for(config.media_ip))
+        self.registry = registry
+        self.live = live
+        self.audit = audit
+        self.metrics = metrics
+        self.tasks = tasks
+        self.gateway_id = config.sip.id
+        self.user_agent = config.sip.user_agent
+        upstream = link.config
+        self.media_ip = upstream.media_ip
+        self.ports = PortRange(upstream.media_ports, interface_for(upstream.media_ip))
         self.sessions: dict[str, UpperSession] = {}
         self.totals: dict[str, int] = {}
-        self.ack_timeout = 64 * link.gateway.sip.t1
-        self.rtcp_timeout = RTCP_SILENCE_FACTOR * link.gateway.media.media_timeout
+        self.ack_timeout = 64 * config.sip.t1
+        self.rtcp_timeout = RTCP_SILENCE_FACTOR * config.media.media_timeout
         self._watch: asyncio.TimerHandle | None = None
         self._closed = False
         link.handle("INVITE", self._on_invite)
@@ -272,7 +281,7 @@ class UpstreamStreams:
         ssrc = offer.ssrc or self.live.new_ssrc()
         record = UpperSession(call_id, upper_channel, channel, offer, ssrc, txn, txn.remote)
         self.sessions[call_id] = record
-        record.task = self.link.spawn(self._connect(record))
+        record.task = self.tasks.spawn(self._connect(record))
 
     def _target_id(self, request: Request) -> str:
         """The channel asked for: the Request-URI's user, or To's when the URI names the gateway itself."""
@@ -280,14 +289,14 @@ class UpstreamStreams:
             user = request.request_uri.user or ""
         except SipError:
             user = ""
-        if not user or user == self.link.gateway.sip.id:
+        if not user or user == self.gateway_id:
             user = request.to.uri.user or user
         return user
 
     def _admit(self, upper_channel: str) -> str:
         """The device-side ID of ``upper_channel`` if this upper may play it now, else OfferRefused."""
         policy = self.link.policy
-        registry = self.cascade.registry
+        registry = self.registry
         local = policy.to_local(upper_channel)
         if not local:
             raise OfferRefused(404, "Not Found", "the upstream's ID mapping does not produce this ID")
@@ -308,7 +317,7 @@ class UpstreamStreams:
         offer = record.offer
         try:
             stream = await self.live.open_stream(record.channel)
-            if record.state != "inviting":
+            if record.state is not UpperState.INVITING:
                 # Cancelled (487 already sent) or the link closed while the device leg came up: not a
                 # packet goes to the upper, and the leg ends unless someone else watches.
                 self.live.release(stream)
@@ -321,12 +330,12 @@ class UpstreamStreams:
                 on_end=functools.partial(self._leg_ended, record),
             )
         except PlayError as exc:
-            if record.state != "inviting":
+            if record.state is not UpperState.INVITING:
                 return  # cancelled: 487 already sent
             self.sessions.pop(record.call_id, None)
-            record.state = "ended"
-            status, reason = _PLAY_STATUS.get(exc.stage, (500, "Stream set-up failed"))
-            self._refuse(record.txn, record.upper_channel, record.channel, status, reason,
+            record.state = UpperState.ENDED
+            stage = exc.stage
+            self._refuse(record.txn, record.upper_channel, record.channel, stage.sip_status, stage.sip_reason,
                          f"{exc.stage}: {exc.detail}", offer, record.ssrc, result="failed")
             return
         record.live = session
@@ -334,7 +343,7 @@ class UpstreamStreams:
         transport = link.transport
         assert transport is not None
         contact = link.contact()
-        record.answer = build_answer(offer, link.gateway.sip.id, self.media_ip, session.output.local_port,
+        record.answer = build_answer(offer, self.gateway_id, self.media_ip, session.output.local_port,
                                      record.ssrc)
         record.dialog = Dialog.from_uas(record.txn.request, link.endpoint.local_tag, contact, peer=record.peer)
         try:
@@ -344,10 +353,10 @@ class UpstreamStreams:
             # The INVITE transaction gave up waiting (64*T1) while the device leg came up.
             self._end(record, "the upper's INVITE expired before the stream was ready", "gateway", bye=False)
             return
-        record.state = "answered"
+        record.state = UpperState.ANSWERED
         record.ack_timer = asyncio.get_running_loop().call_later(self.ack_timeout, self._no_ack, record)
         self._count("ok")
-        link.audit.record("invite", "ok", upstream=link.name, channel=record.channel,
+        self.audit.record("invite", "ok", upstream=link.name, channel=record.channel,
                           upper_channel=record.upper_channel, reason="", transport=offer.transport.value,
                           ssrc=record.ssrc, receiver=record.describe()["receiver"],
                           local_port=session.output.local_port)
@@ -364,7 +373,7 @@ class UpstreamStreams:
         with contextlib.suppress(SipError):  # the transaction expired: the upper gave up already
             transport.reply(txn, status, reason)
         self._count(f"{status}")
-        link.audit.record("invite", result, upstream=link.name, channel=channel, upper_channel=upper_channel,
+        self.audit.record("invite", result, upstream=link.name, channel=channel, upper_channel=upper_channel,
                           status=status, reason=detail, transport=offer.transport.value if offer else "",
                           ssrc=ssrc)
         log.info("upper INVITE refused", upstream=link.name, upper_channel=upper_channel, channel=channel,
@@ -388,22 +397,22 @@ class UpstreamStreams:
 
     def _count(self, result: str) -> None:
         self.totals[result] = self.totals.get(result, 0) + 1
-        self.link.metrics.cascade.labels(self.link.name, "invite", result).inc()
+        self.metrics.cascade.labels(self.link.name, "invite", result).inc()
 
     # -- ACK, CANCEL, BYE ----------------------------------------------------------------------------
 
     def _on_ack(self, request: Request, peer: Peer) -> None:
         record = self.sessions.get(request.call_id or "")
-        if record is None or record.state != "answered":
+        if record is None or record.state is not UpperState.ANSWERED:
             return
-        record.state = "confirmed"
+        record.state = UpperState.CONFIRMED
         if record.ack_timer is not None:
             record.ack_timer.cancel()
             record.ack_timer = None
 
     def _no_ack(self, record: UpperSession) -> None:
         record.ack_timer = None
-        if record.state == "answered":
+        if record.state is UpperState.ANSWERED:
             # The 200 was never confirmed: the dialog does not exist for the upper, so no BYE.
             self._end(record, f"no ACK within {self.ack_timeout:g} s", "gateway", bye=False)
 
@@ -417,15 +426,15 @@ class UpstreamStreams:
             transport.reply(txn, 481)
             return
         transport.reply(txn, 200)
-        if record.state != "inviting":
+        if record.state is not UpperState.INVITING:
             return  # already answered: the CANCEL has no effect (RFC 3261 9.2), a BYE must follow
-        record.state = "cancelled"
+        record.state = UpperState.CANCELLED
         record.ended = "cancelled"
         self.sessions.pop(record.call_id, None)
         with contextlib.suppress(SipError):
             transport.reply(record.txn, 487, "Request Terminated")
         self._count("cancelled")
-        self.link.audit.record("invite", "cancelled", upstream=self.link.name, channel=record.channel,
+        self.audit.record("invite", "cancelled", upstream=self.link.name, channel=record.channel,
                                upper_channel=record.upper_channel, reason="CANCEL from the upper",
                                transport=record.offer.transport.value, ssrc=record.ssrc)
         log.info("upper cancelled its INVITE", upstream=self.link.name, channel=record.channel)
@@ -451,8 +460,8 @@ class UpstreamStreams:
         if record.ended is not None:
             return
         record.ended = reason
-        answered = record.state in ("answered", "confirmed")
-        record.state = "ended"
+        answered = record.state in _ESTABLISHED
+        record.state = UpperState.ENDED
         if self.sessions.get(record.call_id) is record:
             del self.sessions[record.call_id]
         if record.ack_timer is not None:
@@ -463,14 +472,14 @@ class UpstreamStreams:
         if live is not None and live.ended is None:
             self.live.stop(live.id)
         link = self.link
-        link.metrics.cascade.labels(link.name, "bye", by).inc()
-        link.audit.record("bye", upstream=link.name, channel=record.channel, upper_channel=record.upper_channel,
+        self.metrics.cascade.labels(link.name, "bye", by).inc()
+        self.audit.record("bye", upstream=link.name, channel=record.channel, upper_channel=record.upper_channel,
                           by=by, reason=reason, ssrc=record.ssrc, packets=packets,
                           duration=round(time.monotonic() - record.created, 3))
         log.info("upper stream ended", upstream=link.name, channel=record.channel, by=by, reason=reason,
                  packets=packets)
         if bye and answered and record.dialog is not None:
-            link.spawn(self._send_bye(record.dialog, record.peer))
+            self.tasks.spawn(self._send_bye(record.dialog, record.peer))
 
     async def _send_bye(self, dialog: Dialog, peer: Peer) -> None:
         link = self.link
@@ -481,7 +490,7 @@ class UpstreamStreams:
             # The upper's connection went away: reach it where it listens.
             peer = link.target
         bye = dialog.create_request("BYE", via=transport.via(peer.transport),
-                                    extra_headers=[("User-Agent", link.gateway.sip.user_agent)])
+                                    extra_headers=[("User-Agent", self.user_agent)])
         try:
             response = await transport.send_request(bye, peer)
         except SipError as exc:
@@ -493,7 +502,7 @@ class UpstreamStreams:
     def _on_link_status(self, link: UpstreamLink, online: bool) -> None:
         if not online:
             for record in list(self.sessions.values()):
-                if record.state in ("answered", "confirmed"):
+                if record.state in _ESTABLISHED:
                     self._end(record, f"upper offline: {link.reason}", "gateway", bye=True)
 
     # -- the upper's RTCP ----------------------------------------------------------------------------
@@ -509,7 +518,7 @@ class UpstreamStreams:
         now = time.monotonic()
         for record in list(self.sessions.values()):
             live = record.live
-            if live is None or record.state not in ("answered", "confirmed"):
+            if live is None or record.state not in _ESTABLISHED:
                 continue
             output = live.output
             if output.receiver_bye is not None:
@@ -534,8 +543,8 @@ class UpstreamStreams:
             self._watch = None
         transport = self.link.transport
         for record in list(self.sessions.values()):
-            if record.state == "inviting":
-                record.state = "cancelled"
+            if record.state is UpperState.INVITING:
+                record.state = UpperState.CANCELLED
                 record.ended = "gateway stopping"
                 self.sessions.pop(record.call_id, None)
                 if transport is not None:

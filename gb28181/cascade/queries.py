@@ -52,19 +52,23 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from gbgw.gb28181 import manscdp
-from gbgw.gb28181.devices.access import AccessError
+from gbgw.gb28181.boundary.audit import AuditLog
+from gbgw.gb28181.cascade.catalog import shared_count
+from gbgw.gb28181.cascade.link import UpstreamLink
+from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.manscdp import ManscdpDocument, ManscdpError, PtzCmd
+from gbgw.gb28181.media.stages import Stage
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
+from gbgw.registry.devices import DeviceRegistry
 from gbgw.sip.errors import SipError
 from gbgw.sip.transaction import ServerTransaction
-
-if TYPE_CHECKING:
-    from gbgw.gb28181.cascade.link import UpstreamLink
-    from gbgw.gb28181.cascade.uppers import Cascade
 
 log = structlog.get_logger("gb28181.cascade.queries")
 
@@ -107,12 +111,16 @@ class UpstreamQueries:
     """Serves one upper's Query (DeviceInfo, DeviceStatus, RecordInfo, PresetQuery, ConfigDownload) and
     Control (DeviceControl, DeviceConfig) MESSAGEs."""
 
-    def __init__(self, cascade: Cascade, link: UpstreamLink) -> None:
-        self.cascade = cascade
+    def __init__(self, link: UpstreamLink, config: GatewayConfig, registry: DeviceRegistry,
+                 requests: DeviceRequests, audit: AuditLog, metrics: GatewayMetrics, tasks: BackgroundTasks) -> None:
         self.link = link
-        self.access = cascade.access
-        self.registry = cascade.registry
-        self.gateway_id = link.gateway.sip.id
+        self.requests = requests
+        self.registry = registry
+        self.audit = audit
+        self.metrics = metrics
+        self.tasks = tasks
+        self.gateway_id = config.sip.id
+        self.sip_host = config.sip.listen.host
         self._tasks: set[asyncio.Task[Any]] = set()
         for cmd in QUERIES:
             link.handle_command("Query", cmd, self._on_query)
@@ -125,7 +133,7 @@ class UpstreamQueries:
             task.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self.link.spawn(coro)
+        task = self.tasks.spawn(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -228,8 +236,8 @@ class UpstreamQueries:
         if params:
             fields["params"] = params
         fields.update(extra)
-        self.link.audit.record(action, result, **fields)
-        self.link.metrics.cascade.labels(self.link.name, doc.cmd_type, result).inc()
+        self.audit.record(action, result, **fields)
+        self.metrics.cascade.labels(self.link.name, doc.cmd_type, result).inc()
         level = log.info if result in ("ok", "denied", "not-found") else log.warning
         level(f"upstream {action}", result=result, sn=doc.sn, **fields)
 
@@ -241,7 +249,7 @@ class UpstreamQueries:
         answer: ManscdpDocument
         if cmd == "DeviceInfo":
             answer = manscdp.response_device_info(sn, gid, device_name=PRODUCT, manufacturer=PRODUCT, model=MODEL,
-                                                  firmware=package_version(), channel=self.cascade.shared_count(self.link))
+                                                  firmware=package_version(), channel=shared_count(self.registry, self.link.policy))
         elif cmd == "DeviceStatus":
             answer = manscdp.response_device_status(sn, gid, online=True, status_ok=True, device_time=datetime.now())
         elif cmd == "ConfigDownload":
@@ -267,7 +275,7 @@ class UpstreamQueries:
         list_tag = _LISTS.get(cmd)
         down = self._downward(doc, target)
         try:
-            pages = await self.access.query_pages(target.device_id, down, _complete_when(list_tag))
+            pages = await self.requests.query_pages(target.device_id, down, _complete_when(list_tag))
         except AccessError as exc:
             await self._send_up([_failure(doc, sn, target)], doc, "query", target.upper_id, target.local_id,
                                 target.device_id, _result_of(exc), reason=exc.detail)
@@ -290,11 +298,11 @@ class UpstreamQueries:
         ids = (target.upper_id, target.local_id, target.device_id)
         try:
             if not answered:
-                await self.access.send_manscdp(target.device_id, down)
+                await self.requests.send_manscdp(target.device_id, down)
                 self._outcome("control", doc, "ok", upper_id=ids[0], local_id=ids[1], device_id=ids[2],
                               params=params)
                 return
-            pages = await self.access.query_pages(target.device_id, down, _first_page)
+            pages = await self.requests.query_pages(target.device_id, down, _first_page)
         except AccessError as exc:
             result = _result_of(exc)
             if not answered:
@@ -318,7 +326,7 @@ class UpstreamQueries:
 
     def _downward(self, doc: ManscdpDocument, target: _Target) -> ManscdpDocument:
         """The upper's command under our SN and the device-side channel ID, fit for the device side."""
-        down = doc.with_header(sn=self.access.next_sn(), device_id=target.local_id)
+        down = doc.with_header(sn=self.requests.next_sn(), device_id=target.local_id)
         policy = self.link.policy
 
         def local(upper_id: str) -> str:
@@ -338,7 +346,7 @@ class UpstreamQueries:
         def rename(name: str) -> str:
             return policy.name_for(target.local_id, name)
 
-        hosts = _hosts(target.device_host, self.cascade.config.sip.listen.host)
+        hosts = _hosts(target.device_host, self.sip_host)
         return functools.partial(scrub, map_id=upper, rename=rename, hosts=hosts)
 
     def _upward(self, page: ManscdpDocument, sn: int, target: _Target) -> ManscdpDocument:
@@ -541,9 +549,13 @@ def _failure(doc: ManscdpDocument, sn: int, target: _Target) -> ManscdpDocument:
     return manscdp.response_result(doc.cmd_type, sn, target.upper_id, ok=False)
 
 
+_RESULTS: dict[Stage, str] = {Stage.NO_ANSWER: "no-answer", Stage.DEVICE_OFFLINE: "offline"}
+"""The cascade request result (audit and ``gb_cascade_requests``) of a device-side stage; others refused."""
+
+
 def _result_of(error: AccessError) -> str:
     """The audit result of a relay the device side failed (went offline meanwhile, refused, no answer)."""
-    return {"no answer": "no-answer", "device offline": "offline"}.get(error.stage, "refused")
+    return _RESULTS.get(error.stage, "refused")
 
 
 def _target_id(txn: ServerTransaction, doc: ManscdpDocument) -> str:

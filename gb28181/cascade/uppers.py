@@ -1,21 +1,19 @@
 """The cascade: the gateway as a lower-level platform of one or more upper (police) platforms.
 
-One :class:`~gb28181.upstream.UpstreamLink` per configured upstream carries the signalling; the features
-hang off it, each in its own module:
+One :class:`~gbgw.gb28181.cascade.link.UpstreamLink` per configured upstream carries the signalling; the
+features hang off it, each in its own module and each handed only its own collaborators:
 
-- ``cascade_catalog``  the shared catalog, its answers and its change notifications
-- ``cascade_media``    the upper's INVITEs, relayed from the device leg to a police-side output
-- ``cascade_queries``  queries and controls forwarded to devices, answers relayed back
-- ``cascade_alarms``   alarms delivered upward through a durable outbox
+- ``catalog``  the shared catalog, its answers and its change notifications
+- ``media``    the upper's INVITEs, relayed from the device leg to a police-side output
+- ``queries``  queries and controls forwarded to devices, answers relayed back
+- ``alarms``   alarms delivered upward through a durable outbox
 
 Everything that crosses goes through here and is written to the audit log.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -25,72 +23,60 @@ from gbgw.gb28181.cascade.catalog import CatalogShare
 from gbgw.gb28181.cascade.link import UpstreamLink
 from gbgw.gb28181.cascade.media import UpstreamStreams
 from gbgw.gb28181.cascade.queries import UpstreamQueries
-from gbgw.registry.model import Device
-
-if TYPE_CHECKING:
-    from gbgw.gb28181.app.daemon import Gateway
+from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.devices.requests import DeviceRequests
+from gbgw.gb28181.media.live import LiveStreams
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Alarm, Device
+from gbgw.registry.storage import Storage
 
 log = structlog.get_logger("gb28181.cascade")
+
+AlarmIntake = Callable[[Callable[[Alarm], Awaitable[None]]], None]
+"""Registers a listener for every alarm a device reports (``DeviceMessages.add_alarm_listener``)."""
 
 
 class Cascade:
     """All upstream links of one gateway and the features serving them."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.config = gateway.config
-        self.access = gateway.access
-        self.registry = gateway.registry
-        self.storage = gateway.storage
-        self.metrics = gateway.metrics
-        self.live = gateway.live
-        self.relay = gateway.relay
-        self.audit = AuditLog(self.config.audit.path)
-        self._tasks: set[asyncio.Task[Any]] = set()
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        registry: DeviceRegistry,
+        storage: Storage,
+        metrics: GatewayMetrics,
+        live: LiveStreams,
+        requests: DeviceRequests,
+        alarm_intake: AlarmIntake,
+        audit: AuditLog,
+        tasks: BackgroundTasks,
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.audit = audit
         self.links: dict[str, UpstreamLink] = {}
         self.catalogs: dict[str, CatalogShare] = {}
         self.streams: dict[str, UpstreamStreams] = {}
         self.queries: dict[str, UpstreamQueries] = {}
-        for upstream in self.config.upstreams:
+        for upstream in config.upstreams:
             if not upstream.enabled:
                 log.info("upstream disabled in the configuration", upstream=upstream.name)
                 continue
-            link = UpstreamLink(upstream, self.config, self.audit, self.metrics, self.spawn)
+            link = UpstreamLink(upstream, config, audit, metrics)
             self.links[upstream.name] = link
-            self.catalogs[upstream.name] = CatalogShare(self, link)
-            self.streams[upstream.name] = UpstreamStreams(self, link)
-            self.queries[upstream.name] = UpstreamQueries(self, link)
-        self.alarms = AlarmForwarding(self)
-        self.registry.add_status_listener(self._on_device_status)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+            self.catalogs[upstream.name] = CatalogShare(link, config, registry, audit, metrics, tasks)
+            self.streams[upstream.name] = UpstreamStreams(link, config, registry, live, audit, metrics, tasks)
+            self.queries[upstream.name] = UpstreamQueries(link, config, registry, requests, audit, metrics, tasks)
+        self.alarms = AlarmForwarding(list(self.links.values()), storage, clock, alarm_intake, audit, metrics)
+        registry.add_status_listener(self._on_device_status)
 
     async def start(self) -> None:
         for link in self.links.values():
             await link.start()
         await self.alarms.start()
-        self.metrics.bind_boundary(self.boundary_drops)
-
-    def shared_count(self, link: UpstreamLink) -> int:
-        """How many channels of the registry ``link``'s upper is given (a walk over all channels)."""
-        shared = link.policy.shared
-        registry = self.registry
-        return sum(1 for device in registry.devices() for channel in registry.channels(device.id)
-                   if shared(channel.id))
-
-    def boundary_drops(self) -> dict[tuple[str, str], int]:
-        sides = [("device", self.gateway.transport)] + [(n, link.transport) for n, link in self.links.items()]
-        drops: dict[tuple[str, str], int] = {}
-        for side, transport in sides:
-            if transport is None:
-                continue
-            drops[side, "rate"] = transport.rate.dropped if transport.rate is not None else 0
-            drops[side, "source"] = transport.refused_sources
-        return drops
 
     async def stop(self) -> None:
         await self.alarms.stop()
@@ -99,10 +85,6 @@ class Cascade:
             self.queries[name].close()
             self.catalogs[name].close()
             await link.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.audit.close()
 
     def _on_device_status(self, device: Device, online: bool, reason: str) -> None:
         self.audit.record("device-online" if online else "device-offline", reason=str(reason), device=device.id,

@@ -3,7 +3,8 @@
 Devices answer one Catalog query with SumNum items spread over many messages (an NVR with 64 channels
 often sends two items per message). Pages are collected by (device, SN) until SumNum distinct items
 arrived. A device that stops half way leaves a partial catalog, which is kept and flagged rather than
-thrown away: most of a catalog is more useful to an administrator than none.
+thrown away: most of a catalog is more useful to an administrator than none. :func:`channel_from_item`
+turns an item (of an answer or of a change NOTIFY) into the registry's channel.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gbgw.gb28181.manscdp import CatalogItem, CatalogResponse
+from gbgw.registry.model import Channel
 
 
 @dataclass(slots=True)
@@ -77,3 +79,33 @@ class CatalogAssembler:
 
     def pending(self, device_id: str, sn: int) -> bool:
         return (device_id, sn) in self._open
+
+
+def channel_from_item(device_id: str, item: CatalogItem) -> Channel:
+    """A registry channel from a catalog item; fields without a Channel attribute are kept in ``raw``.
+
+    (The registry shares the strings thousands of channels repeat when it takes the channel.)
+    """
+    raw = dict(item.extra)
+    for key in ("block", "ip_address", "resolution", "secrecy", "register_way", "safety_way"):
+        value = getattr(item, key)
+        if value is not None and value != "":
+            raw[key] = str(value)
+    return Channel(
+        id=item.device_id,
+        device_id=device_id,
+        name=item.name or "",
+        parent_id=item.parent_id or "",
+        manufacturer=item.manufacturer or "",
+        model=item.model or "",
+        owner=item.owner or "",
+        civil_code=item.civil_code or "",
+        address=item.address or "",
+        status="ON" if item.online is not False else "OFF",
+        longitude=item.longitude,
+        latitude=item.latitude,
+        ptz_type=item.ptz_type,
+        parental=bool(item.parental),
+        business_group_id=item.business_group_id or "",
+        raw=raw,
+    )

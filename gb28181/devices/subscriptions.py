@@ -10,18 +10,20 @@ catalog on registration still keeps the registry right.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
 from gbgw.gb28181 import manscdp
+from gbgw.gb28181.config import SipConfig
+from gbgw.gb28181.devices.requests import DeviceRequests
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Device
 from gbgw.sip.dialog import Dialog, event_key
 from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request, Response
-
-if TYPE_CHECKING:
-    from gbgw.gb28181.devices.access import DeviceAccess
+from gbgw.sip.transport import SipTransport
 
 log = structlog.get_logger("gb28181.subscriptions")
 
@@ -38,8 +40,24 @@ class CatalogSubscription:
 
 
 class CatalogSubscriptions:
-    def __init__(self, access: DeviceAccess) -> None:
-        self.access = access
+    """The subscriptions held, by device. A device going offline loses its subscription with its dialog.
+
+    ``requests`` numbers the SUBSCRIBE's query and builds the out-of-dialog request."""
+
+    def __init__(
+        self,
+        sip: SipConfig,
+        registry: DeviceRegistry,
+        transport: SipTransport,
+        requests: DeviceRequests,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sip = sip
+        self.registry = registry
+        self.transport = transport
+        self.requests = requests
+        self.clock = clock
+        registry.add_status_listener(self._on_status)
         self._by_device: dict[str, CatalogSubscription] = {}
         self._refresh: list[tuple[float, str]] = []
         self._busy: set[str] = set()
@@ -50,21 +68,22 @@ class CatalogSubscriptions:
     def __len__(self) -> int:
         return len(self._by_device)
 
+    def _on_status(self, device: Device, online: bool, reason: str) -> None:
+        if not online:
+            self.drop(device.id)
+
     def drop(self, device_id: str) -> None:
         """Forget a device's subscription (it went offline: its dialog is gone with it)."""
         self._by_device.pop(device_id, None)
 
     async def subscribe(self, device_id: str) -> bool:
         """Start a subscription; False when the device refuses or does not answer."""
-        access = self.access
-        device = access.registry.get(device_id)
+        device = self.registry.get(device_id)
         if device is None or device_id in self._busy:
             return False
-        cfg = access.config.sip
-        transport = access.transport
-        assert transport is not None
-        sn = access.next_sn()
-        request, peer = access.build_request("SUBSCRIBE", device)
+        cfg = self.sip
+        sn = self.requests.next_sn()
+        request, peer = self.requests.build_request("SUBSCRIBE", device)
         event = f"Catalog;id={sn}"
         request.add("Event", event)
         request.add("Expires", str(cfg.catalog_subscribe_expires))
@@ -73,7 +92,7 @@ class CatalogSubscriptions:
         request.body = manscdp.encode_body(manscdp.query_catalog(sn, device_id), device.charset or cfg.encoding)
         self._busy.add(device_id)
         try:
-            response = await transport.send_request(request, peer)
+            response = await self.transport.send_request(request, peer)
         except SipError as exc:
             log.info("catalog subscription not answered", device=device_id, reason=exc.reason)
             return False
@@ -87,19 +106,18 @@ class CatalogSubscriptions:
         dialog.event = event_key(request)
         self._store(device_id, dialog, event, self._granted(response, cfg.catalog_subscribe_expires))
         log.info("catalog subscribed", device=device_id, expires=int(self._by_device[device_id].expires_at
-                                                                      - access.clock()))
+                                                                      - self.clock()))
         return True
 
     def _store(self, device_id: str, dialog: Dialog, event: str, granted: int) -> None:
-        now = self.access.clock()
+        now = self.clock()
         self._by_device[device_id] = CatalogSubscription(device_id, dialog, event, now + granted)
         heapq.heappush(self._refresh, (now + granted * REFRESH_AT, device_id))
 
     def _contact(self) -> str:
-        transport = self.access.transport
-        assert transport is not None
+        transport = self.transport
         host = f"[{transport.host}]" if ":" in transport.host else transport.host
-        return f"<sip:{self.access.config.sip.id}@{host}:{transport.port}>"
+        return f"<sip:{self.sip.id}@{host}:{transport.port}>"
 
     @staticmethod
     def _granted(response: Response, asked: int) -> int:
@@ -133,11 +151,11 @@ class CatalogSubscriptions:
     async def refresh(self, device_id: str) -> None:
         """Re-SUBSCRIBE in the dialog; start afresh if the device lost it (481) or does not answer."""
         sub = self._by_device.get(device_id)
-        transport = self.access.transport
-        if sub is None or transport is None:
+        transport = self.transport
+        if sub is None:
             return
-        cfg = self.access.config.sip
-        device = self.access.registry.get(device_id)
+        cfg = self.sip
+        device = self.registry.get(device_id)
         if device is None or not device.online:
             self.drop(device_id)
             return

@@ -1,7 +1,8 @@
 """Live video: INVITE a device for a channel and relay its PS stream to any number of receivers.
 
 One device stream per channel, however many viewers: a second play request for a running channel joins
-it (and starts on a keyframe from the relay's GOP cache). Every failure names the step that failed, because
+it (and starts on a keyframe from the relay's GOP cache). Every failure names the step that failed (a
+:class:`~gbgw.gb28181.media.stages.Stage`, which also says what the API and an upper are answered), because
 "the INVITE succeeded but there is no video" is what users of other platforms cannot diagnose:
 
 - ``unknown channel``   no device has that channel (404)
@@ -29,22 +30,26 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gbgw.gb28181.devices.access import AccessError
+from gbgw.gb28181.devices.requests import AccessError
+from gbgw.gb28181.media.stages import Stage, StreamState
 from gbgw.registry.model import Device
 from gbgw.rtp.ports import PortRange, PortRangeExhausted
 from gbgw.rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
 from gbgw.sip.dialog import Dialog
 from gbgw.sip.endpoint import Peer
 from gbgw.sip.errors import SipError
-from gbgw.sip.message import Request, Response, new_call_id, new_tag
+from gbgw.sip.message import Request, Response
 from gbgw.sip.sdp import SdpError, SessionDescription
 from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTimeout
 
 if TYPE_CHECKING:
-    from gbgw.gb28181.config import MediaConfig
-    from gbgw.gb28181.devices.access import DeviceAccess
+    from gbgw.gb28181.config import MediaConfig, SipConfig
     from gbgw.gb28181.observe.metrics import GatewayMetrics
+    from gbgw.gb28181.tasks import BackgroundTasks
+    from gbgw.registry.devices import DeviceRegistry
+    from gbgw.sip.requests import RequestBuilder
+    from gbgw.sip.transport import SipTransport
 
 log = structlog.get_logger("gb28181.live")
 
@@ -53,11 +58,12 @@ OFFER_PAYLOADS = ((96, "PS", 90000), (98, "H264", 90000), (97, "MPEG4", 90000))
 
 
 class PlayError(AccessError):
-    """A play request failed at ``stage``; ``http_status`` is what the API answers."""
+    """A play request failed at ``stage``; ``status`` is the device's SIP status where it gave one."""
 
-    def __init__(self, stage: str, detail: str, http_status: int, status: int | None = None) -> None:
+    stage: Stage
+
+    def __init__(self, stage: Stage, detail: str, status: int | None = None) -> None:
         super().__init__(stage, detail, status)
-        self.http_status = http_status
 
 
 SessionEnded = Callable[["Session"], None]
@@ -97,7 +103,7 @@ class DeviceStream:
     transport: MediaTransport
     dialog: Dialog | None = None
     invite: Request | None = None
-    state: str = "inviting"
+    state: StreamState = StreamState.INVITING
     ready: asyncio.Future[None] | None = None
     sessions: dict[str, Session] = field(default_factory=dict)
     ended: str | None = None
@@ -106,8 +112,22 @@ class DeviceStream:
 
 
 class LiveStreams:
-    def __init__(self, access: DeviceAccess, relay: RelayEngine, media: MediaConfig, metrics: GatewayMetrics) -> None:
-        self.access = access
+    def __init__(
+        self,
+        registry: DeviceRegistry,
+        sip: SipConfig,
+        transport: SipTransport,
+        requests: RequestBuilder,
+        tasks: BackgroundTasks,
+        relay: RelayEngine,
+        media: MediaConfig,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.registry = registry
+        self.sip = sip
+        self.transport = transport
+        self.requests = requests
+        self.tasks = tasks
         self.metrics = metrics
         self.relay = relay
         self.media = media
@@ -115,7 +135,6 @@ class LiveStreams:
         self.sessions: dict[str, Session] = {}
         self._by_call_id: dict[str, DeviceStream] = {}
         self._ssrc_seq = itertools.count(int.from_bytes(os.urandom(2), "big") % 10000)
-        self.invite_outcomes: dict[str, int] = {}
         self.media_timeouts = 0
         # Counters of ended streams, so metrics stay monotonic when a stream's relay goes away.
         self.ended_totals = {"packets_in": 0, "bytes_in": 0, "lost": 0, "reordered": 0, "packets_out": 0,
@@ -139,10 +158,10 @@ class LiveStreams:
         try:
             out_transport = MediaTransport(transport)
         except ValueError:
-            raise PlayError("bad request", f"transport must be udp, tcp-active or tcp-passive, not {transport!r}",
-                            400) from None
+            raise PlayError(Stage.BAD_REQUEST,
+                            f"transport must be udp, tcp-active or tcp-passive, not {transport!r}") from None
         if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
-            raise PlayError("bad request", f"a {transport} output needs host and port", 400)
+            raise PlayError(Stage.BAD_REQUEST, f"a {transport} output needs host and port")
         stream = await self.open_stream(channel_id)
         return self.attach(stream, out_transport, host, port, ssrc=ssrc)
 
@@ -155,7 +174,7 @@ class LiveStreams:
         elif stream.ready is not None and not stream.ready.done():
             await asyncio.shield(stream.ready)
         if stream.ended is not None:
-            raise PlayError("no media", f"the stream of {channel_id} ended: {stream.ended}", 504)
+            raise PlayError(Stage.NO_MEDIA, f"the stream of {channel_id} ended: {stream.ended}")
         return stream
 
     def attach(
@@ -178,14 +197,14 @@ class LiveStreams:
         once when the session ends, whatever ends it (``session.ended`` says what).
         """
         if stream.ended is not None:
-            raise PlayError("no media", f"the stream of {stream.channel_id} ended: {stream.ended}", 504)
+            raise PlayError(Stage.NO_MEDIA, f"the stream of {stream.channel_id} ended: {stream.ended}")
         out_ssrc = ssrc if ssrc is not None else int(stream.ssrc)
         try:
             output = stream.ingest.add_output(
                 transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed, bind=bind
             )
         except (OSError, PortRangeExhausted) as exc:
-            raise PlayError("output failed", f"cannot open the output: {exc}", 503) from None
+            raise PlayError(Stage.OUTPUT_FAILED, f"cannot open the output: {exc}") from None
         session = Session(f"{stream.ingest.id}-{output.id}", stream, output, transport.value, host, port,
                           owner=owner, bind=bind, on_end=on_end)
         stream.sessions[session.id] = session
@@ -225,20 +244,20 @@ class LiveStreams:
             except Exception:
                 log.exception("session end listener failed", session=session.id)
 
-    def _count(self, stage: str) -> None:
-        self.invite_outcomes[stage] = self.invite_outcomes.get(stage, 0) + 1
-        self.metrics.invites.labels(stage).inc()
+    def _count(self, stage: Stage | None) -> None:
+        """One INVITE outcome: the stage that failed, None for a stream that came up."""
+        self.metrics.invites.labels("ok" if stage is None else stage.metric_label).inc()
 
     def _find_device(self, channel_id: str) -> Device:
-        registry = self.access.registry
+        registry = self.registry
         channel = registry.channel(channel_id)
         device = registry.get(channel.device_id) if channel is not None else registry.get(channel_id)
         if device is None:
-            self._count("unknown channel")
-            raise PlayError("unknown channel", f"no device has channel {channel_id}", 404)
+            self._count(Stage.UNKNOWN_CHANNEL)
+            raise PlayError(Stage.UNKNOWN_CHANNEL, f"no device has channel {channel_id}")
         if not device.online:
-            self._count("device offline")
-            raise PlayError("device offline", f"device {device.id} of channel {channel_id} is offline", 409)
+            self._count(Stage.DEVICE_OFFLINE)
+            raise PlayError(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
         return device
 
     def _transport_for(self, device: Device) -> MediaTransport:
@@ -247,7 +266,7 @@ class LiveStreams:
 
     def new_ssrc(self) -> str:
         """``0`` (live) + digits 4-8 of the domain + a 4-digit sequence (GB/T 28181-2016 Annex F)."""
-        domain = self.access.config.sip.domain
+        domain = self.sip.domain
         return f"0{domain[3:8]}{next(self._ssrc_seq) % 10000:04d}"
 
     async def _open(self, channel_id: str) -> DeviceStream:
@@ -267,8 +286,8 @@ class LiveStreams:
         try:
             ingest = self.relay.open_ingest(config, on_stop=self._ingest_stopped, on_device_bye=self._rtcp_bye)
         except (OSError, PortRangeExhausted) as exc:
-            self._count("no port")
-            raise PlayError("no port", f"no media port free in {media.ports}: {exc}", 503) from None
+            self._count(Stage.NO_PORT)
+            raise PlayError(Stage.NO_PORT, f"no media port free in {media.ports}: {exc}") from None
         loop = asyncio.get_running_loop()
         stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future())
         self.streams[channel_id] = stream
@@ -279,12 +298,12 @@ class LiveStreams:
             self._fail(stream, exc)
             raise
         except BaseException:
-            self._fail(stream, PlayError("cancelled", "play request cancelled", 499))
+            self._fail(stream, PlayError(Stage.CANCELLED, "play request cancelled"))
             raise
         assert stream.ready is not None
         if not stream.ready.done():
             stream.ready.set_result(None)
-        self._count("ok")
+        self._count(None)
         return stream
 
     def _fail(self, stream: DeviceStream, exc: PlayError) -> None:
@@ -295,10 +314,8 @@ class LiveStreams:
         self._teardown(stream, send_bye=stream.dialog is not None)
 
     async def _invite(self, stream: DeviceStream, device: Device) -> None:
-        access = self.access
-        transport = access.transport
-        assert transport is not None
-        cfg = access.config.sip
+        transport = self.transport
+        cfg = self.sip
         media = self.media
         ingest = stream.ingest
         tcp = stream.transport is not MediaTransport.UDP
@@ -316,65 +333,59 @@ class LiveStreams:
         peer = Peer(device.transport, device.host, device.port)
         host = f"[{device.host}]" if ":" in device.host else device.host
         sip_host = f"[{transport.host}]" if ":" in transport.host else transport.host
-        access._cseq += 1
-        invite = Request(
+        invite = self.requests.build(
             "INVITE",
             f"sip:{stream.channel_id}@{host}:{device.port}",
-            [
-                ("Via", transport.via(device.transport)),
-                ("From", f"<sip:{cfg.id}@{cfg.domain}>;tag={new_tag()}"),
-                ("To", f"<sip:{stream.channel_id}@{cfg.domain}>"),
-                ("Call-ID", new_call_id(transport.host)),
-                ("CSeq", f"{access._cseq} INVITE"),
+            f"sip:{stream.channel_id}@{cfg.domain}",
+            transport=device.transport,
+            headers=[
                 ("Contact", f"<sip:{cfg.id}@{sip_host}:{transport.port}>"),
-                ("Max-Forwards", "70"),
-                ("User-Agent", cfg.user_agent),
                 ("Subject", f"{stream.channel_id}:{stream.ssrc},{cfg.id}:0"),
                 ("Content-Type", "APPLICATION/SDP"),
             ],
-            offer.serialize(),
+            body=offer.serialize(),
         )
         stream.invite = invite
         self._by_call_id[invite.call_id or ""] = stream
         try:
             response = await transport.send_request(invite, peer)
         except SipTimeout:
-            self._count("no answer")
-            raise PlayError("no answer", f"device {device.id} did not answer the INVITE", 504) from None
+            self._count(Stage.NO_ANSWER)
+            raise PlayError(Stage.NO_ANSWER, f"device {device.id} did not answer the INVITE") from None
         except SipError as exc:
-            self._count("no answer")
-            raise PlayError("no answer", f"INVITE to {device.id} failed: {exc.reason}", 504, exc.status) from None
+            self._count(Stage.NO_ANSWER)
+            raise PlayError(Stage.NO_ANSWER, f"INVITE to {device.id} failed: {exc.reason}", exc.status) from None
         if response.status >= 300:
-            self._count("INVITE rejected")
-            raise PlayError("INVITE rejected", f"device {device.id} answered {response.status} {response.reason}",
-                            502, response.status)
+            self._count(Stage.INVITE_REJECTED)
+            raise PlayError(Stage.INVITE_REJECTED,
+                            f"device {device.id} answered {response.status} {response.reason}", response.status)
         dialog = Dialog.from_uac(invite, response, peer)
         stream.dialog = dialog
         transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
         answer = self._answer(stream, response, device)
-        stream.state = "connecting"
+        stream.state = StreamState.CONNECTING
         try:
             await ingest.start(host=device.host, port=answer)
         except (OSError, TimeoutError, ValueError) as exc:
-            self._count("bad answer")
-            raise PlayError("bad answer", f"cannot reach the device's media port: {exc}", 502) from None
+            self._count(Stage.BAD_ANSWER)
+            raise PlayError(Stage.BAD_ANSWER, f"cannot reach the device's media port: {exc}") from None
 
     def _answer(self, stream: DeviceStream, response: Response, device: Device) -> int | None:
         """Read the SDP answer liberally; return the device's media port where the relay needs it."""
         if not response.body:
             if stream.transport is MediaTransport.TCP_ACTIVE:
-                self._count("bad answer")
-                raise PlayError("bad answer", "the 200 OK has no SDP, so there is no port to connect to", 502)
+                self._count(Stage.BAD_ANSWER)
+                raise PlayError(Stage.BAD_ANSWER, "the 200 OK has no SDP, so there is no port to connect to")
             return None
         try:
             sdp = SessionDescription.parse(response.body)
         except SdpError as exc:
-            self._count("bad answer")
-            raise PlayError("bad answer", f"unreadable SDP answer: {exc}", 502) from None
+            self._count(Stage.BAD_ANSWER)
+            raise PlayError(Stage.BAD_ANSWER, f"unreadable SDP answer: {exc}") from None
         video = next((m for m in sdp.media if m.kind == "video"), sdp.media[0] if sdp.media else None)
         if video is None:
-            self._count("bad answer")
-            raise PlayError("bad answer", "the SDP answer has no media line", 502)
+            self._count(Stage.BAD_ANSWER)
+            raise PlayError(Stage.BAD_ANSWER, "the SDP answer has no media line")
         address = sdp.address_of(video)
         if address and address not in ("0.0.0.0", "::") and address != device.host:
             # Behind NAT the answer names a private address; media is checked against the signalling one.
@@ -391,25 +402,25 @@ class LiveStreams:
         delay = 0.002
         while time.monotonic() < deadline and not ingest.closed:
             if ingest.stats.packets:
-                stream.state = "streaming"
+                stream.state = StreamState.STREAMING
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.02)
         stats = ingest.stats
         if stats.packets:
-            stream.state = "streaming"
+            stream.state = StreamState.STREAMING
             return
         dropped = sum(stats.dropped.values())
         if dropped:
-            self._count("bad media")
-            raise PlayError("bad media", f"{dropped} packets arrived but none was the device's RTP "
-                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})", 502)
-        self._count("no media")
+            self._count(Stage.BAD_MEDIA)
+            raise PlayError(Stage.BAD_MEDIA, f"{dropped} packets arrived but none was the device's RTP "
+                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})")
+        self._count(Stage.NO_MEDIA)
         if ingest.stop_reason not in (None, StopReason.NO_MEDIA):
             # Ended early: by the relay (the device closed its connection) or by us (the device's BYE).
             why = stream.ended if ingest.stop_reason is StopReason.CLOSED and stream.ended else ingest.stop_detail
-            raise PlayError("no media", f"the device stream stopped before its first packet: {why}", 504)
-        raise PlayError("no media", f"no RTP from the device within {self.media.first_packet_timeout:g} s", 504)
+            raise PlayError(Stage.NO_MEDIA, f"the device stream stopped before its first packet: {why}")
+        raise PlayError(Stage.NO_MEDIA, f"no RTP from the device within {self.media.first_packet_timeout:g} s")
 
     # -- endings -------------------------------------------------------------------------------------
 
@@ -428,7 +439,7 @@ class LiveStreams:
             for session in kept:
                 stream.sessions.pop(session.id, None)
             self._teardown(stream, send_bye=not stream.device_bye)
-            self.access.spawn(self._reinvite(stream.channel_id, kept))
+            self.tasks.spawn(self._reinvite(stream.channel_id, kept))
             return
         self._teardown(stream, send_bye=not stream.device_bye)
 
@@ -487,7 +498,7 @@ class LiveStreams:
                 log.info("session ended", session=session.id, reason=reason.value)
 
     def _teardown(self, stream: DeviceStream, send_bye: bool) -> None:
-        if stream.state == "ended":
+        if stream.state is StreamState.ENDED:
             # Already torn down by another path (the ingest stopping, a BYE) while a play waited on it.
             return
         if self.streams.get(stream.channel_id) is stream:
@@ -497,18 +508,18 @@ class LiveStreams:
         for session in list(stream.sessions.values()):
             self._end_session(session, stream.ended or "ended")
         stream.sessions.clear()
-        stream.state = "ended"
+        stream.state = StreamState.ENDED
         for key, value in stream_totals(stream.ingest).items():
             self.ended_totals[key] += value
         if not stream.ingest.closed:
             stream.ingest.close()
         if send_bye and stream.dialog is not None:
-            self.access.spawn(self._bye(stream.dialog, stream.device_id))
+            self.tasks.spawn(self._bye(stream.dialog, stream.device_id))
 
     async def _bye(self, dialog: Dialog, device_id: str) -> None:
-        transport = self.access.transport
-        device = self.access.registry.get(device_id)
-        if transport is None or device is None:
+        transport = self.transport
+        device = self.registry.get(device_id)
+        if device is None:
             return
         bye = dialog.create_request("BYE", via=transport.via(device.transport))
         try:
@@ -524,9 +535,7 @@ class LiveStreams:
         stream = self._by_call_id.get(txn.request.call_id or "")
         if stream is None:
             return False
-        transport = self.access.transport
-        assert transport is not None
-        transport.reply(txn, 200)
+        self.transport.reply(txn, 200)
         log.info("device ended the stream (BYE)", channel=stream.channel_id, device=stream.device_id)
         stream.device_bye = True
         stream.ended = "device BYE"

@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gb28181"))
 
-from benchkit import GATEWAY_ID, PASSWORD, GatewayProcess, cpu_seconds, load_average
+from benchkit import GATEWAY_ID, PASSWORD, GatewayProcess, cpu_seconds, load_average, run_loop
 from upper_harness import UPPER_DOMAIN, FakeUpper
 from wire import free_port
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.gb28181 import manscdp
 
 NVR_PREFIX = "3402000001118"
@@ -127,10 +128,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await simulator.stop(unregister=False, timeout=1)
             gateway.stop()
             await upper.close()
-            log = (workdir / "gateway.log").read_text()
-            if log.strip():
-                lines = log.strip().splitlines()
-                print(f"gateway log ({len(lines)} lines at warning and above), last: {lines[-1][:300]}")
+            gateway.print_log_tail()
 
 
 def main() -> None:
@@ -141,14 +139,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp", help="signalling to the upper")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on a run after this (default 60 s)")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    with fewer_collections():
-        asyncio.run(main_async(args))
+    run_loop(main_async(args), fewer_collections=True)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gb28181"))
 
-from benchkit import PASSWORD, GatewayProcess, percentile
+from benchkit import PASSWORD, GatewayProcess, percentile, run_loop
 from media_harness import parse_rtp, starts_keyframe
 from upper_harness import UPPER_ID, FakeUpper, upstream_config
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.conformance.simulator.media import MediaOptions
 from gbgw.sip.dialog import Dialog
 from gbgw.sip.endpoint import Peer
@@ -105,17 +106,6 @@ async def timed_invite(upper: FakeUpper, channel: str) -> tuple[float, bytes]:
         transport.close()
 
 
-async def _channels(http: aiohttp.ClientSession, url: str, device_id: str, count: int) -> list[str]:
-    for _ in range(400):
-        async with http.get(f"{url}/api/devices/{device_id}/channels") as response:
-            if response.status == 200:
-                channels = [c["id"] for c in await response.json()]
-                if len(channels) >= count:
-                    return sorted(channels)
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"catalog of {device_id} not complete")
-
-
 async def runs(http: aiohttp.ClientSession, gateway: GatewayProcess, upper: FakeUpper, clip: Path, count: int) -> None:
     camera = DeviceSimulator(SimulatorConfig(
         server_host="127.0.0.1", server_port=gateway.sip_port, password=PASSWORD, channels=2,
@@ -125,7 +115,7 @@ async def runs(http: aiohttp.ClientSession, gateway: GatewayProcess, upper: Fake
     viewer: asyncio.DatagramTransport | None = None
     try:
         await camera.wait_registered()
-        cold_channel, warm_channel = await _channels(http, gateway.url, camera.device_id(0), 2)
+        cold_channel, warm_channel = await gateway.channels(http, camera.device_id(0), 2)
         cold = []
         for _ in range(count):
             latency, _ = await timed_invite(upper, cold_channel)
@@ -191,10 +181,7 @@ async def main_async(args: argparse.Namespace) -> None:
         finally:
             gateway.stop()
             await upper.close()
-            log = (workdir / "gateway.log").read_text().strip()
-            if log:
-                lines = log.splitlines()
-                print(f"gateway log ({len(lines)} lines at warning and above), last: {lines[-1][:300]}")
+            gateway.print_log_tail()
 
 
 def main() -> None:
@@ -203,14 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    with fewer_collections():
-        asyncio.run(main_async(args))
+    run_loop(main_async(args), fewer_collections=True)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from benchkit import cpu_seconds, load_average, pin, run_loop
+
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAY_CORE = 0
@@ -76,23 +80,9 @@ SIM_KEEPALIVE_INTERVAL = 86_400.0
 GATEWAY_KEEPALIVE_INTERVAL = 3600
 RSS_GOAL = 2048
 KEEPALIVE_GOAL = 20_000
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # -- small readings ---------------------------------------------------------------------------------------
-
-def pin(core: int) -> str:
-    try:
-        os.sched_setaffinity(0, {core})
-        return f"core {core}"
-    except (AttributeError, OSError):
-        return "unpinned"
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
 
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of a process, in bytes."""
@@ -103,13 +93,6 @@ def proc_status(pid: int) -> dict[str, int]:
             if name in ("VmRSS", "VmHWM"):
                 out[name] = int(value.split()[0]) * 1024
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (the SQLite worker thread included)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
 def free_port() -> int:
@@ -272,17 +255,12 @@ def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -
     # The benchmark stops its workers itself, also on Ctrl-C; an interrupt here would only add tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     pin(LOAD_CORE)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
     import logging
 
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    with fewer_collections():
-        asyncio.run(_serve(conn, spec))
+    run_loop(_serve(conn, spec), fewer_collections=True)
 
 
 async def _serve(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None:
@@ -752,7 +730,7 @@ def main() -> None:
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pinned = pin(LOAD_CORE)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load()} (1/5/15 min)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load_average()} (1/5/15 min)")
     collector = f"gc.set_threshold{opts.gc_threshold}" if opts.gc_threshold else "default gc thresholds"
     print(f"gateway: subprocess on core {GATEWAY_CORE}, SQLite, logs at warning level, {collector}; "
           f"simulators and this script: {pinned}")
@@ -770,7 +748,7 @@ def main() -> None:
     print()
     for name, value in rows:
         print(f"  {name:<{width}}  {value}" if value else f"{name}")
-    print(f"\nload average after the run: {load()}")
+    print(f"\nload average after the run: {load_average()}")
 
 
 if __name__ == "__main__":

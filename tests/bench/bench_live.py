@@ -49,9 +49,10 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchkit import PASSWORD, GatewayProcess, cpu_seconds, load_average, percentile
+from benchkit import PASSWORD, GatewayProcess, cpu_seconds, load_average, percentile, run_loop
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig, fewer_collections
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.conformance.simulator.media import MediaOptions
 from gbgw.rtp.elementary import StreamType
 from gbgw.rtp.packetizer import PsRtpPacketizer
@@ -211,17 +212,6 @@ def gateway_process(workdir: Path, streams: int) -> GatewayProcess:
                                           "first_packet_timeout": 10})
 
 
-async def _channels(http: aiohttp.ClientSession, url: str, device_id: str, count: int) -> list[str]:
-    for _ in range(400):
-        async with http.get(f"{url}/api/devices/{device_id}/channels") as response:
-            if response.status == 200:
-                channels = [c["id"] for c in await response.json()]
-                if len(channels) >= count:
-                    return sorted(channels)
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"catalog of {device_id} not complete")
-
-
 class UdpSink(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.first: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -260,7 +250,7 @@ async def latency_runs(http: aiohttp.ClientSession, gateway: GatewayProcess, cli
     await camera.start()
     try:
         await camera.wait_registered()
-        channels = await _channels(http, gateway.url, camera.device_id(0), 2)
+        channels = await gateway.channels(http, camera.device_id(0), 2)
         plays = []
         for _ in range(runs):
             latency, session = await _timed_play(http, gateway.url, channels[0])
@@ -300,7 +290,7 @@ async def load_run(http: aiohttp.ClientSession, gateway: GatewayProcess, streams
     try:
         await nvr.start()
         await nvr.wait_registered(timeout=10)
-        channels = await _channels(http, gateway.url, nvr.device_id(0), streams)
+        channels = await gateway.channels(http, nvr.device_id(0), streams)
         fed: set[str] = set()
 
         async def feed() -> None:
@@ -415,10 +405,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     await load_run(http, gateway, args.streams, args.mbps, args.seconds)
         finally:
             gateway.stop()
-            log = (workdir / "gateway.log").read_text()
-            if log.strip():
-                lines = log.strip().splitlines()
-                print(f"gateway log ({len(lines)} lines at warning and above), last: {lines[-1][:300]}")
+            gateway.print_log_tail()
 
 
 def main() -> None:
@@ -428,14 +415,7 @@ def main() -> None:
     parser.add_argument("--mbps", type=float, default=2.0, help="Mbit/s per stream (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (default 10)")
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    with fewer_collections():
-        asyncio.run(main_async(args))
+    run_loop(main_async(args), fewer_collections=True)
 
 
 if __name__ == "__main__":

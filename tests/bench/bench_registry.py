@@ -16,6 +16,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import run_loop
 
 from gbgw.registry.devices import DeviceRegistry
 from gbgw.registry.model import Channel
@@ -140,7 +143,7 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     measure_memory(count)
     measure_keepalive(count)
-    asyncio.run(measure_sqlite(count))
+    run_loop(measure_sqlite(count))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import load_average, pin, run_loop
 
 from gbgw.sip.endpoint import Peer, SipEndpoint
 from gbgw.sip.message import make_response, parse_message
@@ -96,19 +99,6 @@ def schedstat() -> tuple[float, float]:
     return int(ran) / 1e9, int(waited) / 1e9
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
-def pin(core: int) -> str:
-    try:
-        os.sched_setaffinity(0, {core})
-        return f"core {core}"
-    except (AttributeError, OSError):
-        return "unpinned"
-
-
 # -- (1) in-process --------------------------------------------------------------------------------------
 
 def rate(iterations: int, seconds: float) -> float:
@@ -167,15 +157,10 @@ def bench_codec(iterations: int) -> list[tuple[str, float]]:
 def server_main(ports: multiprocessing.connection.Connection, control: multiprocessing.connection.Connection) -> None:
     """SipTransport on uvloop answering every request 200 at once; reports stats when asked."""
     pinned = pin(SERVER_CORE)
-    try:
-        import uvloop
-
-        uvloop.install()
-        loop_name = "uvloop"
-    except ImportError:
-        loop_name = "asyncio"
 
     async def main() -> None:
+        # "uvloop" or "asyncio": what run_loop found.
+        loop_name = type(asyncio.get_running_loop()).__module__.partition(".")[0]
         endpoint = SipEndpoint()
         transport: SipTransport | None = None
 
@@ -207,7 +192,7 @@ def server_main(ports: multiprocessing.connection.Connection, control: multiproc
         await done
         await transport.close()
 
-    asyncio.run(main())
+    run_loop(main())
 
 
 def udp_generator(port: int, total: int, window: int, result: multiprocessing.connection.Connection) -> None:
@@ -363,7 +348,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=64, help="outstanding requests (default 64)")
     args = parser.parse_args()
 
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load()} (1/5/15 min)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load average {load_average()} (1/5/15 min)")
     if os.cpu_count() == 1:
         print("NOTE: one core only: server and generator share it, so (2) and (3) understate the server.")
 
@@ -376,7 +361,7 @@ def main() -> None:
         print_transport(bench_transport("UDP", args.udp, args.window))
     if args.tcp:
         print_transport(bench_transport("TCP", args.tcp, args.window))
-    print(f"\nload average after the run: {load()}")
+    print(f"\nload average after the run: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What the benchmarks that run the daemon as its own process share: the process itself, its CPU time,
-the machine's load, percentiles."""
+"""What the benchmarks share: running their coroutine on the gateway's event loop (`run`), pinning to a
+core, the daemon as its own process, its CPU time, the machine's load, percentiles."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -23,6 +24,35 @@ REPO = Path(__file__).resolve().parents[2]
 GATEWAY_ID = "34020000002000000001"
 DOMAIN = "3402000000"
 PASSWORD = "bench-password-1234"
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T], *, fewer_collections: bool = False) -> T:
+    """Run a benchmark's coroutine on uvloop, the gateway's loop, when it is installed (else asyncio's).
+    With `fewer_collections`, under the simulator's garbage-collector thresholds: a benchmark that drives
+    DeviceSimulator directly must, or the collector's passes over its transactions dominate the figures."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    collections: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if fewer_collections:
+        from gbgw.conformance.simulator.cli import fewer_collections as simulator_thresholds
+
+        collections = simulator_thresholds()
+    with collections, asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
+
+
+def pin(core: int) -> str:
+    """Pin this process to `core`; says where it runs, for the report."""
+    try:
+        os.sched_setaffinity(0, {core})
+        return f"core {core}"
+    except (AttributeError, OSError):
+        return "unpinned"
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -63,8 +93,9 @@ class GatewayProcess:
             config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
         path = workdir / "gateway.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML
+        self.log = workdir / "gateway.log"
         self.process = subprocess.Popen([sys.executable, "-m", "gbgw.gb28181", "run", "-c", str(path)], cwd=REPO,
-                                        stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("w"))
+                                        stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         self.url = f"http://127.0.0.1:{self.api_port}"
 
     async def ready(self, http: aiohttp.ClientSession) -> None:
@@ -75,6 +106,23 @@ class GatewayProcess:
                         return
             await asyncio.sleep(0.05)
         raise RuntimeError("gateway did not start")
+
+    async def channels(self, http: aiohttp.ClientSession, device_id: str, count: int) -> list[str]:
+        """The sorted channel IDs of a device once its catalog holds at least `count` (20 s at most)."""
+        for _ in range(400):
+            async with http.get(f"{self.url}/api/devices/{device_id}/channels") as response:
+                if response.status == 200:
+                    channels = [c["id"] for c in await response.json()]
+                    if len(channels) >= count:
+                        return sorted(channels)
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"catalog of {device_id} not complete")
+
+    def print_log_tail(self) -> None:
+        """What the gateway logged (warnings and above), in one line: a quiet run prints nothing."""
+        lines = self.log.read_text().strip().splitlines()
+        if lines:
+            print(f"gateway log ({len(lines)} lines at warning and above), last: {lines[-1][:300]}")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)

@@ -2,18 +2,16 @@
 
 The fixtures that build them are in conftest.py. The gateway runs in the test's event loop on free loopback
 ports with a SQLite file under tmp_path, so the tests reach it only through its contracts: SIP on 127.0.0.1
-(UDP and TCP), the HTTP API and the log output. ``SipDevice`` is a deliberately small, independent SIP client (its own parsing and digest
-arithmetic, not the project's ``sip`` package), so a bug there cannot hide the same bug in the gateway.
+(UDP and TCP), the HTTP API and the log output. ``SipDevice`` is a deliberately small, independent SIP
+client (its own parsing and digest arithmetic from ``gwproc``, not the project's ``sip`` package), so a bug
+there cannot hide the same bug in the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -26,6 +24,16 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from gwproc import (
+    Datagrams,
+    digest_authorization,
+    keepalive_body,
+    parse_metrics,
+    response_bytes,
+    until_final,
+    wait_until,
+)
+from gwproc import challenge_params as digest_params
 from wire import SipMessage, free_port
 
 from gbgw.gb28181.app.daemon import Gateway
@@ -74,60 +82,7 @@ def captured_logs() -> Iterator[io.StringIO]:
         structlog.configure(**saved)
 
 
-def log_events(text: str) -> list[dict[str, Any]]:
-    events = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            events.append(json.loads(line))
-    return events
-
-
-# -- ports ----------------------------------------------------------------------------------------------
-
-
 # -- a minimal SIP client -------------------------------------------------------------------------------
-
-
-def digest_params(header: str) -> dict[str, str]:
-    """The parameters of a Digest challenge, names lower-cased, quotes removed."""
-    assert header.lower().startswith("digest "), header
-    return {
-        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-        for m in re.finditer(r'([\w-]+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', header[7:])
-    }
-
-
-def md5(text: str) -> str:
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-def digest_authorization(
-    challenge: dict[str, str], username: str, password: str, uri: str, method: str = "REGISTER"
-) -> tuple[str, str]:
-    """(Authorization value, response hash) answering a challenge per RFC 2617, computed here."""
-    realm, nonce = challenge["realm"], challenge["nonce"]
-    ha1 = md5(f"{username}:{realm}:{password}")
-    ha2 = md5(f"{method}:{uri}")
-    if "auth" in challenge.get("qop", "").split(","):
-        cnonce, nc = os.urandom(4).hex(), "00000001"
-        response = md5(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
-        extra = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-    else:
-        response = md5(f"{ha1}:{nonce}:{ha2}")
-        extra = ""
-    value = (
-        f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-        f'response="{response}", algorithm=MD5{extra}'
-    )
-    return value, response
-
-
-class _DeviceUdp(asyncio.DatagramProtocol):
-    def __init__(self, device: SipDevice) -> None:
-        self.device = device
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.device.received(data)
 
 
 class SipDevice:
@@ -163,7 +118,7 @@ class SipDevice:
         loop = asyncio.get_running_loop()
         if self.transport == "UDP":
             self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _DeviceUdp(self), local_addr=(self.local_host, 0)
+                lambda: Datagrams(self.received), local_addr=(self.local_host, 0)
             )
             self.local_port = self._udp.get_extra_info("sockname")[1]
         else:
@@ -223,16 +178,7 @@ class SipDevice:
             task.add_done_callback(self._tasks.discard)
 
     def answer_ok(self, request: SipMessage, status: int = 200, reason: str = "OK") -> None:
-        lines = [f"SIP/2.0 {status} {reason}"]
-        lines += [f"Via: {v}" for v in request.get_all("Via")]
-        lines += [
-            f"From: {request.get('From')}",
-            f"To: {request.get('To')};tag={self.from_tag}",
-            f"Call-ID: {request.get('Call-ID')}",
-            f"CSeq: {request.get('CSeq')}",
-            "Content-Length: 0",
-        ]
-        self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.send_raw(response_bytes(request, status, reason, self.from_tag))
 
     # -- requests ---------------------------------------------------------------------------------------
 
@@ -277,17 +223,8 @@ class SipDevice:
         future: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
         self._waiting[branch] = future
         try:
-            deadline = asyncio.get_running_loop().time() + timeout
-            interval = 0.25
-            while True:
-                self.send_raw(data)
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise TimeoutError("no final response")
-                wait = min(interval, remaining) if self.transport == "UDP" else remaining
-                with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(future), wait)
-                interval = min(interval * 2, 2.0)
+            return await until_final(lambda: self.send_raw(data), future, timeout,
+                                     retransmit=self.transport == "UDP", interval=0.25, max_interval=2.0)
         finally:
             self._waiting.pop(branch, None)
 
@@ -344,24 +281,7 @@ class SipDevice:
         return await self.message(keepalive_body(self.device_id, sn))
 
 
-def keepalive_body(device_id: str, sn: int = 1) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
-        f"<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"
-    ).encode()
-
-
 # -- the gateway ----------------------------------------------------------------------------------------
-
-
-def merge_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_config(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 @dataclass
@@ -416,27 +336,13 @@ class RunningGateway:
     async def metric(self, name: str, **labels: str) -> float:
         """One sample of /metrics (0 when absent)."""
         _, text = await self.api("/metrics")
-        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            key, _, value = line.rpartition(" ")
-            sample, _, label_text = key.partition("{")
-            if sample == name and ",".join(sorted(label_text.rstrip("}").split(","))) == wanted:
-                return float(value)
-        return 0.0
+        wanted = ",".join(sorted(f'{k}="{v}"' for k, v in labels.items()))
+        return parse_metrics(text).get(f"{name}{{{wanted}}}" if wanted else name, 0.0)
 
     async def wait_for(
         self, check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition"
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = await check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.02)
+        return await wait_until(check, timeout, what)
 
     async def new_device(
         self, device_id: str = DEVICE_ID, transport: str = "UDP", local_host: str = "127.0.0.1"

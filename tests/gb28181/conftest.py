@@ -8,7 +8,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from access_harness import BASE_CONFIG, OffsetClock, RunningGateway, Sipp, captured_logs, merge_config
+from access_harness import BASE_CONFIG, OffsetClock, RunningGateway, Sipp, captured_logs
+from gwproc import merge_config
 
 from gbgw.gb28181.app.daemon import Gateway
 from gbgw.gb28181.config import HostPort, StorageConfig, load_config, load_config_file
@@ -36,8 +37,7 @@ async def gateway_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
         config.sip.listen = HostPort("127.0.0.1", 0)
         config.api.listen = HostPort("127.0.0.1", 0)
         clock = OffsetClock()
-        gateway = Gateway(config)
-        gateway.access.clock = clock
+        gateway = Gateway(config, clock=clock)
         await gateway.start()
         handle = RunningGateway(gateway, config, clock, log, http)
         running.append(handle)

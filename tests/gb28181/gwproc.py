@@ -3,13 +3,16 @@
 SIP goes over UDP from a plain asyncio socket that plays a device, the HTTP API is read with aiohttp, and
 the daemon runs either in-process (fast) or as a subprocess (for kill -9, signals and the CLI). The SIP
 side is deliberately independent of the project's ``sip`` package (its own parsing and digest arithmetic),
-so a bug there cannot hide the same bug in the gateway.
+so a bug there cannot hide the same bug in the gateway. The pieces every hand-written device of the suite
+needs (digest, retransmission, answers, MANSCDP bodies, log and metric reading) are here once;
+``access_harness.SipDevice`` builds on them too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -22,21 +25,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiohttp
 import yaml
-from wire import SipMessage, free_port
+from wire import FIXTURES, SipMessage, free_port
 
 from gbgw.gb28181.app.daemon import Gateway
 from gbgw.gb28181.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-INTEROP = SHARED / "interop"
+INTEROP = FIXTURES / "interop"
 
 GATEWAY_ID = "34020000002000000001"
 DOMAIN = "3402000000"
+
+Answer = TypeVar("Answer", bound=SipMessage)
 
 
 # -- ports ----------------------------------------------------------------------------------------------
@@ -99,15 +103,113 @@ def challenge_params(header: str) -> dict[str, str]:
     }
 
 
+def digest_authorization(
+    challenge: dict[str, str], username: str, password: str, uri: str, method: str = "REGISTER", *,
+    qop: bool = True,
+) -> tuple[str, str]:
+    """(Authorization value, response hash) answering a challenge per RFC 2617, computed here. With `qop`
+    off, the answer leaves qop out even when offered, as most GB/T 28181 devices do."""
+    realm, nonce = challenge["realm"], challenge["nonce"]
+    if qop and "auth" in challenge.get("qop", "").split(","):
+        cnonce, nc = os.urandom(4).hex(), "00000001"
+        ha1, ha2 = md5_hex(f"{username}:{realm}:{password}"), md5_hex(f"{method}:{uri}")
+        response = md5_hex(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+        extra = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+    else:
+        response = digest_response(username, realm, password, method, uri, nonce)
+        extra = ""
+    value = (
+        f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5{extra}'
+    )
+    return value, response
+
+
+def response_bytes(request: SipMessage, status: int, reason: str, to_tag: str,
+                   headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """An answer to `request` as embedded SIP stacks write it: its Vias, From, To (with `to_tag` unless it
+    has one), Call-ID and CSeq, then `headers`, no body."""
+    to = request.get("To") or ""
+    lines = [f"SIP/2.0 {status} {reason}", *(f"Via: {via}" for via in request.get_all("Via")),
+             f"From: {request.get('From')}", f"To: {to}" if ";tag=" in to else f"To: {to};tag={to_tag}",
+             f"Call-ID: {request.get('Call-ID')}", f"CSeq: {request.get('CSeq')}",
+             *(f"{name}: {value}" for name, value in headers), "Content-Length: 0"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def until_final(send: Callable[[], None], answer: asyncio.Future[Answer], timeout: float, *,
+                      retransmit: bool = True, interval: float = 0.5, max_interval: float = 4.0) -> Answer:
+    """Call `send`, again after `interval` (doubling up to `max_interval`, like Timer E) while
+    `retransmit`, until `answer` (the final response) is there; TimeoutError after `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        send()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError("no final response")
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(answer), min(interval, remaining) if retransmit else remaining)
+        interval = min(interval * 2, max_interval)
+
+
+def manscdp_body(xml: str, encoding: str = "GB2312") -> bytes:
+    """A MANSCDP document with its XML declaration, as devices send it."""
+    return f'<?xml version="1.0" encoding="{encoding}"?>\r\n{xml}\r\n'.encode(encoding)
+
+
+def keepalive_body(device_id: str, sn: int = 1) -> bytes:
+    return manscdp_body(
+        f"<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{sn}</SN>\r\n"
+        f"<DeviceID>{device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>"
+    )
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a log, skipping anything else (tracebacks, sipp's or ffmpeg's output)."""
+    events = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, labels sorted, from a /metrics page."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        name, _, labels = key.partition("{")
+        if labels:
+            key = name + "{" + ",".join(sorted(labels.rstrip("}").split(","))) + "}"
+        samples[key] = float(value)
+    return samples
+
+
+def merge_config(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` merged into a copy of `base`: mappings key by key, anything else replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
 # -- a device on a UDP socket ---------------------------------------------------------------------------
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, device: UdpDevice) -> None:
-        self.device = device
+class Datagrams(asyncio.DatagramProtocol):
+    """Hands every datagram to `received`."""
+
+    def __init__(self, received: Callable[[bytes], None]) -> None:
+        self.received = received
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.device.received(data)
+        self.received(data)
 
 
 class UdpDevice:
@@ -134,7 +236,7 @@ class UdpDevice:
     async def open(self) -> Self:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=("127.0.0.1", 0)
+            lambda: Datagrams(self.received), local_addr=("127.0.0.1", 0)
         )
         self.port = self._transport.get_extra_info("sockname")[1]
         return self
@@ -170,20 +272,12 @@ class UdpDevice:
     async def transact(self, data: bytes, timeout: float = 3.0) -> SipMsg:
         """Send a request (retransmitted like Timer E) and wait for its final response."""
         branch = SipMsg.parse(data).branch
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[SipMsg] = loop.create_future()
+        future: asyncio.Future[SipMsg] = asyncio.get_running_loop().create_future()
         self._waiting[branch] = future
-        deadline = loop.time() + timeout
-        interval = 0.5
         try:
-            while True:
-                self.send(data)
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError(f"no final response to {data[:60]!r}")
-                with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(future), min(interval, remaining))
-                interval = min(interval * 2, 4.0)
+            return await until_final(lambda: self.send(data), future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no final response to {data[:60]!r}") from None
         finally:
             self._waiting.pop(branch, None)
 
@@ -193,15 +287,8 @@ class UdpDevice:
     def reply(self, request: SipMsg, status: int = 200, reason: str = "OK",
               headers: Iterable[tuple[str, str]] = ()) -> None:
         """Answer a request from the gateway the way embedded SIP stacks do (To tag, User-Agent)."""
-        lines = [f"SIP/2.0 {status} {reason}"]
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            value = request.get(name) or ""
-            if name == "To" and ";tag=" not in value:
-                value += f";tag={os.urandom(4).hex()}"
-            lines.append(f"{name}: {value}")
-        lines += [f"{name}: {value}" for name, value in headers]
-        lines += [f"User-Agent: {self.user_agent}", "Content-Length: 0"]
-        self.respond(request, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.respond(request, response_bytes(request, status, reason, os.urandom(4).hex(),
+                                             [*headers, ("User-Agent", self.user_agent)]))
 
     def respond(self, request: SipMsg, data: bytes) -> None:
         """Send a response; the last one sent for a request also answers its retransmissions."""
@@ -256,24 +343,20 @@ class GbDevice(UdpDevice):
         if first.status != 401:
             return first
         challenge = challenge_params(first.get("WWW-Authenticate") or "")
-        uri = f"sip:{self.gateway_id}@{self.domain}"
-        user = username or self.device_id
-        response = digest_response(user, challenge["realm"], password, "REGISTER", uri, challenge["nonce"])
+        auth, response = digest_authorization(challenge, username or self.device_id, password,
+                                              f"sip:{self.gateway_id}@{self.domain}", qop=False)
         self.secrets.update((challenge["nonce"], response))
-        auth = (f'Digest username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
-                f'uri="{uri}", response="{response}", algorithm=MD5')
         return await self.transact(self.build("REGISTER", [*headers, ("Authorization", auth)]))
 
     async def message(self, xml: str, encoding: str = "GB2312") -> SipMsg:
-        body = f'<?xml version="1.0" encoding="{encoding}"?>\r\n{xml}\r\n'.encode(encoding)
-        return await self.transact(self.build("MESSAGE", [("Content-Type", "Application/MANSCDP+xml")], body))
+        return await self._manscdp(manscdp_body(xml, encoding))
 
     async def keepalive(self) -> SipMsg:
         self.sn += 1
-        return await self.message(
-            f"<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{self.sn}</SN>\r\n"
-            f"<DeviceID>{self.device_id}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>"
-        )
+        return await self._manscdp(keepalive_body(self.device_id, self.sn))
+
+    async def _manscdp(self, body: bytes) -> SipMsg:
+        return await self.transact(self.build("MESSAGE", [("Content-Type", "Application/MANSCDP+xml")], body))
 
     async def answer_query(self, cmd_type: str, respond: Callable[[str], str] | None,
                            timeout: float = 5.0) -> SipMsg:
@@ -336,16 +419,7 @@ class ApiClient:
     async def metrics(self) -> dict[str, float]:
         """``name{labels}`` -> value, labels sorted, from /metrics."""
         _, text = await self.call("/metrics")
-        samples: dict[str, float] = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            key, _, value = line.rpartition(" ")
-            name, _, labels = key.partition("{")
-            if labels:
-                key = name + "{" + ",".join(sorted(labels.rstrip("}").split(","))) + "}"
-            samples[key] = float(value)
-        return samples
+        return parse_metrics(text)
 
 
 async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
@@ -384,16 +458,6 @@ class InProcessGateway:
         return device
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @asynccontextmanager
 async def running_gateway(tmp_path: Path, overrides: dict[str, Any] | None = None) -> AsyncIterator[InProcessGateway]:
     """A Gateway in this event loop on ephemeral loopback ports, with SQLite under tmp_path."""
@@ -406,7 +470,7 @@ async def running_gateway(tmp_path: Path, overrides: dict[str, Any] | None = Non
         "api": {"listen": f"127.0.0.1:{free_port()}"},
         "audit": {"path": str(tmp_path / "audit.log")},
     }
-    gateway = Gateway(load_config(_merge(base, overrides or {})))
+    gateway = Gateway(load_config(merge_config(base, overrides or {})))
     await gateway.start()
     api = ApiClient(f"http://127.0.0.1:{gateway.api_port}")
     handle = InProcessGateway(gateway, api)
@@ -433,7 +497,7 @@ def daemon_config(tmp_path: Path, **sections: dict[str, Any]) -> tuple[dict[str,
         "audit": {"path": str(tmp_path / "audit.log")},
         "log": {"level": "info", "format": "json"},
     }
-    return _merge(data, sections), sip_port, api_port
+    return merge_config(data, sections), sip_port, api_port
 
 
 class DaemonProcess:
@@ -490,11 +554,7 @@ class DaemonProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
     def log_events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_text().splitlines():
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
-        return events
+        return log_events(self.log_text())
 
     async def wait_log(self, event: str, timeout: float = 5.0, after: int = 0) -> dict[str, Any]:
         """The first JSON log event named `event`, counting from event number `after`."""

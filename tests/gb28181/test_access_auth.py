@@ -21,8 +21,8 @@ from access_harness import (
     RunningGateway,
     digest_authorization,
     digest_params,
-    log_events,
 )
+from gwproc import log_events
 
 TRANSPORTS = ["UDP", "TCP"]
 OTHER_ID = "34020000011328000002"

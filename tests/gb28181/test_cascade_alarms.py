@@ -22,7 +22,8 @@ from access_harness import GATEWAY_ID, PASSWORD, RunningGateway
 from gwproc import DaemonProcess, GbDevice, daemon_config
 from upper_harness import CascadeRig, FakeUpper, Received, cascade_rig, upstream_config
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.gb28181 import manscdp
 from gbgw.gb28181.cascade.alarms import subscription_wants
 from gbgw.gb28181.manscdp import ManscdpDocument

@@ -1,6 +1,6 @@
 """Real devices' messages replayed to a running gateway over UDP.
 
-Each test plays one device from /work/shared/interop from a loopback socket: its REGISTER, its answer to
+Each test plays one device from tests/fixtures/interop from a loopback socket: its REGISTER, its answer to
 the gateway's digest challenge (recomputed for the gateway's nonce, in the device's own style), its
 keepalives, and its real Catalog/DeviceInfo/DeviceStatus/Alarm bodies in answer to the gateway's queries.
 Only what a test must change is changed: Via/Contact host:port (to the test socket), the SN (to match the
@@ -44,6 +44,7 @@ from gwproc import (
 )
 from scapy.layers.inet import IP, UDP
 from scapy.utils import rdpcap
+from wire import needs_fixture
 
 from gbgw.gb28181 import manscdp
 
@@ -251,7 +252,8 @@ DAHUA_SUBSCRIBE_OK = (DAHUA, "rport=5080;branch=z9hG4bK-30843279-FF20876-1ne2abd
 
 
 @pytest.mark.parametrize(("path", "anchor", "occurrence", "newline"),
-                         [*((p, a, 0, "\n") for p, a in _TEXT_SOURCES), DAHUA_SUBSCRIBE_OK],
+                         [*(pytest.param(p, a, 0, "\n", marks=needs_fixture(p)) for p, a in _TEXT_SOURCES),
+                          DAHUA_SUBSCRIBE_OK],
                          ids=[*(a for _, a in _TEXT_SOURCES), "dahua-subscribe-200"])
 def test_rebuilt_bodies_have_the_declared_length(path: Path, anchor: str, occurrence: int, newline: str) -> None:
     """Lines plus one trailing line end, in the declared charset, is what these devices put on the wire."""
@@ -330,6 +332,7 @@ async def test_hikvision_ipc_srs_register_and_keepalive(tmp_path: Path, algorith
         assert (await gw.api.ok("/api/devices/34020000001320000003"))["last_keepalive"] is not None
 
 
+@needs_fixture(HIK_FULL)
 async def test_hikvision_ipc_full_exchange(tmp_path: Path) -> None:
     """DS-2CD5024EFWD V5.5.85: digest username unlike its ID (per-device entry), GB2312 keepalive,
     DeviceInfo, a Catalog with an alarm input, DeviceStatus through the API, an alarm sent as MESSAGE,
@@ -396,7 +399,7 @@ async def test_hikvision_ipc_full_exchange(tmp_path: Path) -> None:
         preset_body = messages["preset"].partition(b"\r\n\r\n")[2]
         assert "预置点".encode("gb2312") in preset_body
         expected = item_texts(preset_body, "gb2312", "PresetName")
-        query = asyncio.ensure_future(gw.gateway.access.query(device_id, manscdp.query_preset, target_id=camera))
+        query = asyncio.ensure_future(gw.gateway.devices.requests.query(device_id, manscdp.query_preset, target_id=camera))
         await answer_query(dev, "PresetQuery", [messages["preset"]])
         answer = (await query).typed()
         assert isinstance(answer, manscdp.PresetQueryResponse)
@@ -508,7 +511,7 @@ async def test_dahua_ipc(tmp_path: Path) -> None:
         assert channel["ptz_type"] == 3
         assert channel["id_info"]["type"] == "132"
 
-        subscriptions = gw.gateway.access.subscriptions
+        subscriptions = gw.gateway.devices.subscriptions
         subscription = await wait_until(lambda: asyncio.sleep(0, subscriptions.get(device_id)),
                                         what="the catalog subscription")
         request = dev.subscribes[0]

@@ -22,15 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_harness import PASSWORD, RunningGateway, log_events
+from access_harness import PASSWORD, RunningGateway
+from gwproc import log_events
 from media_harness import PACK_START, Sink, ffprobe, gaps, starts_keyframe
 
-from gbgw.conformance.simulator.devices import (
-    DeviceSimulator,
-    SimulatorConfig,
-    add_arguments,
-    config_from_args,
-)
+from gbgw.conformance.simulator.cli import add_arguments, config_from_args
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.conformance.simulator.media import MediaCall, MediaOptions
 
 pytestmark = pytest.mark.skipif(
@@ -589,12 +587,12 @@ async def test_offline_device_is_409(
 
 
 @pytest.mark.parametrize(
-    ("media", "config", "http_status", "stage", "device_status"),
+    ("media", "config", "http_status", "stage", "device_status", "label"),
     [
-        ({"invite_status": 486}, {}, 502, "INVITE rejected", 486),
+        ({"invite_status": 486}, {}, 502, "INVITE rejected", 486, "invite_rejected"),
         # Only 100 Trying: the INVITE transaction times out at 64 * T1 (3.2 s with T1 = 50 ms).
-        ({"invite_status": 0}, {"sip": {"t1": 0.05}}, 504, "no answer", None),
-        ({"send": False}, {"media": {"first_packet_timeout": 0.5}}, 504, "no media", None),
+        ({"invite_status": 0}, {"sip": {"t1": 0.05}}, 504, "no answer", None, "no_answer"),
+        ({"send": False}, {"media": {"first_packet_timeout": 0.5}}, 504, "no media", None, "no_media"),
     ],
     ids=["rejected", "no-answer", "no-media"],
 )
@@ -606,6 +604,7 @@ async def test_failed_play_names_the_stage(
     http_status: int,
     stage: str,
     device_status: int | None,
+    label: str,
 ) -> None:
     overrides = media_config()
     overrides["media"].update(config.get("media", {}))
@@ -619,7 +618,7 @@ async def test_failed_play_names_the_stage(
     assert (status, body["stage"], body.get("device_status")) == (http_status, stage, device_status), body
     assert rig.simulator.stats.invites == 1
     assert (await rig.gateway.api("/api/sessions"))[1] == []
-    assert await rig.gateway.metric("gb_invites_total", stage=stage) == 1
+    assert await rig.gateway.metric("gb_invites_total", stage=label) == 1
     if stage == "no media":
         # The device accepted: the gateway ends its dialog, once.
         await rig.gateway.wait_for(_value(lambda: rig.simulator.stats.byes_received >= 1), 2, "the BYE")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from access_harness import PASSWORD, RunningGateway
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 
 
 async def test_simulated_nvrs_come_online_with_catalogs_and_report_positions(gateway: RunningGateway) -> None:

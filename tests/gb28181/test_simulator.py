@@ -1,6 +1,6 @@
 """The device simulator against a small registrar built from SipTransport and DigestServer on 127.0.0.1.
 
-Expected values come from the captures in shared/interop (device 34020000001320000001 and its channel
+Expected values come from the captures in tests/fixtures/interop (device 34020000001320000001 and its channel
 34020000001310000001 in the Hikvision exchanges) and from GB/T 28181 itself, not from the simulator.
 """
 
@@ -17,14 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gbgw.conformance.simulator.devices import (
-    DeviceSimulator,
-    SimulatorConfig,
-    add_arguments,
-    config_from_args,
-    digest_username,
-    run,
-)
+from gbgw.conformance.simulator.cli import add_arguments, config_from_args, run
+from gbgw.conformance.simulator.config import SimulatorConfig, digest_username
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.gb28181.manscdp import (
     AlarmNotify,
     CatalogNotify,
@@ -220,7 +215,7 @@ def make_config(registrar: Registrar, **overrides: object) -> SimulatorConfig:
 
 def test_ids_follow_the_hikvision_captures() -> None:
     config = SimulatorConfig(server_host="127.0.0.1", server_port=5060)
-    # Device and first channel IDs of the Hikvision IPC/NVR exchanges in shared/interop.
+    # Device and first channel IDs of the Hikvision IPC/NVR exchanges in tests/fixtures/interop.
     assert config.device_id(1) == "34020000001320000001"
     assert config.channel_id(1, 1) == "34020000001310000001"
     assert config.locate("34020000001320000001") == (1, 0)

@@ -17,7 +17,8 @@ from typing import Any
 from access_harness import DOMAIN, GATEWAY_ID, PASSWORD, RunningGateway
 from wire import free_port
 
-from gbgw.conformance.simulator.devices import DeviceSimulator, SimulatorConfig
+from gbgw.conformance.simulator.config import SimulatorConfig
+from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.gb28181 import manscdp
 from gbgw.gb28181.manscdp import ManscdpDocument
 from gbgw.sip.digest import DigestResult, DigestServer, parse_credentials

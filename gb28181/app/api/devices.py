@@ -1,0 +1,106 @@
+"""``/api/devices``: the registry's devices, their catalog refresh and their live status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gbgw.gb28181.app.api.common import decoded_id, device_or_404, iso, services
+from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
+from gbgw.gb28181.media.stages import Stage
+from gbgw.registry.model import Device
+
+log = structlog.get_logger("gb28181.api")
+
+routes = web.RouteTableDef()
+
+
+def device_json(device: Device, registered: bool) -> dict[str, Any]:
+    host = f"[{device.host}]" if ":" in device.host else device.host
+    return {
+        "id": device.id,
+        "name": device.name or None,
+        "manufacturer": device.manufacturer or None,
+        "model": device.model or None,
+        "firmware": device.firmware or None,
+        "online": device.online,
+        "registered": registered,
+        "transport": device.transport,
+        "address": f"{host}:{device.port}" if device.host else None,
+        "registered_at": iso(device.registered_at),
+        "expires_at": iso(device.expires_at),
+        "last_keepalive": iso(device.last_keepalive),
+        "channel_count": device.channel_count,
+        "catalog_partial": device.catalog_partial,
+        "stream_transport": device.stream_transport,
+        "id_info": decoded_id(device.id),
+    }
+
+
+@routes.get("/api/devices")
+async def list_devices(request: web.Request) -> web.Response:
+    api = services(request)
+    now = api.clock()
+    online = request.query.get("online")
+    devices = api.registry.devices()
+    if online is not None:
+        want = online.lower() in ("1", "true", "yes")
+        devices = [d for d in devices if d.online == want]
+    return web.json_response([device_json(d, api.registry.is_registered(d.id, now)) for d in devices])
+
+
+@routes.get("/api/devices/{device_id}")
+async def get_device(request: web.Request) -> web.Response:
+    found = device_or_404(request)
+    api = services(request)
+    return web.json_response(device_json(found, api.registry.is_registered(found.id, api.clock())))
+
+
+@routes.post("/api/devices/{device_id}/catalog/refresh")
+async def refresh_catalog(request: web.Request) -> web.Response:
+    found = device_or_404(request)
+    api = services(request)
+    if request.query.get("wait", "true").lower() in ("0", "false", "no"):
+        if not found.online:
+            raise AccessError(Stage.DEVICE_OFFLINE, f"{found.id} is not online")
+        api.tasks.spawn(_refresh_in_background(api.requests, found.id))
+        return web.json_response({"device_id": found.id, "state": "requested"}, status=202)
+    result = await api.requests.refresh_catalog(found.id)
+    return web.json_response(
+        {
+            "device_id": found.id,
+            "complete": result.complete,
+            "sum_num": result.sum_num,
+            "received": len(result.items),
+            "channel_count": found.channel_count,
+        }
+    )
+
+
+async def _refresh_in_background(requests: DeviceRequests, device_id: str) -> None:
+    # Nobody awaits this task: a failure must end in the log, not in "exception never retrieved".
+    try:
+        await requests.refresh_catalog(device_id)
+    except AccessError as exc:
+        log.info("catalog refresh failed", device=device_id, stage=exc.stage, reason=exc.detail)
+
+
+@routes.get("/api/devices/{device_id}/status")
+async def device_status(request: web.Request) -> web.Response:
+    found = device_or_404(request)
+    status = await services(request).requests.device_status(found.id)
+    return web.json_response(
+        {
+            "device_id": found.id,
+            "online": status.is_online,
+            "result": status.result,
+            "status": status.status,
+            "reason": status.reason,
+            "encode": status.encode,
+            "record": status.record,
+            "device_time": status.device_time,
+            "alarms": [{"id": a.device_id, "state": a.duty_status} for a in status.alarm_status],
+        }
+    )
