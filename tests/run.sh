@@ -7,6 +7,7 @@ need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -90,6 +90,16 @@ class GatewayMetrics:
         at scrape time: an alert on ``gb_audit_pending_lines > 0`` catches a full disk before lines are lost."""
         self.registry.register(_AuditWrites(failures, dropped, pending))
 
+    def bind_industries(self, counts: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        """``counts()`` gives {industry code (ID digits 9-10, "01" community, "11" education): (registered,
+        online)}. The online rate per industry is what local police assess (在线率); the counts are exported
+        too, so a ratio over several gateways is summed, not averaged."""
+        self.registry.register(_IndustryOnline(counts))
+
+    def bind_alarm_outbox(self, pending: Callable[[], dict[str, int]]) -> None:
+        """``pending()`` gives {upstream name: alarms queued and not yet acknowledged by that upper}."""
+        self.registry.register(_AlarmOutbox(pending))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -138,3 +148,33 @@ class _AuditWrites(Collector):
                                   value=self._dropped())
         yield GaugeMetricFamily("gb_audit_pending_lines", "Audit lines waiting for the file to be writable again",
                                 value=self._pending())
+
+
+class _IndustryOnline(Collector):
+    def __init__(self, counts: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        registered = GaugeMetricFamily("gb_industry_devices_registered", "Devices with a valid registration, "
+                                       "by industry code", labels=["industry"])
+        online = GaugeMetricFamily("gb_industry_devices_online", "Devices online, by industry code",
+                                   labels=["industry"])
+        ratio = GaugeMetricFamily("gb_industry_online_ratio", "Online devices over registered ones, by "
+                                  "industry code (1 when none is registered)", labels=["industry"])
+        for industry, (n_registered, n_online) in sorted(self._counts().items()):
+            registered.add_metric([industry], n_registered)
+            online.add_metric([industry], n_online)
+            ratio.add_metric([industry], n_online / n_registered if n_registered else 1.0)
+        yield from (registered, online, ratio)
+
+
+class _AlarmOutbox(Collector):
+    def __init__(self, pending: Callable[[], dict[str, int]]) -> None:
+        self._pending = pending
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("gb_alarm_outbox_pending", "Alarms queued for an upper platform and not "
+                                   "yet acknowledged by it", labels=["upstream"])
+        for upstream, value in sorted(self._pending().items()):
+            family.add_metric([upstream], value)
+        yield family
