@@ -37,7 +37,8 @@ and close ingests freely. Outputs and ingests report how they ended only when th
 
 Modules, one job each: `config` (what the gateway negotiated: `MediaTransport`, `IngestConfig`),
 `states` (`StopReason`, `OutputState`), `ingest` (the socket engine and packet loop of one device
-stream, its RTCP receiver reports), `outputs` (sending to one receiver: GSO runs, RFC 4571 frames),
+stream, its RTCP receiver reports), `outputs` (sending to one receiver: GSO runs, RFC 4571 frames,
+or a callback in this process for the WebRTC egress),
 `sockets` (the bounded TCP sender, the RTCP drain, host normalisation), `engine` (`RelayEngine`: the
 ingests of one loop and their port range). RFC 3550 reception statistics are `gbgw.rtp.stats`.
 """
@@ -45,7 +46,7 @@ ingests of one loop and their port range). RFC 3550 reception statistics are `gb
 from gbgw.rtp.relay.config import IngestConfig, MediaTransport
 from gbgw.rtp.relay.engine import RelayEngine
 from gbgw.rtp.relay.ingest import ByeCallback, Ingest, IngestStats, StopCallback
-from gbgw.rtp.relay.outputs import OutputCloseCallback, OutputStats, RelayOutput
+from gbgw.rtp.relay.outputs import OutputCloseCallback, OutputStats, PacketSink, RelayOutput
 from gbgw.rtp.relay.states import OutputState, StopReason
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "OutputCloseCallback",
     "OutputState",
     "OutputStats",
+    "PacketSink",
     "RelayEngine",
     "RelayOutput",
     "StopCallback",

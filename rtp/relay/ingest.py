@@ -36,7 +36,14 @@ from gbgw.rtp.packet import (
 from gbgw.rtp.ports import PortLease, PortRange, address_family
 from gbgw.rtp.ps import starts_keyframe
 from gbgw.rtp.relay.config import IngestConfig, MediaTransport
-from gbgw.rtp.relay.outputs import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, OutputCloseCallback, RelayOutput
+from gbgw.rtp.relay.outputs import (
+    GSO_MAX_BYTES,
+    GSO_MAX_SEGMENTS,
+    IN_PROCESS,
+    OutputCloseCallback,
+    PacketSink,
+    RelayOutput,
+)
 from gbgw.rtp.relay.sockets import StreamSender, drain_rtcp, normalize_host, run_callback
 from gbgw.rtp.relay.states import OutputState, StopReason
 from gbgw.rtp.reorder import ReorderWindow
@@ -389,6 +396,43 @@ class Ingest:
             local_port=output.local_port,
             ssrc=output.ssrc,
         )
+        return output
+
+    def add_sink(
+        self,
+        sink: PacketSink,
+        *,
+        ssrc: int = 0,
+        seq_base: int | None = None,
+        on_close: OutputCloseCallback | None = None,
+    ) -> RelayOutput:
+        """Hand every packet to ``sink`` in this process (see `PacketSink`), starting with the cached
+        GOP like any output, so the consumer starts on a keyframe. Counted, listed and removed like
+        the socket outputs (`remove_output`); ``on_close`` hears when the ingest stops."""
+        if self.closed:
+            raise RuntimeError("ingest is closed")
+        output = RelayOutput(
+            self._loop,
+            self._next_output,
+            None,
+            None,
+            None,
+            ssrc,
+            random.getrandbits(16) if seq_base is None else seq_base,
+            None,
+            0,
+            self._output_live,
+            self._output_ended,
+            on_close,
+            sink,
+        )
+        self._next_output += 1
+        self.outputs.append(output)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        output._open(self._loop, self.config.connect_timeout)
+        log.info("relay output added", ingest=self.id, output=output.id, transport=IN_PROCESS)
         return output
 
     def remove_output(self, output: RelayOutput) -> None:

@@ -2,7 +2,8 @@
 
 An output only sends what its ingest hands it and watches its receiver (RTCP, the TCP connection);
 it reports to the ingest through the two callbacks it is given, ``on_live`` (it can take packets)
-and ``on_ended``, and to the caller through ``on_close``.
+and ``on_ended``, and to the caller through ``on_close``. An in-process output has no socket: its
+``sink`` is called with each packet (`PacketSink`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ class OutputStats:
     age: float
 
 
+IN_PROCESS = "in-process"
+"""The transport an in-process output reports in its stats (its ``transport`` is None)."""
+
 OutputCloseCallback = Callable[["RelayOutput", StopReason], None]
+PacketSink = Callable[[memoryview], None]
+"""Takes one RTP packet (header rewritten with the output's SSRC and sequence number) for an in-process
+consumer. It is called from inside the packet loop with a view of the receive buffer: it must copy
+what it keeps, return quickly and not add or remove outputs or close the ingest."""
 
 
 class RelayOutput:
@@ -78,6 +86,7 @@ class RelayOutput:
         "_on_live",
         "_rtcp_sock",
         "_sender",
+        "_sink",
         "dropped",
         "gop_sent",
         "gso",
@@ -103,19 +112,21 @@ class RelayOutput:
         self,
         loop: asyncio.AbstractEventLoop,
         output_id: int,
-        transport: MediaTransport,
+        transport: MediaTransport | None,
         host: str | None,
         port: int | None,
         ssrc: int,
         seq_base: int,
-        lease: PortLease,
+        lease: PortLease | None,
         max_pending: int,
         on_live: Callable[[RelayOutput], None],
         on_ended: Callable[[RelayOutput], None],
         on_close: OutputCloseCallback | None,
+        sink: PacketSink | None = None,
     ) -> None:
         """``on_live`` and ``on_ended`` are the ingest's: the output can take packets, the output is
-        gone. ``on_close`` is the caller's, told why when the relay (not the caller) ended it."""
+        gone. ``on_close`` is the caller's, told why when the relay (not the caller) ended it. An
+        in-process output has no ``transport`` and no ``lease``, and a ``sink``."""
         self._loop = loop
         self.id = output_id
         self.transport = transport
@@ -128,6 +139,7 @@ class RelayOutput:
         self._max_pending = max_pending
         self._on_live = on_live
         self._on_ended = on_ended
+        self._sink = sink
         self._created = time.monotonic()
         self.state = OutputState.WAITING
         self.sent = 0
@@ -156,7 +168,8 @@ class RelayOutput:
 
     @property
     def local_port(self) -> int:
-        return self._lease.port
+        """0 for an in-process output."""
+        return self._lease.port if self._lease is not None else 0
 
     @property
     def receiver(self) -> str:
@@ -171,10 +184,10 @@ class RelayOutput:
     def stats(self) -> OutputStats:
         return OutputStats(
             self.id,
-            self.transport.value,
+            self.transport.value if self.transport is not None else IN_PROCESS,
             self.state.value,
             self.receiver,
-            self._lease.port,
+            self.local_port,
             self.ssrc,
             self.sent,
             self.sent_bytes,
@@ -189,6 +202,9 @@ class RelayOutput:
     # -- set-up ------------------------------------------------------------------------------------
 
     def _open(self, loop: asyncio.AbstractEventLoop, connect_timeout: float) -> None:
+        if self._lease is None:
+            self._on_live(self)
+            return
         if self.transport is MediaTransport.UDP:
             sock, self._rtcp_sock = self._lease.sockets
             assert self.host is not None and self.port is not None
@@ -208,6 +224,7 @@ class RelayOutput:
             self._connect_task = loop.create_task(self._connect(loop, connect_timeout))
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        assert self._lease is not None
         sock = self._lease.sockets[0]
         assert self.host is not None and self.port is not None
         try:
@@ -268,8 +285,22 @@ class RelayOutput:
     def send_run(self, view: memoryview, start: int, count: int, size: int) -> None:
         """Send ``count`` packets of ``size`` bytes lying back to back at ``view[start:]``, already
         rewritten with our SSRC and sequence numbers: as one GSO datagram run when there are several,
-        else, over TCP, as RFC 4571 frames in one write."""
+        else, over TCP, as RFC 4571 frames in one write; in process, to the sink one by one."""
         end = start + count * size
+        if self._sink is not None:
+            sink = self._sink
+            for pos in range(start, end, size):
+                try:
+                    sink(view[pos : pos + size])
+                except Exception:
+                    # A failing consumer must not stop the packet loop, which serves every output.
+                    if not self.send_errors:
+                        log.exception("relay output sink failed", output=self.id)
+                    self.send_errors += 1
+                    continue
+                self.sent += 1
+                self.sent_bytes += size
+            return
         if self._sender is not None:
             frames = bytearray()
             prefix = _U16.pack(size)
@@ -369,10 +400,12 @@ class RelayOutput:
         for sock in (self._listener, self.sock, self._rtcp_sock):
             if sock is not None and sock.fileno() >= 0:
                 loop.remove_reader(sock.fileno())
-        if self.sock is not None and self.sock not in self._lease.sockets:
+        lease = self._lease
+        if self.sock is not None and lease is not None and self.sock not in lease.sockets:
             self.sock.close()
         self.send = _not_connected
-        self._lease.release()
+        if lease is not None:
+            lease.release()
         self._on_ended(self)
         if notify and self.on_close is not None:
             run_callback(self.on_close, self, reason)

@@ -1,0 +1,57 @@
+"""WebRTC egress: a channel's live PS stream to browsers over WHEP (RFC 9725), H.264 without transcoding.
+
+The path: the device's ingest hands every RTP packet to one in-process relay output per stream
+(`Ingest.add_sink`), `gbgw.rtp.psframes.PsFrameAssembler` turns the PS payloads into H.264 access
+units, a `FrameFeed` fans them out to one `EncodedVideoTrack` per viewer, and aiortc packetises each
+access unit (RFC 6184) and sends it over SRTP. No decoder or encoder runs: the track yields
+`av.Packet`s, which aiortc's sender packs as they are (``RTCRtpSender._next_encoded_frame`` calls the
+encoder's ``pack`` instead of ``encode`` for anything that is not an `av.Frame`).
+
+The answer names a profile the browser offered and aiortc supports (42001f or 42e01f, see `offer`);
+cameras' High-profile streams pass through under it and decode, because browsers take the decoder
+configuration from the in-band SPS. H.265 cannot be sent (no H.265 in Chromium's WebRTC, and aiortc
+has no H.265 packetiser): the offer is refused with `WhepFailure.H265_UNSUPPORTED`, or a viewer that
+already joined is ended with `ViewerEnd.CODEC_UNSUPPORTED`. Transcoding H.265 to H.264 with PyAV
+(``console.transcode_h265``) is not built yet; it would sit between the feed and the tracks. Audio
+(G.711) is not sent yet: the assembler already returns its access units.
+
+Modules, one job each: `errors` (`WhepFailure` and its HTTP status), `offer` (sans-IO offer
+checks), `ice` (host candidates on ``console.address`` only), `track` (the passthrough track),
+`feed` (one stream's frames and frame-level GOP cache), `sessions` (`WhepViewers`, `WhepSession`).
+Needs the ``console`` extra (aiortc, PyAV).
+"""
+
+from gbgw.gb28181.webrtc.errors import WhepError, WhepFailure
+from gbgw.gb28181.webrtc.feed import FrameFeed
+from gbgw.gb28181.webrtc.ice import host_addresses
+from gbgw.gb28181.webrtc.offer import OfferSummary, baseline_compatible, check_offer
+from gbgw.gb28181.webrtc.sessions import (
+    ViewerEnd,
+    ViewerState,
+    ViewerStats,
+    ViewerTotals,
+    WebrtcConfig,
+    WhepAnswer,
+    WhepSession,
+    WhepViewers,
+)
+from gbgw.gb28181.webrtc.track import EncodedVideoTrack
+
+__all__ = [
+    "EncodedVideoTrack",
+    "FrameFeed",
+    "OfferSummary",
+    "ViewerEnd",
+    "ViewerState",
+    "ViewerStats",
+    "ViewerTotals",
+    "WebrtcConfig",
+    "WhepAnswer",
+    "WhepError",
+    "WhepFailure",
+    "WhepSession",
+    "WhepViewers",
+    "baseline_compatible",
+    "check_offer",
+    "host_addresses",
+]

@@ -1,0 +1,88 @@
+"""An aiortc video track that sends H.264 access units as they came from the camera: no transcoding.
+
+aiortc's `RTCRtpSender` asks its track for the next item with ``recv()``; an `av.Packet` (rather than
+an `av.VideoFrame`) skips the encoder: the H.264 encoder's ``pack`` splits the Annex B bytes at start
+codes and packetises them (RFC 6184 single NAL / STAP-A / FU-A, 1300-byte packets), with the RTP
+timestamp taken from the packet's pts in its time base. Packets are 90 kHz like the device's, so the
+camera's frame timing reaches the browser unchanged.
+
+A viewer must start on a keyframe: frames before the first one are dropped. A viewer that does not
+keep up (its sender blocked) loses its queue and waits for the next keyframe, rather than buffering
+seconds of video and falling behind live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from fractions import Fraction
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from gbgw.rtp.psframes import EncodedFrame
+
+VIDEO_TIME_BASE = Fraction(1, 90000)
+
+
+class EncodedVideoTrack(MediaStreamTrack):
+    """Fed with `push` (from the packet loop, so it only queues), drained by aiortc with `recv`."""
+
+    kind = "video"
+
+    def __init__(self, max_queue: int = 50) -> None:
+        super().__init__()
+        self.max_queue = max_queue
+        self._queue: deque[EncodedFrame] = deque()
+        self._ready = asyncio.Event()
+        self._started = False
+        self._origin: int | None = None
+        self.frames_in = 0
+        self.frames_sent = 0
+        self.bytes_sent = 0
+        self.frames_dropped = 0
+        self.keyframes_sent = 0
+        self.first_frame_at: float | None = None
+        """``time.monotonic()`` when aiortc took the first frame."""
+
+    def push(self, frame: EncodedFrame) -> None:
+        self.frames_in += 1
+        if self.readyState != "live":
+            return
+        if not self._started or len(self._queue) >= self.max_queue:
+            if not frame.keyframe:
+                self.frames_dropped += 1
+                return
+            self.frames_dropped += len(self._queue)
+            self._queue.clear()
+            self._started = True
+        self._queue.append(frame)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:
+        queue = self._queue
+        while not queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = queue.popleft()
+        if self._origin is None:
+            self._origin = frame.timestamp
+            self.first_frame_at = time.monotonic()
+        packet = av.Packet(frame.data)
+        packet.pts = (frame.timestamp - self._origin) & 0xFFFFFFFF
+        packet.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        self.bytes_sent += len(frame.data)
+        if frame.keyframe:
+            self.keyframes_sent += 1
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
