@@ -1,0 +1,195 @@
+"""What every resource's handlers share: the services they are given, and the one place that turns a
+failure into a JSON answer.
+
+A handler raises instead of building error responses: :class:`ApiError` for a request the API refuses
+(bad body, unknown name), :class:`~gbgw.gb28181.devices.requests.AccessError` (and its play subclass) for a
+request a device or the media side could not serve, whose HTTP status comes from the stage table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gbgw.gb28181.cascade.uppers import Cascade
+from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
+from gbgw.gb28181.ids import GbId, InvalidGbId
+from gbgw.gb28181.media.live import LiveStreams
+from gbgw.gb28181.media.stages import stage_of
+from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.tasks import BackgroundTasks
+from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Device
+from gbgw.registry.storage import Storage
+
+# A stage this table does not know is still a device that failed us: 502 Bad Gateway.
+UNKNOWN_STAGE_STATUS = 502
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    """Everything the API reads or drives, built by the daemon."""
+
+    registry: DeviceRegistry
+    storage: Storage
+    metrics: GatewayMetrics
+    requests: DeviceRequests
+    live: LiveStreams
+    cascade: Cascade
+    tasks: BackgroundTasks
+    clock: Callable[[], float]
+
+
+SERVICES: web.AppKey[ApiServices] = web.AppKey("services", ApiServices)
+
+
+def services(request: web.Request) -> ApiServices:
+    return request.app[SERVICES]
+
+
+class ApiError(Exception):
+    """A request the API answers ``status`` with ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str, stage: str | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if stage is not None:
+        body["stage"] = stage
+    body.update(extra)
+    return web.json_response(body, status=status)
+
+
+def failure(exc: AccessError) -> web.Response:
+    """A failed device or play request: the stage's HTTP status, the stage and the device's SIP status."""
+    stage = stage_of(exc.stage)
+    status = stage.http_status if stage is not None else UNKNOWN_STAGE_STATUS
+    return error(status, exc.detail, exc.stage, device_status=exc.status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Handler)
+T = TypeVar("T")
+
+
+class Role(IntEnum):
+    """What a token may do; each role may also do everything of the roles below it."""
+
+    VIEWER = 1
+    """reads: every GET route"""
+    OPERATOR = 2
+    """also plays, plays back, downloads and controls cameras: the other methods"""
+    ADMIN = 3
+    """also changes configuration and reboots or upgrades devices: routes that say so"""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDoc:
+    """What a handler declares about itself: the one source of its OpenAPI entry and its access rule."""
+
+    summary: str
+    role: Role | None = None
+    """None: VIEWER for GET/HEAD, OPERATOR for every other method."""
+    body: type | None = None
+    """The msgspec Struct its JSON body decodes into (``read_body``)."""
+    answer: type | None = None
+    """The msgspec type its 2xx JSON answer has, when it has a fixed shape."""
+    public: bool = False
+    """Answered without a token (``/api/health``)."""
+
+    def required_role(self, method: str) -> Role:
+        if self.role is not None:
+            return self.role
+        return Role.VIEWER if method in ("GET", "HEAD") else Role.OPERATOR
+
+
+def route_doc(
+    summary: str, *, role: Role | None = None, body: type | None = None, answer: type | None = None,
+    public: bool = False,
+) -> Callable[[H], H]:
+    """Declare a handler's summary, access rule and body/answer types (put it below ``@routes.get(...)``)."""
+
+    def mark(handler: H) -> H:
+        handler.route_doc = RouteDoc(summary, role, body, answer, public)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def doc_of(handler: Any) -> RouteDoc | None:
+    doc = getattr(handler, "route_doc", None)
+    return doc if isinstance(doc, RouteDoc) else None
+
+
+async def read_body(request: web.Request, kind: type[T]) -> T:
+    """The request's JSON body decoded into ``kind``; a 400 naming the field and what it expects otherwise.
+
+    Decoding straight into the declared type refuses a wrong shape at its first byte, so a 50,000-deep
+    array never becomes 50,000 nested Python lists."""
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, f"invalid body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"the body must be JSON: {exc}") from None
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error(exc.status, exc.message)
+    except AccessError as exc:
+        return failure(exc)
+
+
+def device_or_404(request: web.Request) -> Device:
+    """The device the path names; an unknown one ends the request with a JSON 404."""
+    device_id = request.match_info["device_id"]
+    device = services(request).registry.get(device_id)
+    if device is None:
+        raise ApiError(404, f"no device {device_id}")
+    return device
+
+
+async def json_object(request: web.Request, expected: str) -> dict[str, Any]:
+    """The request's JSON object body; ``expected`` tells a caller who sent something else what to send."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, f"the body must be JSON: {expected}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def iso(ts: float) -> str | None:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds") if ts else None
+
+
+def decoded_id(value: str) -> dict[str, Any] | None:
+    try:
+        gb = GbId.parse(value)
+    except InvalidGbId:
+        return None
+    return {
+        "industry": gb.industry,
+        "industry_name": gb.industry_name,
+        "type": gb.type,
+        "type_name": gb.type_name,
+        "network": gb.network,
+        "network_name": gb.network_name,
+        "civil_code": gb.civil_code,
+    }
