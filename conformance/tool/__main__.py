@@ -1,0 +1,3 @@
+from gbgw.conformance.tool.cli import main
+
+raise SystemExit(main())

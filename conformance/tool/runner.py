@@ -1,0 +1,125 @@
+"""Running the device rows: wait for the device to register, run each selected row's check under its
+own time budget and the run's overall bound, and show progress on the terminal (stderr).
+
+The unregistration row runs last, whatever its place in the sheet: a device that unregisters cannot
+answer the rows after it. Rows are reported in sheet order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import TextIO
+
+from gbgw.conformance.tool.device_items import (
+    BUDGETS,
+    CHECKS,
+    DeviceOptions,
+    DeviceRun,
+    Operator,
+    Verdict,
+    failed,
+)
+from gbgw.conformance.tool.platform import Platform
+from gbgw.conformance.tool.registrar import Registrar
+from gbgw.conformance.tool.report import ItemResult, Outcome, Report
+from gbgw.conformance.tool.sheet import Check, Row
+
+
+class Progress:
+    """One line per item: "running" while it runs, then its result."""
+
+    def __init__(self, out: TextIO, total: int) -> None:
+        self.out = out
+        self.total = total
+        self.tty = out.isatty()
+        self.done = 0
+
+    def status(self, text: str) -> None:
+        if self.tty:
+            self.out.write(f"\r\x1b[K{text}")
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def start(self, row: Row, waiting: str) -> None:
+        self.status(f"[{self.done + 1:2d}/{self.total}] #{row.number} {row.name}: {waiting}")
+
+    def finish(self, item: ItemResult) -> None:
+        self.done += 1
+        line = f"[{self.done:2d}/{self.total}] #{item.number} {item.name}: {item.result.value.upper()} {item.detail}"
+        self.out.write(("\r\x1b[K" if self.tty else "") + line + "\n")
+        self.out.flush()
+
+
+def _arrivals(platform: Platform, listen: str) -> list[str]:
+    if not platform.arrivals:
+        return [f"nothing arrived at {listen}"]
+    return [f"{a.source} {a.line} (From {a.from_})" for a in platform.arrivals[-20:]]
+
+
+async def run_device(
+    rows: list[Row],
+    *,
+    platform_id: str,
+    domain: str,
+    password: str,
+    listen: tuple[str, int],
+    options: DeviceOptions,
+    device_id: str | None,
+    edition: str,
+    overall: float,
+    grant_expires: int,
+    wrong_password_round: bool,
+    out: TextIO = sys.stderr,
+) -> Report:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + overall
+    registrar = Registrar(domain, password, grant_expires=grant_expires, wrong_password_round=wrong_password_round)
+    platform = Platform(platform_id, domain, registrar, device_id=device_id)
+    host, port = await platform.start(*listen)
+    listen_text = f"{host}:{port}"
+    report = Report(edition, {"mode": "device", "type": options.device_type, "listen": listen_text,
+                              "platform_id": platform_id, "domain": domain, "device_id": device_id or ""})
+    progress = Progress(out, len(rows))
+    run = DeviceRun(platform, options, Operator(options.unattended))
+    results: dict[int, ItemResult] = {}
+    try:
+        progress.status(f"listening on {listen_text} (UDP and TCP) as {platform_id}; waiting up to "
+                        f"{options.register_wait:g} s for the device to register")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(platform.registered.wait(), min(options.register_wait, overall))
+        report.target["device_id"] = platform.device_id or device_id or ""
+        ordered = sorted(rows, key=lambda r: r.check is Check.UNREGISTER)
+        for row in ordered:
+            started = time.monotonic()
+            if row.check is None or row.check not in CHECKS:
+                verdict = Verdict(Outcome.SKIP, "not implemented by this version of the tool")
+            elif not platform.registered.is_set() and row.check is not Check.UNREGISTER:
+                verdict = _unregistered(row, platform, listen_text, options.register_wait)
+            elif loop.time() >= deadline:
+                verdict = Verdict(Outcome.SKIP, f"the overall bound of {overall:g} s was reached")
+            else:
+                progress.start(row, "running")
+                budget = min(BUDGETS[row.check](options), deadline - loop.time())
+                try:
+                    verdict = await asyncio.wait_for(CHECKS[row.check](run), budget)
+                except TimeoutError:
+                    verdict = failed("tool timeout", f"no conclusion within {budget:.0f} s")
+            item = ItemResult(row.number, row.name, verdict.outcome, verdict.detail,
+                              [e for e in verdict.evidence if e], time.monotonic() - started)
+            results[row.number] = item
+            progress.finish(item)
+    finally:
+        await platform.close()
+    report.items = [results[row.number] for row in rows]
+    return report
+
+
+def _unregistered(row: Row, platform: Platform, listen: str, waited: float) -> Verdict:
+    if row.check is Check.REGISTER:
+        return failed("§9.1.2", f"the device never registered in {waited:g} s; what arrived instead:",
+                      *_arrivals(platform, listen), *platform.registrar.log.requests[-5:])
+    return Verdict(Outcome.SKIP, "the device never registered")

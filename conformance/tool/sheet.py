@@ -1,0 +1,146 @@
+"""The certification sheets' device rows: item numbers and names as the sheets write them, and which
+check of this tool each row runs.
+
+The 2016 sheet lists the DVR/NVR rows (#71-101) and the IPC rows (#102-132) in the same order, so one
+list of checks serves both; the 2022 sheet numbers IPC (#89-129) and NVR (#130-168) rows separately and
+adds rows, so its rows name their checks one by one. A row without a check is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Check(enum.StrEnum):
+    """What the tool checks; several sheet rows (per edition and device type) run the same check."""
+
+    REGISTER = "register"
+    UNREGISTER = "unregister"
+    TIME_SYNC = "time-sync"
+    KEEPALIVE = "keepalive"
+    CATALOG = "catalog"
+    LIVE_UDP = "live-udp"
+    PTZ = "ptz"
+    PTZ_STOP = "ptz-stop"
+    PRESET_QUERY = "preset-query"
+    RECORD_INFO = "record-info"
+    RECORD_START = "record-start"
+    RECORD_STOP = "record-stop"
+    GUARD_SET = "guard-set"
+    GUARD_RESET = "guard-reset"
+    ALARM_RESET = "alarm-reset"
+    DEVICE_INFO = "device-info"
+    DEVICE_STATUS = "device-status"
+    CONFIG_DOWNLOAD = "config-download"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    number: int
+    name: str
+    check: Check | None
+
+
+# The 2016 device rows in sheet order (the IPC row names; NVR rows read "DVR/NVR 设备..." instead).
+_ROWS_2016: tuple[tuple[str, str, Check | None], ...] = (
+    ("IPC 设备注册", "DVR/NVR 设备注册", Check.REGISTER),
+    ("IPC 设备注销", "DVR/NVR 设备注销", Check.UNREGISTER),
+    ("IPC 设备校时", "DVR/NVR 设备校时", Check.TIME_SYNC),
+    ("IPC 心跳", "DVR/NVR 设备心跳", Check.KEEPALIVE),
+    ("IPC 设备目录查询", "DVR/NVR 设备目录查询", Check.CATALOG),
+    ("IPC 设备实时点播", "DVR/NVR 实时点播", Check.LIVE_UDP),
+    ("IPC 设备遥控", "DVR/NVR 设备遥控", Check.PTZ),
+    ("IPC 设备遥控取消", "DVR/NVR 设备遥控取消", Check.PTZ_STOP),
+    ("IPC 预置位设置", "DVR/NVR 预置位设置", None),
+    ("IPC 预置位查询", "DVR/NVR 预置位查询", Check.PRESET_QUERY),
+    ("IPC 调用预置位", "DVR/NVR 调用预置位", None),
+    ("IPC 删除预置位", "DVR/NVR 删除预置位", None),
+    ("IPC 看守位控制", "DVR/NVR 看守位控制", None),
+    ("IPC 强制关键帧命令", "DVR/NVR 强制关键帧命令", None),
+    ("IPC 设备录像文件检索", "DVR/NVR 设备录像文件检索", Check.RECORD_INFO),
+    ("IPC 设备视音频文件回放及回放控制", "DVR/NVR 设备视音频文件回放及回放控制", None),
+    ("IPC 设备开始手动录像", "DVR/NVR 设备开始手动录像", Check.RECORD_START),
+    ("IPC 设备停止手动录像", "DVR/NVR 设备停止手动录像", Check.RECORD_STOP),
+    ("IPC 设备布防", "DVR/NVR 设备布防", Check.GUARD_SET),
+    ("IPC 设备撤防", "DVR/NVR 设备撤防", Check.GUARD_RESET),
+    ("IPC 设备报警", "DVR/NVR 设备报警", None),
+    ("IPC 设备报警复位", "DVR/NVR 设备报警复位", Check.ALARM_RESET),
+    ("IPC 设备信息查询", "DVR/NVR 设备信息查询", Check.DEVICE_INFO),
+    ("IPC 设备状态查询", "DVR/NVR 设备状态查询", Check.DEVICE_STATUS),
+    ("IPC 设备视音频文件下载", "DVR/NVR 设备视音频文件下载", None),
+    ("IPC 设备远程启动", "DVR/NVR 设备远程启动", None),
+    ("IPC 设备配置获取", "DVR/NVR 设备配置获取", Check.CONFIG_DOWNLOAD),
+    ("IPC 设备配置", "DVR/NVR 设备配置", None),
+    ("IPC 事件订阅", "DVR/NVR 事件订阅", None),
+    ("IPC 取消事件订阅", "DVR/NVR 取消事件订阅", None),
+    ("IPC 事件通知", "DVR/NVR 事件通知", None),
+)
+
+_IPC_2022 = (
+    "IPC 设备注册", "IPC 设备注册重定向", "IPC 设备注销", "IPC 设备校时", "IPC 心跳", "IPC 设备目录查询",
+    "IPC 设备实时点播", "IPC 设备遥控", "IPC 设备遥控取消", "IPC PTZ 精准位置控制", "IPC 设备PTZ 精准状态查询",
+    "IPC 预置位设置", "IPC 预置位查询", "IPC 调用预置位", "IPC 删除预置位", "IPC 看守位控制",
+    "IPC 设备看守位信息查询", "IPC 存储卡格式化", "IPC 设备存储卡状态查询", "IPC 目标跟踪", "IPC 强制关键帧命令",
+    "IPC 设备开始手动录像", "IPC 设备停止手动录像", "IPC 设备录像文件检索", "IPC 设备视音频文件回放及回放控制",
+    "IPC 设备布防", "IPC 设备撤防", "IPC 设备报警", "IPC 设备报警复位", "IPC 设备信息查询", "IPC 设备状态查询",
+    "IPC 设备视音频文件下载", "IPC 设备远程启动", "IPC 设备配置", "IPC 设备配置获取", "IPC 设备巡航轨迹列表查询",
+    "IPC 设备巡航轨迹查询", "IPC 事件订阅/取消订阅", "IPC 事件通知", "IPC 设备软件升级", "IPC 设备图像抓拍",
+)
+_NVR_2022 = (
+    "NVR 设备注册", "NVR 设备注册重定向", "NVR 设备注销", "NVR 设备校时", "NVR 设备心跳", "NVR 设备目录查询",
+    "NVR 实时点播", "NVR 设备遥控", "NVR 设备遥控取消", "NVR 设备PTZ 精准位置控制", "NVR 设备PTZ 精准状态查询",
+    "NVR 预置位设置", "NVR 预置位查询", "NVR 调用预置位", "NVR 删除预置位", "NVR 看守位控制",
+    "NVR 设备看守位信息查询", "NVR 目标跟踪", "NVR 强制关键帧命令", "NVR 设备开始手动录像",
+    "NVR 设备停止手动录像", "NVR 设备录像文件检索", "NVR 设备视音频文件回放及回放控制", "NVR 设备布防",
+    "NVR 设备撤防", "NVR 设备报警", "NVR 设备报警复位", "NVR 设备信息查询", "NVR 设备状态查询",
+    "NVR 设备视音频文件下载", "NVR 设备远程启动", "NVR 设备配置", "NVR 设备配置获取", "NVR 设备巡航轨迹列表查询",
+    "NVR 设备巡航轨迹查询", "NVR 事件订阅/取消订阅", "NVR 事件通知", "NVR 设备软件升级", "NVR 设备图像抓拍",
+)
+# 2022 rows are matched to checks by what their name ends with (after the "IPC "/"NVR " prefix).
+_CHECKS_2022 = {
+    "设备注册": Check.REGISTER, "设备注销": Check.UNREGISTER, "设备校时": Check.TIME_SYNC,
+    "心跳": Check.KEEPALIVE, "设备心跳": Check.KEEPALIVE, "设备目录查询": Check.CATALOG,
+    "设备实时点播": Check.LIVE_UDP, "实时点播": Check.LIVE_UDP, "设备遥控": Check.PTZ,
+    "设备遥控取消": Check.PTZ_STOP, "预置位查询": Check.PRESET_QUERY, "设备开始手动录像": Check.RECORD_START,
+    "设备停止手动录像": Check.RECORD_STOP, "设备录像文件检索": Check.RECORD_INFO, "设备布防": Check.GUARD_SET,
+    "设备撤防": Check.GUARD_RESET, "设备报警复位": Check.ALARM_RESET, "设备信息查询": Check.DEVICE_INFO,
+    "设备状态查询": Check.DEVICE_STATUS, "设备配置获取": Check.CONFIG_DOWNLOAD,
+}
+FIRST_2016 = {"nvr": 71, "ipc": 102}
+FIRST_2022 = {"ipc": 89, "nvr": 130}
+DEVICE_TYPES = ("ipc", "nvr")
+EDITIONS = ("2016", "2022")
+
+
+def rows(edition: str, device_type: str) -> list[Row]:
+    """The device rows of one sheet for one device type, in sheet order."""
+    if edition == "2016":
+        first = FIRST_2016[device_type]
+        column = 0 if device_type == "ipc" else 1
+        return [Row(first + i, names[column], check) for i, (*names, check) in enumerate(_ROWS_2016)]
+    names_2022 = _IPC_2022 if device_type == "ipc" else _NVR_2022
+    first = FIRST_2022[device_type]
+    return [Row(first + i, name, _CHECKS_2022.get(name.split(" ", 1)[1])) for i, name in enumerate(names_2022)]
+
+
+def select(all_rows: list[Row], spec: str | None) -> list[Row]:
+    """The rows named by ``--items`` ("102-106,111"); ValueError names a number outside the sheet."""
+    if not spec:
+        return all_rows
+    wanted: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ValueError(f"--items: {part!r} is not a number or a range like 102-106") from None
+        wanted.update(range(first, last + 1))
+    known = {row.number for row in all_rows}
+    outside = sorted(wanted - known)
+    if outside:
+        raise ValueError(f"--items: {outside} are not rows of this sheet ({min(known)}-{max(known)})")
+    return [row for row in all_rows if row.number in wanted]
