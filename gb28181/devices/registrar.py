@@ -9,7 +9,14 @@ Choices worth knowing:
   cameras cannot handle 423. The 200 OK says what was granted (Expires and Contact ;expires=).
 - The digest username may differ from the device ID (Hikvision's "SIP user name"): without a per-device
   entry any username is accepted with the global password; with one, its username must match.
-- Failures lock out the device ID and, counted in distinct IDs, the source address (see ``lockout``).
+- Failures lock out the device ID *from the address that failed* and, counted in distinct IDs, that
+  address (see ``lockout``). Keyed by ID alone, five wrong passwords for a camera's (predictable) ID from
+  anywhere on the device network would lock the real camera out; keyed by (ID, address), only the
+  attacker's address is locked and the camera keeps registering from its own.
+- Challenges (401) and refusals before authentication (403) are answered statelessly: a retransmission is
+  simply answered again, so an unauthenticated flood holds no transaction state (RFC 3261 §8.2.7 allows a
+  UAS to answer a request without a transaction when the answer does not depend on earlier state: the
+  digest nonce is a stateless HMAC).
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTransport
 
 log = structlog.get_logger("gb28181.access")
+
+
+def lockout_key(device_id: str, host: str) -> str:
+    """The lockout key of a device ID tried from one address."""
+    return f"{device_id}@{host}"
 
 
 def gb_date(now: float) -> str:
@@ -79,23 +91,25 @@ class DeviceRegistrar:
             return
         blog = log.bind(device=device_id, source=where)
 
-        for key in (device_id, source.host):
+        for key in (lockout_key(device_id, source.host), source.host):
             until = self.lockout.locked_until(key, now)
             if until is not None:
                 self.metrics.registrations.labels("locked").inc()
-                t.reply(txn, 403, f"Locked out for {int(until - now)} s after repeated authentication failures")
+                t.reply_stateless(
+                    txn, 403, f"Locked out for {int(until - now)} s after repeated authentication failures"
+                )
                 return
         cred = self.config.credential(device_id)
         if self.config.sip.allowlist and cred is None:
             self.metrics.registrations.labels("not_allowed").inc()
             blog.warning("registration refused: device not in the allowlist")
-            t.reply(txn, 403, "Device not allowed")
+            t.reply_stateless(txn, 403, "Device not allowed")
             return
 
         auth = req.get("Authorization")
         if auth is None:
             self.metrics.registrations.labels("challenged").inc()
-            t.reply(txn, 401, headers=[("WWW-Authenticate", self.digest.challenge(now))])
+            t.reply_stateless(txn, 401, headers=[("WWW-Authenticate", self.digest.challenge(now))])
             return
         try:
             creds = parse_credentials(auth)
@@ -112,7 +126,7 @@ class DeviceRegistrar:
         if result is DigestResult.STALE or result is DigestResult.BAD_NONCE:
             self.metrics.registrations.labels("challenged").inc()
             challenge = self.digest.challenge(now, stale=result is DigestResult.STALE)
-            t.reply(txn, 401, headers=[("WWW-Authenticate", challenge)])
+            t.reply_stateless(txn, 401, headers=[("WWW-Authenticate", challenge)])
             return
         if result is DigestResult.BAD_REALM:
             self._auth_failed(txn, device_id, source, f"wrong realm {creds.realm!r}, expected {self.config.realm!r}")
@@ -124,7 +138,7 @@ class DeviceRegistrar:
         if result is not DigestResult.OK:
             self._auth_failed(txn, device_id, source, "wrong password")
             return
-        self.lockout.success(device_id)
+        self.lockout.success(lockout_key(device_id, source.host))
         self.lockout.success(source.host)
         self._accept_registration(txn, device_id, creds.username, now, blog)
 
@@ -133,12 +147,15 @@ class DeviceRegistrar:
         self.metrics.registrations.labels("auth_failed").inc()
         log.warning("authentication failed", device=device_id, source=f"{source.host}:{source.port}", reason=why)
         cfg = self.config.sip
-        for kind, key, tag in (("device", device_id, None), ("source", source.host, device_id)):
+        for kind, key, tag in (
+            ("device", lockout_key(device_id, source.host), None), ("source", source.host, device_id)
+        ):
             if self.lockout.failure(key, now, tag):
                 self.metrics.lockouts.labels(kind).inc()
                 log.warning(
                     "locked out after repeated authentication failures",
-                    kind=kind, key=key, failures=cfg.lockout_failures, seconds=cfg.lockout_seconds,
+                    kind=kind, device=device_id, source=source.host, failures=cfg.lockout_failures,
+                    seconds=cfg.lockout_seconds,
                 )
         self.transport.reply(txn, 403, f"Authentication failed: {why}")
 

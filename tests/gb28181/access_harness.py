@@ -122,7 +122,7 @@ class SipDevice:
             )
             self.local_port = self._udp.get_extra_info("sockname")[1]
         else:
-            reader, self._writer = await asyncio.open_connection(*self.gateway)
+            reader, self._writer = await asyncio.open_connection(*self.gateway, local_addr=(self.local_host, 0))
             self.local_port = self._writer.get_extra_info("sockname")[1]
             self._reader_task = loop.create_task(self._read_stream(reader))
         return self

@@ -180,7 +180,7 @@ async def test_lockout_after_repeated_failures(gateway: RunningGateway, transpor
 
     device_lockouts = [e for e in lockout_events(gateway) if e.get("kind") == "device"]
     assert len(device_lockouts) == 1, device_lockouts
-    assert device_lockouts[0]["key"] == DEVICE_ID
+    assert device_lockouts[0]["device"] == DEVICE_ID
     assert await gateway.metric("gb_auth_lockouts_total", kind="device") == 1
 
     gateway.clock.advance(1.0)
@@ -189,6 +189,30 @@ async def test_lockout_after_repeated_failures(gateway: RunningGateway, transpor
     assert (await device.register(PASSWORD)).status == 200
     assert (await gateway.device())["online"] is True
     assert len([e for e in lockout_events(gateway) if e.get("kind") == "device"]) == 1
+
+
+@pytest.mark.parametrize(
+    "gateway", [{"sip": {"lockout_failures": 5, "lockout_seconds": 300}}], indirect=True
+)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_failures_from_another_address_do_not_lock_the_camera_out(
+    gateway: RunningGateway, transport: str
+) -> None:
+    """Regression (issue 10, item 1): failures were counted per device ID whatever the source, so five
+    REGISTERs with a wrong password for a camera's ID from another address locked the camera itself out
+    for 300 s. Now the ID is locked only from the address that failed."""
+    camera = await gateway.registered_device(transport=transport)
+    attacker = await gateway.new_device(transport=transport, local_host="127.0.0.2")
+    for _ in range(5):
+        assert (await attacker.register(WRONG_PASSWORD)).status == 403
+    locked = await attacker.register(PASSWORD)
+    assert (locked.status, locked.reason.startswith("Locked out")) == (403, True)
+
+    refreshed = await camera.register(PASSWORD)
+    assert refreshed.status == 200, refreshed.start
+    assert (await gateway.device())["online"] is True
+    lockouts = [e for e in lockout_events(gateway) if e.get("kind") == "device"]
+    assert [(e["device"], e["source"]) for e in lockouts] == [(DEVICE_ID, "127.0.0.2")]
 
 
 @pytest.mark.parametrize(
@@ -355,7 +379,7 @@ async def test_an_address_cycling_through_ids_is_locked(gateway: RunningGateway)
     # Another ID, right password, same address: the address itself is now locked.
     victim = await gateway.new_device("34020000001320000099")
     assert (await victim.register(PASSWORD)).reason.startswith("Locked out")
-    assert [e["key"] for e in lockout_events(gateway) if e.get("kind") == "source"] == ["127.0.0.1"]
+    assert [e["source"] for e in lockout_events(gateway) if e.get("kind") == "source"] == ["127.0.0.1"]
 
 
 async def test_keepalive_from_another_address_is_refused(gateway: RunningGateway) -> None:
