@@ -254,15 +254,28 @@ class DeviceRegistry:
         if not self._committer_running:
             await self.flush()
             return
+        waiter = self.commit_pending()
+        if waiter is not None:
+            await asyncio.shield(waiter)
+
+    def commit_pending(self) -> asyncio.Future[None] | None:
+        """The future settled by the transaction that commits every change made so far (its
+        exception: the storage's error), or None when nothing is waiting to be written.
+
+        ``committed()`` without a task: a handler answering thousands of REGISTERs a second adds a
+        done-callback to this future instead of spawning a coroutine per request. Needs the running
+        committer (``run_committer``); without one, use ``committed()``."""
+        if not self._storage.durable:
+            return None
         if self._dirty():
-            waiter = self._next_future()
-        elif self._writing:
+            if not self._committer_running:
+                raise RuntimeError("commit_pending() needs run_committer(); use committed()")
+            return self._next_future()
+        if self._writing:
             if self._in_flight is None:
                 self._in_flight = asyncio.get_running_loop().create_future()
-            waiter = self._in_flight
-        else:
-            return
-        await asyncio.shield(waiter)
+            return self._in_flight
+        return None
 
     def _next_future(self) -> asyncio.Future[None]:
         if self._next_commit is None:

@@ -25,6 +25,8 @@ from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config_file
 from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.side import DeviceSide
 from gbgw.gb28181.media.live import LiveStreams
+from gbgw.gb28181.observe import systemd
+from gbgw.gb28181.observe.health import Health
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
@@ -35,6 +37,7 @@ from gbgw.rtp.ports import PortRange, interface_for
 from gbgw.rtp.relay import RelayEngine
 from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
 from gbgw.sip.requests import RequestBuilder
+from gbgw.sip.tls import server_context
 from gbgw.sip.transaction import ServerTransaction, Timers
 from gbgw.sip.transport import SipTransport, TransportLimits
 
@@ -70,6 +73,7 @@ class Gateway:
                 user_agent=sip.user_agent,
                 max_message_size=sip.max_message_size,
                 timers=Timers(sip.t1, sip.t2, sip.t4),
+                max_transactions=sip.max_transactions,
             )
         )
         # Before the transport, whose request handler it is; it keeps the endpoint's Allow in step.
@@ -77,8 +81,10 @@ class Gateway:
         self.transport: SipTransport | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.health = Health()
         self.api_port = 0
         self.sip_port = 0
+        self.sip_tls_port = 0
 
     async def start(self) -> None:
         cfg = self.config
@@ -94,9 +100,13 @@ class Gateway:
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
         self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip,
                                  ports=PortRange(cfg.media.ports, interface_for(cfg.media.ip)))
+        limits = TransportLimits(
+            rate_per_source=cfg.sip.rate_limit,
+            max_connections=cfg.sip.max_connections,
+            first_message_timeout=cfg.sip.first_message_timeout,
+        )
         transport = SipTransport(
-            self.endpoint, self.router.on_request, limits=TransportLimits(rate_per_source=cfg.sip.rate_limit),
-            interface=interface_for(cfg.sip.listen.host),
+            self.endpoint, self.router.on_request, limits=limits, interface=interface_for(cfg.sip.listen.host)
         )
         self.transport = transport
         # One CSeq counter for every out-of-dialog request of the device-facing address (devices, INVITEs).
@@ -111,6 +121,9 @@ class Gateway:
         # Before the device side opens: an alarm a device re-sends right after a restart must find the
         # upward outbox listening, or it would be answered without being queued for the uppers.
         self.audit = AuditLog(cfg.audit.path)
+        self.health.register("audit", self.audit.health)
+        self.metrics.bind_audit(lambda: self.audit.write_failures, lambda: self.audit.dropped,
+                                lambda: self.audit.pending)
         self.cascade = Cascade(
             cfg,
             registry=self.registry,
@@ -124,6 +137,12 @@ class Gateway:
             clock=self.clock,
         )
         _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
+        if cfg.sip.tls_listen is not None:
+            # Same transaction user, framing and limits as TCP; the socket binds to the TLS address's own
+            # interface only when it is the device side's (one transport, one interface).
+            _, self.sip_tls_port = await transport.start_tls(
+                cfg.sip.tls_listen.host, cfg.sip.tls_listen.port, server_context(cfg.sip.tls_cert, cfg.sip.tls_key)
+            )
         self.metrics.bind_live(
             streams=lambda: len(self.live.streams),
             sessions=lambda: len(self.live.sessions),
@@ -142,10 +161,13 @@ class Gateway:
             cascade=self.cascade,
             tasks=self.tasks,
             clock=self.clock,
+            audit=self.audit,
+            config=cfg.api,
         )
         self._runner = web.AppRunner(make_app(api), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port)
+        api_tls = server_context(cfg.api.tls.cert, cfg.api.tls.key) if cfg.api.tls is not None else None
+        site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port, ssl_context=api_tls)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -213,6 +235,9 @@ class Gateway:
         old.sip.password = config.sip.password
         old.sip.allowlist = config.sip.allowlist
         old.devices = config.devices
+        if config.audit.path != old.audit.path:
+            self.audit.reopen(config.audit.path)
+            old.audit.path = config.audit.path
         log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
 
     def _boundary_drops(self) -> dict[tuple[str, str], int]:
@@ -233,7 +258,7 @@ class Gateway:
 
     def _on_status(self, device: Device, online: bool, reason: str) -> None:
         state = "online" if online else "offline"
-        self.metrics.transitions.labels(state, str(reason)).inc()
+        self.metrics.transition(online, reason)
         log.info(f"device {state}", device=device.id, reason=str(reason),
                  address=f"{device.host}:{device.port}/{device.transport}")
 
@@ -242,6 +267,7 @@ class Gateway:
             await asyncio.sleep(1.0)
             try:
                 self.devices.timers.tick()
+                self.audit.retry()
             except Exception:
                 log.exception("periodic work failed")
 
@@ -259,15 +285,26 @@ async def serve(config: GatewayConfig, config_path: Path | None) -> int:
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Every socket is bound: only now may systemd (Type=notify) count the service as started. The
+    # watchdog is pinged from this event loop, so a loop that hangs stops the pings and gets restarted.
+    systemd.ready(f"{len(gateway.registry)} devices known")
+    interval = systemd.watchdog_interval()
+    pings = loop.create_task(systemd.watchdog_pings(interval)) if interval else None
 
     def reload() -> None:
-        if config_path is None:
-            log.info("SIGHUP ignored: running on embedded defaults, there is no file to re-read")
-            return
+        systemd.reloading()
         try:
-            gateway.reload(load_config_file(config_path))
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration", error=str(exc))
+            # logrotate's postrotate sends SIGHUP: the audit log moves to a new file either way.
+            gateway.audit.reopen()
+            if config_path is None:
+                log.info("SIGHUP: audit log reopened; running on embedded defaults, no file to re-read")
+                return
+            try:
+                gateway.reload(load_config_file(config_path))
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running configuration", error=str(exc))
+        finally:
+            systemd.ready()
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -276,6 +313,9 @@ async def serve(config: GatewayConfig, config_path: Path | None) -> int:
         await stop.wait()
     finally:
         log.info("shutting down")
+        systemd.stopping()
+        if pings is not None:
+            pings.cancel()
         await gateway.stop()
     return 0
 

@@ -12,6 +12,9 @@
 - An alarm is answered only once stored and handed to the alarm listeners (the upward outbox): a device
   that gets no 200 sends it again. Mobile positions are stored; catalog change NOTIFYs (MESSAGE or
   subscription NOTIFY) are applied to the registry.
+- RecordInfo pages go to the search assembling them; MediaStatus (end of file), which devices send as a
+  MESSAGE in or out of the playback dialog or as a NOTIFY, goes to the media-status listeners with the
+  request's Call-ID, so the history session it ends can be found either way.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gbgw.gb28181 import manscdp
 from gbgw.gb28181.config import SipConfig
 from gbgw.gb28181.devices.catalog import channel_from_item
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests, apply_device_info
+from gbgw.gb28181.devices.stored import reply_once_stored
 from gbgw.gb28181.devices.subscriptions import CatalogSubscriptions
 from gbgw.gb28181.manscdp import ManscdpDocument, ManscdpError
 from gbgw.gb28181.observe.metrics import GatewayMetrics
@@ -44,6 +48,8 @@ _KEEPALIVE_RE = re.compile(rb"<CmdType>\s*Keepalive\s*</CmdType>", re.IGNORECASE
 _FROM_USER_RE = re.compile(r"sips?:([^@;>\s]+)@", re.IGNORECASE)
 
 AlarmListener = Callable[[Alarm], Awaitable[None]]
+MediaStatusListener = Callable[[str, manscdp.MediaStatusNotify, str], bool]
+"""(device ID, the notification, the request's Call-ID) -> whether it was for one of the listener's sessions."""
 
 
 class DeviceMessages:
@@ -72,6 +78,7 @@ class DeviceMessages:
         self._keepalive_ok = metrics.keepalives.labels("ok")
         self._keepalive_refused = metrics.keepalives.labels("unregistered")
         self._alarm_listeners: list[AlarmListener] = []
+        self._media_status_listeners: list[MediaStatusListener] = []
 
     def on_message(self, txn: ServerTransaction) -> None:
         req = txn.request
@@ -102,8 +109,9 @@ class DeviceMessages:
             # device saw accepted is on disk (and in the upward outbox) even if we are killed right after.
             self.tasks.spawn(self._on_alarm(sender, doc, now, txn))
             return
-        t.reply(txn, 200)
-        self._dispatch(sender, doc, now)
+        # Dispatched first: a catalog page's channels must be in the commit its 200 waits for.
+        self._dispatch(sender, doc, now, req.call_id or "")
+        reply_once_stored(self.registry, t, txn)
 
     def _on_keepalive(self, txn: ServerTransaction) -> None:
         req = txn.request
@@ -127,10 +135,17 @@ class DeviceMessages:
         return device is not None and device.host == source.host
 
     def _sender(self, req: Request) -> str:
+        """The device a request is from. Inside a playback dialog a device writes the channel it was
+        INVITEd to in From (that was our To), so a channel ID stands for its device."""
         match = _FROM_USER_RE.search(req.get("From") or "")
-        return match.group(1) if match else ""
+        sender = match.group(1) if match else ""
+        if sender and self.registry.get(sender) is None:
+            channel = self.registry.channel(sender)
+            if channel is not None:
+                return channel.device_id
+        return sender
 
-    def _dispatch(self, device_id: str, doc: ManscdpDocument, now: float) -> None:
+    def _dispatch(self, device_id: str, doc: ManscdpDocument, now: float, call_id: str = "") -> None:
         root, cmd = doc.root, doc.cmd_type
         if root == "Response":
             requests = self.requests
@@ -140,6 +155,10 @@ class DeviceMessages:
                 page = doc.typed()
                 if isinstance(page, manscdp.CatalogResponse):
                     requests.catalog_page(device_id, page, now)
+                    return
+            if cmd == "RecordInfo":
+                records = doc.typed()
+                if isinstance(records, manscdp.RecordInfoResponse) and requests.record_page(device_id, records, now):
                     return
             if not requests.take_response(device_id, doc) and cmd == "DeviceInfo":
                 apply_device_info(self.registry, device_id, doc)
@@ -151,12 +170,26 @@ class DeviceMessages:
                 self.tasks.spawn(self._on_position(device_id, doc, now))
             elif cmd == "Catalog":
                 self._on_catalog_notify(device_id, doc)
+            elif cmd == "MediaStatus":
+                self._on_media_status(device_id, doc, call_id)
             return
         log.info("unhandled MANSCDP request", device=device_id, root=root, cmd=cmd)
 
     def add_alarm_listener(self, listener: Callable[[Alarm], Awaitable[None]]) -> None:
         """Called with each stored alarm before the device's MESSAGE is answered (the upward outbox)."""
         self._alarm_listeners.append(listener)
+
+    def add_media_status_listener(self, listener: MediaStatusListener) -> None:
+        """Called with each MediaStatus notification (history media's end of file)."""
+        self._media_status_listeners.append(listener)
+
+    def _on_media_status(self, device_id: str, doc: ManscdpDocument, call_id: str) -> None:
+        status = doc.typed()
+        if not isinstance(status, manscdp.MediaStatusNotify):
+            return
+        if not any(listener(device_id, status, call_id) for listener in self._media_status_listeners):
+            log.info("MediaStatus for no session", device=device_id, channel=status.device_id,
+                     notify_type=status.notify_type, call_id=call_id)
 
     async def _on_alarm(
         self, device_id: str, doc: ManscdpDocument, now: float, txn: ServerTransaction | None = None
@@ -232,8 +265,8 @@ class DeviceMessages:
         state = (req.get("Subscription-State") or "").split(";", 1)[0].strip().lower()
         if state == "terminated" and self.subscriptions.owns(sender, req):
             self.subscriptions.terminated(sender)
-        t.reply(txn, 200)
-        self._dispatch(sender, doc, self.clock())
+        self._dispatch(sender, doc, self.clock(), req.call_id or "")
+        reply_once_stored(self.registry, t, txn)
 
     def _on_catalog_notify(self, device_id: str, doc: ManscdpDocument) -> None:
         notify = doc.typed()

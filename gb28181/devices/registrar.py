@@ -30,15 +30,21 @@ import structlog
 
 from gbgw.gb28181.config import GatewayConfig
 from gbgw.gb28181.devices.lockout import AuthLockout
+from gbgw.gb28181.devices.stored import reply_once_stored
 from gbgw.gb28181.observe.metrics import GatewayMetrics
-from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.model import Device
 from gbgw.sip.digest import DigestError, DigestResult, DigestServer, parse_credentials
 from gbgw.sip.endpoint import Peer
+from gbgw.sip.message import Request
 from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTransport
 
 log = structlog.get_logger("gb28181.access")
+
+RegistrationHook = Callable[[Request, Peer, "tuple[str, int] | None", Device, float], None]
+"""Hears of each accepted REGISTER (request, source, the (host, port) of the valid registration it
+replaces, the device as registered, now): the diagnostics' warnings."""
 
 
 def lockout_key(device_id: str, host: str) -> str:
@@ -55,7 +61,7 @@ def gb_date(now: float) -> str:
 class DeviceRegistrar:
     """Answers REGISTER. ``config`` is read on every request, so a reload's credentials apply at once;
     ``on_registered`` hears of each device that was not registered before (its bootstrap). A 200 leaves
-    only once the registration is committed to storage (``DeviceRegistry.committed``)."""
+    only once the registration is committed to storage (``stored.reply_once_stored``)."""
 
     def __init__(
         self,
@@ -65,8 +71,8 @@ class DeviceRegistrar:
         transport: SipTransport,
         lockout: AuthLockout,
         clock: Callable[[], float],
-        tasks: BackgroundTasks,
         on_registered: Callable[[str], None],
+        on_accepted: RegistrationHook | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -74,8 +80,8 @@ class DeviceRegistrar:
         self.transport = transport
         self.lockout = lockout
         self.clock = clock
-        self.tasks = tasks
         self.on_registered = on_registered
+        self.on_accepted = on_accepted
         self.digest = DigestServer(config.realm, os.urandom(32), nonce_ttl=float(config.sip.nonce_ttl))
 
     def on_register(self, txn: ServerTransaction) -> None:
@@ -180,13 +186,14 @@ class DeviceRegistrar:
             self.metrics.registrations.labels("unregistered").inc()
             blog.info("device unregistered")
             headers.append(("Expires", "0"))
-            self.tasks.spawn(self._answer_once_stored(txn, headers, device_id))
+            reply_once_stored(self.registry, self.transport, txn, headers)
             return
         granted = min(max(requested, cfg.register_min_expires), cfg.register_max_expires)
         existing = self.registry.get(device_id)
         was_registered = existing is not None and self.registry.is_registered(device_id, now)
-        transport = "TCP" if source.transport == "TCP" else "UDP"
-        self.registry.register(
+        previous = (existing.host, existing.port) if existing is not None and was_registered else None
+        transport = source.transport if source.transport in ("TCP", "TLS") else "UDP"
+        device = self.registry.register(
             device_id,
             transport=transport,
             host=source.host,
@@ -195,6 +202,8 @@ class DeviceRegistrar:
             now=now,
             username=username if username != device_id else None,
         )
+        if self.on_accepted is not None:
+            self.on_accepted(req, source, previous, device, now)
         cred = self.config.credential(device_id)
         if cred is not None and (cred.name or cred.stream_transport):
             changes: dict[str, Any] = {}
@@ -206,27 +215,10 @@ class DeviceRegistrar:
         if contact is not None:
             headers.append(("Contact", f"<{contact.uri}>;expires={granted}"))
         headers.append(("Expires", str(granted)))
-        self.tasks.spawn(self._registered(txn, headers, device_id, was_registered, granted, username, blog))
+        def registered() -> None:
+            self.metrics.registrations.labels("refreshed" if was_registered else "registered").inc()
+            if not was_registered:
+                blog.info("device registered", expires=granted, username=username)
+                self.on_registered(device_id)
 
-    async def _registered(
-        self, txn: ServerTransaction, headers: list[tuple[str, str]], device_id: str, was_registered: bool,
-        granted: int, username: str, blog: Any,
-    ) -> None:
-        if not await self._answer_once_stored(txn, headers, device_id):
-            return
-        self.metrics.registrations.labels("refreshed" if was_registered else "registered").inc()
-        if not was_registered:
-            blog.info("device registered", expires=granted, username=username)
-            self.on_registered(device_id)
-
-    async def _answer_once_stored(self, txn: ServerTransaction, headers: list[tuple[str, str]], device_id: str) -> bool:
-        """Send the 200 once the registry's change is committed: a device told "registered" (or
-        "unregistered") is still so after a crash, tests/gb28181/test_durability.py."""
-        try:
-            await self.registry.committed()
-        except Exception:
-            log.exception("registration not stored", device=device_id)
-            self.transport.reply(txn, 500, "Registration not stored")
-            return False
-        self.transport.reply(txn, 200, headers=headers)
-        return True
+        reply_once_stored(self.registry, self.transport, txn, headers, registered)

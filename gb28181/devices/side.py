@@ -55,7 +55,7 @@ class DeviceSide:
         requests = DeviceRequests(sip, registry, metrics, transport, outgoing, clock)
         subscriptions = CatalogSubscriptions(sip, registry, transport, requests, clock)
         bootstrap = DeviceBootstrap(sip, requests, subscriptions, tasks)
-        registrar = DeviceRegistrar(config, registry, metrics, transport, lockout, clock, tasks, bootstrap.start)
+        registrar = DeviceRegistrar(config, registry, metrics, transport, lockout, clock, bootstrap.start)
         messages = DeviceMessages(sip, registry, storage, metrics, transport, clock, tasks, requests, subscriptions)
         timers = DeviceTimers(registry, requests, lockout, subscriptions, clock, tasks)
         return cls(registrar, requests, messages, subscriptions, bootstrap, timers)
