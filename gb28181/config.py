@@ -1,29 +1,48 @@
 """The gateway's configuration: YAML in, validated dataclasses out.
 
 Every error names the key (as a dotted path), the value found and what was expected, because the person
-reading it is an administrator at a console, not a developer with a traceback. With no file at all the
-embedded defaults run a working gateway on loopback with SQLite in the working directory.
+reading it is an administrator at a console, not a developer with a traceback. Every problem of a file is
+reported in one run (``ConfigErrors``), in file order, so fixing a file is one round trip, not one per key.
+With no file at all the embedded defaults run a working gateway on loopback with SQLite in the working
+directory.
+
+Checks come in three layers: each value on its own (type, range, pattern), values against each other
+(an ID against its domain, two listeners on one address), and, with ``check_host``, values against this
+machine (an address no interface has). The last is optional because a file may be checked on another
+machine than the one it is for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import enum
+import hashlib
+import hmac
+import ipaddress
 import os
 import re
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from gbgw.gb28181.ids import GbId, type_name
 from gbgw.sip.tls import TlsFileError, server_context
 
 T = TypeVar("T")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ID_RE = re.compile(r"\d{20}")
 _DOMAIN_RE = re.compile(r"\d{10}")
 STREAM_TRANSPORTS = ("udp", "tcp-passive", "tcp-active")
 ENCODINGS = ("GB2312", "GBK", "GB18030", "UTF-8")
+DEFAULT_PASSWORD = "12345678"
+"""The password every GB/T 28181 manual prints: in force on a reachable address, anyone may register."""
 
 
 class ConfigError(ValueError):
@@ -33,6 +52,7 @@ class ConfigError(ValueError):
         self.key = key
         self.value = value
         self.expected = expected
+        self.errors: tuple[ConfigError, ...] = (self,)
         if value is _MISSING:
             shown = "missing"
         elif key.rsplit(".", 1)[-1] in _SECRET_KEYS:
@@ -43,9 +63,34 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {shown} is not valid: expected {expected}")
 
 
+class ConfigErrors(ConfigError):
+    """Every problem of one configuration, in file order. ``key``, ``value`` and ``expected`` are the
+    first one's, so a caller that handles one error keeps working; ``errors`` holds them all. With a
+    single problem the message is exactly that problem's."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        self.key = first.key
+        self.value = first.value
+        self.expected = first.expected
+        self.errors = tuple(errors)
+        if len(errors) == 1:
+            text = str(first)
+        else:
+            text = f"{len(errors)} errors:\n" + "\n".join(f"  {error}" for error in errors)
+        ValueError.__init__(self, text)
+
+
 _MISSING: Any = object()
 _SECRET_KEYS = frozenset({"password", "token"})
 """Keys whose values never appear in an error, and which may be given as ``{file: PATH}`` or ``{env: NAME}``."""
+
+
+def bind_error(key: str, address: object, exc: OSError) -> ConfigError:
+    """A listener that failed to open, as one line naming its key: what ``run`` prints instead of a traceback."""
+    # asyncio's own wording repeats the address; the errno's text is what the administrator needs.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ConfigError(key, str(address), f"an address this gateway can listen on ({reason})")
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,12 +102,33 @@ class HostPort:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def host_timezone() -> str:
+    """The host's IANA zone name: ``TZ``, else the ``/etc/localtime`` link, else ``/etc/timezone``, else UTC."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(os.readlink("/etc/localtime").partition("zoneinfo/")[2])
+    with contextlib.suppress(OSError, UnicodeError):
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    for name in candidates:
+        if name and _known_zone(name):
+            return name
+    return "UTC"
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 @dataclass(slots=True)
 class SipConfig:
     id: str = "34020000002000000001"
     domain: str = "3402000000"
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 5060))
-    password: str = field(default="12345678", repr=False)
+    password: str = field(default=DEFAULT_PASSWORD, repr=False)
     realm: str = ""
     allowlist: bool = False
     register_min_expires: int = 60
@@ -79,6 +145,12 @@ class SipConfig:
     t4: float = 5.0
     catalog_subscribe: bool = True
     catalog_subscribe_expires: int = 3600
+    alarm_subscribe: bool = False
+    """Subscribe to each device's alarms when it comes online: many IPCs report alarms only then."""
+    position_subscribe_interval: int = 0
+    """Subscribe to each device's MobilePosition reports every this many seconds; 0 does not."""
+    event_subscribe_expires: int = 3600
+    """Expires asked for alarm and position subscriptions (refreshed at 80% of what the device grants)."""
     catalog_first_wait: float = 30.0
     catalog_gap_timeout: float = 5.0
     query_timeout: float = 10.0
@@ -96,6 +168,66 @@ class SipConfig:
     """SIP over TLS for devices (RFC 3261 §26): off unless set; needs tls_cert and tls_key."""
     tls_cert: str = ""
     tls_key: str = ""
+    timezone: str = field(default_factory=host_timezone)
+    """IANA zone of the devices' wall clocks: GB/T 28181 times (Date, RecordInfo, playback t=) carry no offset."""
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class MediaSourceKind(enum.Enum):
+    SIGNALLING = "signalling"
+    """Media only from the peer's SIP signalling address: the strictest, and today's behaviour."""
+    SDP = "sdp"
+    """Also from the address the peer's SDP ``c=`` line gives (a media server on another host)."""
+    NETWORKS = "networks"
+    """From any address inside the listed networks (wildcard-bound media servers, multi-homed NVRs)."""
+
+
+@dataclass(slots=True, frozen=True)
+class MediaSourceRule:
+    """Where a peer's media may come from (issue 10, item 7).
+
+    The trade-off: ``signalling`` refuses a lower platform whose media server runs on another host than
+    its SIP server (WVP-pro with ZLMediaKit, LiveGBS) and an upper whose media server connects from
+    another address than it advertises; ``sdp`` admits those, but the SDP is the peer's own word, so a
+    peer that can signal can point us at any source; a network list admits exactly what the
+    administrator knows the peer's media hosts to be, and nothing follows the peer's word.
+    """
+
+    kind: MediaSourceKind = MediaSourceKind.SIGNALLING
+    networks: tuple[IpNetwork, ...] = ()
+
+    def permits(self, source_ip: str, signalling_ip: str, sdp_ip: str | None) -> bool:
+        """May media from ``source_ip`` be taken for a peer signalling from ``signalling_ip`` whose SDP
+        gave ``sdp_ip`` (None or "" when it gave none)? Unparseable addresses are never permitted."""
+        source = _plain_ip(source_ip)
+        if source is None:
+            return False
+        if self.kind is MediaSourceKind.NETWORKS:
+            return any(source in network for network in self.networks)
+        if source == _plain_ip(signalling_ip):
+            return True
+        # A NAT'd device's SDP names its private address while media comes from the NAT's, which is the
+        # signalling address: so ``sdp`` widens ``signalling`` rather than replacing it.
+        return self.kind is MediaSourceKind.SDP and bool(sdp_ip) and source == _plain_ip(str(sdp_ip))
+
+    def __str__(self) -> str:
+        if self.kind is MediaSourceKind.NETWORKS:
+            return ", ".join(str(network) for network in self.networks)
+        return self.kind.value
+
+
+def _plain_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address, with IPv4-mapped IPv6 (``::ffff:10.0.0.1``, from dual-stack sockets) as plain IPv4."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 @dataclass(slots=True)
@@ -108,17 +240,78 @@ class MediaConfig:
     reinvite: bool = True
     ssrc_check: bool = False
     stream_transport: str = "udp"
+    media_source: MediaSourceRule = MediaSourceRule()
+    """Default for devices and upstreams that do not set their own ``media_source``."""
 
 
 @dataclass(slots=True)
 class StorageConfig:
     backend: str = "sqlite"
     path: str = "gateway.db"
+    history_days: int = 30
+    """Days of per-device online/offline transitions kept for the availability report."""
+
+
+class ApiRole(enum.Enum):
+    """What a token may do; each role includes the ones before it."""
+
+    VIEWER = "viewer"
+    """GET routes and the event stream."""
+    OPERATOR = "operator"
+    """Also play, play back, download and control cameras."""
+    ADMIN = "admin"
+    """Also change configuration and reboot or upgrade devices."""
+
+    def includes(self, needed: ApiRole) -> bool:
+        order = tuple(ApiRole)
+        return order.index(self) >= order.index(needed)
+
+
+@dataclass(slots=True, frozen=True)
+class ApiToken:
+    """One bearer token of the API. Only its SHA-256 is kept: no dump, repr or log can show the token."""
+
+    name: str
+    role: ApiRole
+    digest: bytes = field(repr=False)
+
+    def matches(self, presented: str) -> bool:
+        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self.digest)
+
+
+@dataclass(slots=True, frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+
+
+DEFAULT_MEDIA_DESTINATIONS: tuple[IpNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 @dataclass(slots=True)
 class ApiConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
+    tokens: tuple[ApiToken, ...] = ()
+    tls: TlsFiles | None = None
+    """HTTPS with this certificate and key; plain HTTP without."""
+    media_destinations: tuple[IpNetwork, ...] = DEFAULT_MEDIA_DESTINATIONS
+    """Where play/playback/download may send media when the API is asked to."""
+
+    def token_for(self, presented: str) -> ApiToken | None:
+        """The token matching ``presented``. Every token is compared (constant time each), so how long
+        this takes says nothing about which one, or how much of one, matched."""
+        found = None
+        for token in self.tokens:
+            if token.matches(presented):
+                found = token
+        return found
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    listen: HostPort | None = None
+    """A listener of its own for ``/metrics`` (no token needed there); None: on the API, with a token."""
 
 
 @dataclass(slots=True)
@@ -134,6 +327,8 @@ class DeviceCredential:
     password: str | None = field(default=None, repr=False)
     name: str | None = None
     stream_transport: str | None = None
+    media_source: MediaSourceRule = MediaSourceRule()
+    """Resolved when read: the device's own rule, else media.media_source."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -197,6 +392,12 @@ class UpstreamConfig:
     alarms: bool = True
     alarm_retry_max: float = 300.0
     """Seconds between alarm delivery attempts grow up to this while the upper does not accept them."""
+    media_source: MediaSourceRule = MediaSourceRule()
+    """Where the upper's media connections may come from (TCP passive); resolved like a device's."""
+
+
+_UPSTREAM_DEFAULTS = UpstreamConfig(name="", id="", domain="", address=HostPort("", 0), listen=HostPort("", 0),
+                                    media_ip="")
 
 
 @dataclass(slots=True)
@@ -215,6 +416,7 @@ class GatewayConfig:
     devices: list[DeviceCredential] = field(default_factory=list)
     upstreams: list[UpstreamConfig] = field(default_factory=list)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def realm(self) -> str:
@@ -226,21 +428,68 @@ class GatewayConfig:
                 return cred
         return None
 
+    def media_source(self, device_id: str) -> MediaSourceRule:
+        """The media source rule of a device, listed or not."""
+        cred = self.credential(device_id)
+        return cred.media_source if cred is not None else self.media.media_source
+
 
 # -- reading -----------------------------------------------------------------------------------------
 
 
-class _Section:
-    """Typed reads from one mapping, with errors that carry the dotted key."""
+class _Problems:
+    """The errors of one load, kept in file order so that all of them are reported at once."""
 
-    def __init__(self, data: Any, path: str) -> None:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, error: ConfigError) -> None:
+        self.errors.extend(error.errors)
+
+    def ok(self, *keys: str) -> bool:
+        """No error at, above or under any of ``keys``: a check across values runs only on values that
+        were read as given, or a defaulted one would produce a second, misleading error."""
+        return not any(_related(error.key, key) for error in self.errors for key in keys)
+
+    def raise_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
+def _related(a: str, b: str) -> bool:
+    if len(a) > len(b):
+        a, b = b, a
+    return a == b or a == "" or b.startswith((a + ".", a + "["))
+
+
+class _Section:
+    """Typed reads from one mapping, with errors that carry the dotted key.
+
+    With ``problems`` a bad value is recorded and its default used, so reading goes on and every error
+    is found; without, the first error is raised (the small mappings inside one value, such as
+    ``{file: PATH}``, whose one error is that value's).
+    """
+
+    def __init__(self, data: Any, path: str, problems: _Problems | None = None) -> None:
+        self.path = path
+        self.problems = problems
+        self.used: set[str] = set()
         if data is None or data is _MISSING:
             data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(path or "(top level)", data, "a mapping of keys to values")
+        self.valid = isinstance(data, dict)
+        """False when the value was not a mapping (reported): its keys are then not reported missing too."""
+        if not self.valid:
+            self.report(ConfigError(path or "(top level)", data, "a mapping of keys to values"))
+            data = {}
         self.data: dict[str, Any] = data
-        self.path = path
-        self.used: set[str] = set()
+
+    def report(self, error: ConfigError) -> None:
+        if self.problems is None:
+            raise error
+        self.problems.add(error)
+
+    def ok(self, *names: str) -> bool:
+        return self.problems is None or self.problems.ok(*(self.key(name) for name in names))
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -253,16 +502,32 @@ class _Section:
         value = self.raw(name)
         if value is _MISSING or value is None:
             return default
-        return convert(self.key(name), value)
+        try:
+            return convert(self.key(name), value)
+        except ConfigError as exc:
+            self.report(exc)
+            return default
+
+    def require(self, name: str, convert: Callable[[str, Any], T]) -> T | None:
+        """A key without a default: missing is an error; None when missing or wrong."""
+        if self.data.get(name) is None:
+            self.used.add(name)
+            self.report(ConfigError(self.key(name), _MISSING, "a value (this key is required)"))
+            return None
+        return self.get(name, None, convert)
 
     def section(self, name: str) -> _Section:
-        return _Section(self.raw(name), self.key(name))
+        return _Section(self.raw(name), self.key(name), self.problems)
 
     def finish(self) -> None:
+        known = sorted(self.used)
         for name in self.data:
             if name not in self.used:
-                known = ", ".join(sorted(self.used))
-                raise ConfigError(self.key(str(name)), self.data[name], f"a known key here ({known})")
+                expected = f"a known key here ({', '.join(known)})"
+                close = difflib.get_close_matches(str(name), known, n=1)
+                if close:
+                    expected += f"; did you mean {close[0]}?"
+                self.report(ConfigError(self.key(str(name)), self.data[name], expected))
 
 
 def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable[[str, Any], str]:
@@ -325,19 +590,23 @@ def _read_secret(key: str, value: dict[Any, Any]) -> str:
     if (path is None) == (name is None):
         raise ConfigError(key, value, "a string, {file: PATH} or {env: NAME} (exactly one of file, env)")
     if path is not None:
-        try:
-            secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(sec.key("file"), path, f"a readable file holding the secret ({reason})") from exc
-        if not secret:
-            raise ConfigError(sec.key("file"), path, "a file holding the secret (it is empty)")
-        return secret
+        return _read_secret_file(sec.key("file"), path)
     found = os.environ.get(str(name))
     if not found:
         state = "unset" if found is None else "empty"
         raise ConfigError(sec.key("env"), name, f"a variable set in the gateway's environment (it is {state})")
     return found
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(key, path, f"a readable file holding the secret ({reason})") from exc
+    if not secret:
+        raise ConfigError(key, path, "a file holding the secret (it is empty)")
+    return secret
 
 
 def parse_host_port(key: str, value: Any) -> HostPort:
@@ -356,6 +625,39 @@ def parse_host_port(key: str, value: Any) -> HostPort:
     if not 0 < port < 65536:
         raise ConfigError(key, value, "a port from 1 to 65535")
     return HostPort(host, port)
+
+
+def _timezone(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _known_zone(value):
+        raise ConfigError(key, value, 'an IANA time zone name known to this host, e.g. "Asia/Shanghai"')
+    return value
+
+
+def _network(key: str, value: Any) -> IpNetwork:
+    what = 'a network in CIDR form, e.g. "10.1.0.0/24", or one address'
+    if not isinstance(value, str):
+        raise ConfigError(key, value, what)
+    try:
+        # strict=False: "10.1.0.5/24" means the network 10.1.0.0/24, as administrators often write it.
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as exc:
+        raise ConfigError(key, value, what) from exc
+
+
+def _networks(key: str, value: Any) -> tuple[IpNetwork, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, value, 'a list of networks in CIDR form, e.g. ["127.0.0.0/8"]')
+    return tuple(_network(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+
+def _media_source(key: str, value: Any) -> MediaSourceRule:
+    if isinstance(value, str) and value.strip().lower() in ("signalling", "sdp"):
+        return MediaSourceRule(MediaSourceKind(value.strip().lower()))
+    if isinstance(value, str) and re.search(r"[\d:]", value):
+        return MediaSourceRule(MediaSourceKind.NETWORKS, (_network(key, value),))
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, value, 'signalling, sdp, or a non-empty list of networks, e.g. ["10.1.0.0/24"]')
+    return MediaSourceRule(MediaSourceKind.NETWORKS, _networks(key, value))
 
 
 def _read_sip(sec: _Section) -> SipConfig:
@@ -384,6 +686,13 @@ def _read_sip(sec: _Section) -> SipConfig:
         catalog_subscribe_expires=sec.get(
             "catalog_subscribe_expires", d.catalog_subscribe_expires, _number(int, 60, 86400)
         ),
+        alarm_subscribe=sec.get("alarm_subscribe", d.alarm_subscribe, _bool),
+        position_subscribe_interval=sec.get(
+            "position_subscribe_interval", d.position_subscribe_interval, _number(int, 0, 86400)
+        ),
+        event_subscribe_expires=sec.get(
+            "event_subscribe_expires", d.event_subscribe_expires, _number(int, 60, 86400)
+        ),
         catalog_first_wait=sec.get("catalog_first_wait", d.catalog_first_wait, _number(float, 0.1, 600)),
         catalog_gap_timeout=sec.get("catalog_gap_timeout", d.catalog_gap_timeout, _number(float, 0.1, 600)),
         query_timeout=sec.get("query_timeout", d.query_timeout, _number(float, 0.1, 600)),
@@ -395,15 +704,43 @@ def _read_sip(sec: _Section) -> SipConfig:
         tls_listen=sec.get("tls_listen", d.tls_listen, parse_host_port),
         tls_cert=sec.get("tls_cert", d.tls_cert, _string(re.compile(r".+"), "a path to a PEM certificate file")),
         tls_key=sec.get("tls_key", d.tls_key, _string(re.compile(r".+"), "a path to a PEM private key file")),
+        timezone=sec.get("timezone", d.timezone, _timezone),
     )
-    _check_sip_tls(sec, cfg)
-    if cfg.register_min_expires > cfg.register_max_expires:
-        raise ConfigError(
+    if sec.ok("tls_listen", "tls_cert", "tls_key", "listen"):
+        _check_sip_tls(sec, cfg)
+    if cfg.register_min_expires > cfg.register_max_expires and sec.ok("register_min_expires", "register_max_expires"):
+        sec.report(ConfigError(
             sec.key("register_min_expires"), cfg.register_min_expires,
             f"a value no greater than sip.register_max_expires ({cfg.register_max_expires})",
-        )
+        ))
+    if sec.ok("id"):
+        _check_own_id(sec, cfg)
     sec.finish()
     return cfg
+
+
+def _check_own_id(sec: _Section, cfg: SipConfig) -> None:
+    """The gateway's ID must say "platform", and its first 10 digits are its domain (GB/T 28181 §6.1.2
+    makes the SIP domain the server ID's first 10 digits).
+
+    Devices configured with a server ID of another type, or a domain that does not match it, register
+    to a gateway that answers under another identity than the one they were given: some refuse it,
+    some keep retrying, and the upper platform files the gateway under the wrong centre. Both are errors.
+    The domain check is an error, not a warning, because sip.domain is always the 10-digit form here;
+    were the ``3402000000.spvmn.cn`` form admitted, only its 10 digits would be compared.
+    """
+    code = cfg.id[10:13]
+    if not GbId.parse(cfg.id).is_platform:
+        sec.report(ConfigError(
+            sec.key("id"), cfg.id,
+            f"the ID of a platform: type code (digits 11-13) 200 SIP server, 209 access gateway or another "
+            f"2xx platform type, not {code} ({type_name(code)})"))
+    elif sec.ok("domain") and cfg.id[:10] != cfg.domain:
+        unset = "" if sec.data.get("domain") is not None else f"; sip.domain is not set and defaults to {cfg.domain}"
+        sec.report(ConfigError(
+            sec.key("domain"), cfg.domain,
+            f"the first 10 digits of sip.id ({cfg.id[:10]}), as GB/T 28181 makes the domain the server ID's "
+            f"prefix{unset}"))
 
 
 def _check_sip_tls(sec: _Section, cfg: SipConfig) -> None:
@@ -411,15 +748,21 @@ def _check_sip_tls(sec: _Section, cfg: SipConfig) -> None:
     if cfg.tls_listen is None:
         return
     if cfg.tls_listen.port == cfg.listen.port and cfg.tls_listen.host == cfg.listen.host:
-        raise ConfigError(sec.key("tls_listen"), str(cfg.tls_listen), "a port of its own (sip.listen has TCP on it)")
-    for name in ("tls_cert", "tls_key"):
-        if not getattr(cfg, name):
-            raise ConfigError(sec.key(name), _MISSING, "a PEM file path when sip.tls_listen is set")
+        sec.report(ConfigError(sec.key("tls_listen"), str(cfg.tls_listen),
+                               "a port of its own (sip.listen has TCP on it)"))
+    missing = [name for name in ("tls_cert", "tls_key") if not getattr(cfg, name)]
+    for name in missing:
+        sec.report(ConfigError(sec.key(name), _MISSING, "a PEM file path when sip.tls_listen is set"))
+    if not missing:
+        _check_tls_files(sec, cfg.tls_cert, cfg.tls_key, "tls_cert", "tls_key")
+
+
+def _check_tls_files(sec: _Section, cert: str, key: str, cert_name: str, key_name: str) -> None:
     try:
-        server_context(cfg.tls_cert, cfg.tls_key)
+        server_context(cert, key)
     except TlsFileError as exc:
-        name = "tls_key" if exc.role == "key" else "tls_cert"
-        raise ConfigError(sec.key(name), exc.path, f"a readable PEM file ({exc.reason})") from exc
+        name = key_name if exc.role == "key" else cert_name
+        sec.report(ConfigError(sec.key(name), exc.path, f"a readable PEM file ({exc.reason})"))
 
 
 _PORT_RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
@@ -455,35 +798,154 @@ def _read_media(sec: _Section) -> MediaConfig:
         reinvite=sec.get("reinvite", d.reinvite, _bool),
         ssrc_check=sec.get("ssrc_check", d.ssrc_check, _bool),
         stream_transport=sec.get("stream_transport", d.stream_transport, _choice(STREAM_TRANSPORTS)),
+        media_source=sec.get("media_source", d.media_source, _media_source),
     )
     sec.finish()
     return cfg
 
 
-def _read_devices(value: Any) -> list[DeviceCredential]:
+def _read_storage(sec: _Section) -> StorageConfig:
+    d = StorageConfig()
+    cfg = StorageConfig(
+        backend=sec.get("backend", d.backend, _choice(("sqlite", "memory"))),
+        path=sec.get("path", d.path, _string()),
+        history_days=sec.get("history_days", d.history_days, _number(int, 1, 3660)),
+    )
+    sec.finish()
+    return cfg
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback literal; a name other than localhost is not taken on trust."""
+    if host == "localhost":
+        return True
+    address = _plain_ip(host)
+    return address is not None and address.is_loopback
+
+
+_TOKEN_TEXT = _string(re.compile(r"\S{16,4096}"), "a token of at least 16 characters, without spaces")
+
+
+def _token_digest(key: str, value: Any) -> bytes:
+    return hashlib.sha256(_secret(_TOKEN_TEXT)(key, value).encode()).digest()
+
+
+def _token_file_digest(key: str, value: Any) -> bytes:
+    path = _string(re.compile(r".+"), "a path to a file holding the token")(key, value)
+    text = _read_secret_file(key, path)
+    if re.fullmatch(r"\S{16,4096}", text) is None:
+        raise ConfigError(key, path, "a file holding a token of at least 16 characters, without spaces")
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _sha256_hex(key: str, value: Any) -> bytes:
+    what = "the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)"
+    return bytes.fromhex(_string(re.compile(r"[0-9A-Fa-f]{64}"), what)(key, value))
+
+
+_TOKEN_READERS: dict[str, Callable[[str, Any], bytes]] = {
+    "sha256": _sha256_hex, "token_file": _token_file_digest, "token": _token_digest}
+
+
+def _role(key: str, value: Any) -> ApiRole:
+    return ApiRole(_choice(tuple(role.value for role in ApiRole))(key, value))
+
+
+def _read_tokens(api: _Section) -> tuple[ApiToken, ...]:
+    value = api.raw("tokens")
+    path = api.key("tokens")
+    if value is _MISSING or value is None:
+        return ()
+    if not isinstance(value, list):
+        api.report(ConfigError(path, value, "a list of tokens, each {name, role, sha256 | token_file | token}"))
+        return ()
+    tokens: list[ApiToken] = []
+    names: dict[str, int] = {}
+    digests: dict[bytes, str] = {}
+    for i, item in enumerate(value):
+        sec = _Section(item, f"{path}[{i}]", api.problems)
+        if not sec.valid:
+            continue
+        name = sec.require("name", _string(re.compile(r"[\w.-]{1,32}"), "a name of letters, digits, '.', '-' or '_'"))
+        role = sec.require("role", _role)
+        given = [source for source in _TOKEN_READERS if sec.data.get(source) is not None]
+        for source in _TOKEN_READERS:
+            sec.raw(source)
+        digest = sec.get(given[0], None, _TOKEN_READERS[given[0]]) if given else None
+        sec.finish()
+        if not given:
+            sec.report(ConfigError(sec.key("sha256"), _MISSING, "one of sha256, token_file, token for each token"))
+        for extra in given[1:]:
+            sec.report(ConfigError(sec.key(extra), sec.data[extra],
+                                   f"no second token source ({given[0]} is given: one of sha256, token_file, token)"))
+        if name is not None and name in names:
+            sec.report(ConfigError(sec.key("name"), name, f"a name of its own ({path}[{names[name]}] has it)"))
+        if digest is not None and digest in digests:
+            # Two names for one token would make the audit trail name the wrong holder.
+            sec.report(ConfigError(sec.key(given[0]), sec.data[given[0]],
+                                   f"a token of its own (the same token as {digests[digest]})"))
+        if name is None or role is None or digest is None or len(given) != 1:
+            continue
+        names[name] = i
+        digests[digest] = sec.path
+        tokens.append(ApiToken(name, role, digest))
+    return tuple(tokens)
+
+
+def _read_api(sec: _Section) -> ApiConfig:
+    d = ApiConfig()
+    listen = sec.get("listen", d.listen, parse_host_port)
+    tokens = _read_tokens(sec)
+    tls = None
+    tls_sec = sec.section("tls")
+    if sec.data.get("tls") is not None and sec.ok("tls"):
+        cert = tls_sec.require("cert", _string(re.compile(r".+"), "a path to a PEM certificate file"))
+        key = tls_sec.require("key", _string(re.compile(r".+"), "a path to a PEM private key file"))
+        if cert is not None and key is not None:
+            _check_tls_files(tls_sec, cert, key, "cert", "key")
+            tls = TlsFiles(cert, key)
+    tls_sec.finish()
+    cfg = ApiConfig(
+        listen=listen,
+        tokens=tokens,
+        tls=tls,
+        media_destinations=sec.get("media_destinations", d.media_destinations, _networks),
+    )
+    if not tokens and sec.ok("listen", "tokens") and not is_loopback(listen.host):
+        # Without tokens anyone who reaches the API lists every camera and sends streams anywhere.
+        sec.report(ConfigError(sec.key("tokens"), _MISSING,
+                               f"a list of tokens (required when api.listen is not a loopback address; it is {listen})"))
+    sec.finish()
+    return cfg
+
+
+def _read_devices(top: _Section, media_source: MediaSourceRule) -> list[DeviceCredential]:
+    value = top.raw("devices")
     if value is _MISSING or value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError("devices", value, "a list of devices, each with at least an id")
+        top.report(ConfigError("devices", value, "a list of devices, each with at least an id"))
+        return []
     devices: list[DeviceCredential] = []
     seen: set[str] = set()
     for i, item in enumerate(value):
-        sec = _Section(item, f"devices[{i}]")
-        device_id = sec.get("id", "", _string(_ID_RE, "a 20-digit GB/T 28181 ID"))
-        if not device_id:
-            raise ConfigError(sec.key("id"), _MISSING, "a 20-digit GB/T 28181 ID")
-        if device_id in seen:
-            raise ConfigError(sec.key("id"), device_id, "an ID listed only once")
-        seen.add(device_id)
-        devices.append(
-            DeviceCredential(
-                id=device_id,
-                username=sec.get("username", None, _string()),
-                password=sec.get("password", None, _secret(_string())),
-                name=sec.get("name", None, _string()),
-                stream_transport=sec.get("stream_transport", None, _choice(STREAM_TRANSPORTS)),
-            )
+        sec = _Section(item, f"devices[{i}]", top.problems)
+        if not sec.valid:
+            continue
+        device_id = sec.require("id", _string(_ID_RE, "a 20-digit GB/T 28181 ID"))
+        cred = DeviceCredential(
+            id=device_id or "",
+            username=sec.get("username", None, _string()),
+            password=sec.get("password", None, _secret(_string())),
+            name=sec.get("name", None, _string()),
+            stream_transport=sec.get("stream_transport", None, _choice(STREAM_TRANSPORTS)),
+            media_source=sec.get("media_source", media_source, _media_source),
         )
+        if device_id is not None and device_id in seen:
+            sec.report(ConfigError(sec.key("id"), device_id, "an ID listed only once"))
+        elif device_id is not None:
+            seen.add(device_id)
+            devices.append(cred)
         sec.finish()
     return devices
 
@@ -504,14 +966,19 @@ def _codes(pattern: re.Pattern[str], what: str) -> Callable[[str, Any], tuple[st
     return convert
 
 
-def _read_share(value: Any, path: str) -> tuple[ShareRule, ...]:
+def _read_share(up: _Section) -> tuple[ShareRule, ...]:
+    value = up.raw("share")
+    path = up.key("share")
     if value is _MISSING or value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigError(path, value, "a list of share rules (prefix, industry, type, ids, control)")
+        up.report(ConfigError(path, value, "a list of share rules (prefix, industry, type, ids, control)"))
+        return ()
     rules = []
     for i, item in enumerate(value):
-        sec = _Section(item, f"{path}[{i}]")
+        sec = _Section(item, f"{path}[{i}]", up.problems)
+        if not sec.valid:
+            continue
         id_list = sec.get("ids", None, _codes(_ID_RE, "a 20-digit channel ID"))
         rule = ShareRule(
             prefix=sec.get("prefix", None, _codes(re.compile(r"\d{0,20}"), "an ID prefix of up to 20 digits")),
@@ -521,9 +988,12 @@ def _read_share(value: Any, path: str) -> tuple[ShareRule, ...]:
             control=sec.get("control", False, _bool),
         )
         sec.finish()
-        if rule.prefix is None and rule.industry is None and rule.type is None and rule.ids is None:
-            raise ConfigError(sec.path, item, 'at least one of prefix, industry, type, ids (prefix: "" shares all)')
-        rules.append(rule)
+        criteria = ("prefix", "industry", "type", "ids")
+        if all(sec.data.get(name) is None for name in criteria):
+            sec.report(ConfigError(sec.path, item,
+                                   'at least one of prefix, industry, type, ids (prefix: "" shares all)'))
+        elif sec.ok(*criteria):
+            rules.append(rule)
     return tuple(rules)
 
 
@@ -557,32 +1027,34 @@ def _id_rule(key: str, value: Any) -> IdRule:
     return IdRule(source, target)
 
 
-def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
+def _read_upstreams(top: _Section, sip: SipConfig, media_source: MediaSourceRule) -> list[UpstreamConfig]:
+    value = top.raw("upstreams")
     if value is _MISSING or value is None:
         return []
     if not isinstance(value, list):
-        raise ConfigError("upstreams", value, "a list of upper platforms")
+        top.report(ConfigError("upstreams", value, "a list of upper platforms"))
+        return []
     result: list[UpstreamConfig] = []
     names: set[str] = set()
     listens: set[HostPort] = set()
+    d = _UPSTREAM_DEFAULTS
+    sip_ok = top.ok("sip.listen", "sip.id")
     for i, item in enumerate(value):
-        sec = _Section(item, f"upstreams[{i}]")
-        required: dict[str, Any] = {}
-        for key, convert in (
-            ("name", _string(re.compile(r"[\w.-]{1,32}"), "a name of letters, digits, '.', '-' or '_'")),
-            ("id", _string(_ID_RE, "a 20-digit GB/T 28181 ID")),
-            ("address", parse_host_port),
-            ("listen", parse_host_port),
-            ("media_ip", _media_ip),
-        ):
-            found = sec.get(key, None, convert)
-            if found is None:
-                raise ConfigError(sec.key(key), _MISSING, "a value (this key is required)")
-            required[key] = found
-        d = UpstreamConfig(**required, domain="")
+        sec = _Section(item, f"upstreams[{i}]", top.problems)
+        if not sec.valid:
+            continue
+        name = sec.require("name", _string(re.compile(r"[\w.-]{1,32}"), "a name of letters, digits, '.', '-' or '_'"))
+        up_id = sec.require("id", _string(_ID_RE, "a 20-digit GB/T 28181 ID"))
+        address = sec.require("address", parse_host_port)
+        listen = sec.require("listen", parse_host_port)
+        media_ip = sec.require("media_ip", _media_ip)
         cfg = UpstreamConfig(
-            **required,
-            domain=sec.get("domain", required["id"][:10], _string(_DOMAIN_RE, "a 10-digit SIP domain")),
+            name=name or "",
+            id=up_id or "",
+            address=address or d.address,
+            listen=listen or d.listen,
+            media_ip=media_ip or "",
+            domain=sec.get("domain", (up_id or "")[:10], _string(_DOMAIN_RE, "a 10-digit SIP domain")),
             transport=sec.get("transport", d.transport, _choice(("udp", "tcp"))),
             media_ports=sec.get("media_ports", d.media_ports, _port_range),
             password=sec.get("password", "", _secret(_string(re.compile(r".{1,128}"),
@@ -593,7 +1065,7 @@ def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
             keepalive_interval=sec.get("keepalive_interval", d.keepalive_interval, _number(int, 5, 3600)),
             keepalive_misses=sec.get("keepalive_misses", d.keepalive_misses, _number(int, 1, 100)),
             enabled=sec.get("enabled", True, _bool),
-            share=_read_share(sec.raw("share"), sec.key("share")),
+            share=_read_share(sec),
             channel_ids=sec.get("channel_ids", {}, _id_table("ID")),
             channel_id_rule=sec.get("channel_id_rule", None, _id_rule),
             channel_names=sec.get("channel_names", {}, _id_table("name")),
@@ -601,33 +1073,90 @@ def _read_upstreams(value: Any, sip: SipConfig) -> list[UpstreamConfig]:
             rate_limit=sec.get("rate_limit", d.rate_limit, _number(int, 0, 10_000_000)),
             alarms=sec.get("alarms", True, _bool),
             alarm_retry_max=sec.get("alarm_retry_max", d.alarm_retry_max, _number(float, 1, 3600)),
+            media_source=sec.get("media_source", media_source, _media_source),
         )
         sec.finish()
-        if cfg.name in names:
-            raise ConfigError(sec.key("name"), cfg.name, "a name used by one upstream only")
-        names.add(cfg.name)
-        if cfg.listen in listens or cfg.listen == sip.listen:
-            raise ConfigError(sec.key("listen"), str(cfg.listen),
-                              "an address of its own (not sip.listen, not another upstream's listen)")
-        listens.add(cfg.listen)
-        if cfg.id == sip.id:
-            raise ConfigError(sec.key("id"), cfg.id, f"the upper platform's ID, not the gateway's own ({sip.id})")
-        result.append(cfg)
+        if name is not None:
+            if name in names:
+                sec.report(ConfigError(sec.key("name"), name, "a name used by one upstream only"))
+            names.add(name)
+        if listen is not None:
+            if listen in listens or (sip_ok and listen == sip.listen):
+                sec.report(ConfigError(sec.key("listen"), str(listen),
+                                       "an address of its own (not sip.listen, not another upstream's listen)"))
+            listens.add(listen)
+        if up_id is not None and sip_ok and up_id == sip.id:
+            sec.report(ConfigError(sec.key("id"), up_id, f"the upper platform's ID, not the gateway's own ({sip.id})"))
+        if None not in (name, up_id, address, listen, media_ip):
+            result.append(cfg)
     return result
 
 
-def load_config(data: Any) -> GatewayConfig:
-    """Validate a parsed YAML document (None means: all defaults)."""
-    top = _Section(data, "")
-    storage = top.section("storage")
-    storage_cfg = StorageConfig(
-        backend=storage.get("backend", "sqlite", _choice(("sqlite", "memory"))),
-        path=storage.get("path", "gateway.db", _string()),
-    )
-    storage.finish()
-    api = top.section("api")
-    api_cfg = ApiConfig(listen=api.get("listen", ApiConfig().listen, parse_host_port))
-    api.finish()
+def _check_listeners(cfg: GatewayConfig, problems: _Problems) -> None:
+    """The API and metrics listeners need a TCP port no SIP listener (nor each other) holds: sharing one
+    fails at start with EADDRINUSE, or, across reuse options, sends HTTP to the SIP parser."""
+    taken: list[tuple[str, HostPort]] = [("sip.listen", cfg.sip.listen)]
+    if cfg.sip.tls_listen is not None:
+        taken.append(("sip.tls_listen", cfg.sip.tls_listen))
+    taken += [(f"upstreams[{i}].listen", up.listen) for i, up in enumerate(cfg.upstreams)]
+    for key, address in (("api.listen", cfg.api.listen), ("metrics.listen", cfg.metrics.listen)):
+        if address is None or not problems.ok(key):
+            continue
+        for other, held in taken:
+            if held == address and problems.ok(other):
+                problems.add(ConfigError(key, str(address), f"an address and port of its own ({other} has it)"))
+                break
+        taken.append((key, address))
+
+
+def _check_host(cfg: GatewayConfig, problems: _Problems) -> None:
+    """Every address the gateway binds must belong to this host: found now, naming the key, rather than
+    as a traceback from the first socket that fails to bind."""
+    addresses: list[tuple[str, str, str]] = [
+        ("sip.listen", cfg.sip.listen.host, str(cfg.sip.listen)),
+        ("media.ip", cfg.media.ip, cfg.media.ip),
+        ("api.listen", cfg.api.listen.host, str(cfg.api.listen)),
+    ]
+    if cfg.sip.tls_listen is not None:
+        addresses.append(("sip.tls_listen", cfg.sip.tls_listen.host, str(cfg.sip.tls_listen)))
+    if cfg.metrics.listen is not None:
+        addresses.append(("metrics.listen", cfg.metrics.listen.host, str(cfg.metrics.listen)))
+    for i, up in enumerate(cfg.upstreams):
+        addresses.append((f"upstreams[{i}].listen", up.listen.host, str(up.listen)))
+        addresses.append((f"upstreams[{i}].media_ip", up.media_ip, up.media_ip))
+    for key, host, shown in addresses:
+        if not problems.ok(key):
+            continue
+        reason = local_address_problem(host)
+        if reason is not None:
+            problems.add(ConfigError(key, shown, f"an address of this host ({reason})"))
+
+
+def local_address_problem(host: str) -> str | None:
+    """Why ``host`` cannot be bound here, or None. A UDP socket bound to port 0 asks the kernel without
+    taking a port anyone uses; loopback is always taken as bindable."""
+    if is_loopback(host):
+        return None
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        return f"the name does not resolve: {exc.strerror}"
+    family, kind, proto, _name, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        return f"binding to it failed: {exc.strerror or exc}"
+    return None
+
+
+def load_config(data: Any, *, check_host: bool = False) -> GatewayConfig:
+    """Validate a parsed YAML document (None means: all defaults). Raises :class:`ConfigErrors` with
+    every problem found. ``check_host`` also checks each address to bind against this machine."""
+    problems = _Problems()
+    top = _Section(data, "", problems)
+    storage_cfg = _read_storage(top.section("storage"))
+    api_cfg = _read_api(top.section("api"))
     logsec = top.section("log")
     log_cfg = LogConfig(
         level=logsec.get("level", "info", _choice(("debug", "info", "warning", "error"))),
@@ -637,19 +1166,47 @@ def load_config(data: Any) -> GatewayConfig:
     auditsec = top.section("audit")
     audit_cfg = AuditConfig(path=auditsec.get("path", AuditConfig().path, _string(re.compile(r".+"), "a file path")))
     auditsec.finish()
+    metricsec = top.section("metrics")
+    metrics_cfg = MetricsConfig(listen=metricsec.get("listen", None, parse_host_port))
+    metricsec.finish()
     sip_cfg = _read_sip(top.section("sip"))
+    media_cfg = _read_media(top.section("media"))
     cfg = GatewayConfig(
         sip=sip_cfg,
-        media=_read_media(top.section("media")),
+        media=media_cfg,
         storage=storage_cfg,
         api=api_cfg,
         log=log_cfg,
-        devices=_read_devices(top.raw("devices")),
-        upstreams=_read_upstreams(top.raw("upstreams"), sip_cfg),
+        devices=_read_devices(top, media_cfg.media_source),
+        upstreams=_read_upstreams(top, sip_cfg, media_cfg.media_source),
         audit=audit_cfg,
+        metrics=metrics_cfg,
     )
     top.finish()
+    _check_listeners(cfg, problems)
+    if check_host:
+        _check_host(cfg, problems)
+    problems.raise_any()
     return cfg
+
+
+def config_warnings(cfg: GatewayConfig) -> list[str]:
+    """What is valid but unsafe on a reachable address; ``check-config`` prints these, ``run`` logs them."""
+    found: list[str] = []
+    listen = cfg.sip.listen
+    if not is_loopback(listen.host):
+        # With the allowlist on and a password per listed device, the default password is never asked for.
+        default_used = not cfg.sip.allowlist or any(device.password is None for device in cfg.devices)
+        if cfg.sip.password == DEFAULT_PASSWORD and default_used:
+            found.append(f"sip.password: the published default password is in force on sip.listen {listen}: "
+                         "any device that knows it can register; set sip.password or one per device")
+        if not cfg.sip.allowlist:
+            found.append(f"sip.allowlist: off on sip.listen {listen}: any device ID is accepted; list the "
+                         "devices under devices and set sip.allowlist: true")
+    if cfg.api.tokens and cfg.api.tls is None and not is_loopback(cfg.api.listen.host):
+        found.append(f"api.tls: not set while api.listen {cfg.api.listen} is not a loopback address: bearer "
+                     "tokens cross the network in clear")
+    return found
 
 
 class _WrittenInt(int):
@@ -692,7 +1249,7 @@ _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _number_as_written)
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number_as_written)
 
 
-def load_config_file(path: str | Path) -> GatewayConfig:
+def load_config_file(path: str | Path, *, check_host: bool = False) -> GatewayConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -712,4 +1269,4 @@ def load_config_file(path: str | Path) -> GatewayConfig:
             context += f" (from line {begun.line + 1}, column {begun.column + 1})"
         detail = f"{context}: {problem}" if context else problem
         raise ConfigError(str(path), "(file contents)", f"valid YAML{where}: {detail}") from exc
-    return load_config(data)
+    return load_config(data, check_host=check_host)

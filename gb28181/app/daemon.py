@@ -12,7 +12,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -21,15 +21,17 @@ from aiohttp import web
 from gbgw.gb28181.app.api import ApiServices, make_app
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
-from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config_file
+from gbgw.gb28181.config import ConfigError, GatewayConfig, bind_error, load_config_file
+from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics
 from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.side import DeviceSide
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe import systemd
 from gbgw.gb28181.observe.health import Health
-from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.observe.metrics import GatewayMetrics, industry_counts
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.history import TransitionHistory
 from gbgw.registry.model import Device
 from gbgw.registry.sqlite import SqliteStorage
 from gbgw.registry.storage import MemoryStorage, Storage
@@ -97,6 +99,15 @@ class Gateway:
             dropped=lambda: self.endpoint.counters.unparseable,
         )
         self.registry.add_status_listener(self._on_status)
+        self.availability = TransitionHistory(self.storage, self.clock, cfg.storage.history_days)
+        await self.availability.recover(self.registry.devices())
+        self.registry.add_status_listener(self.availability.record)
+        self.diagnostics = DeviceDiagnostics.build(
+            self.clock, self._device_of, lambda: self.config.sip.id, lambda: self.config.sip.domain
+        )
+        self.metrics.bind_industries(
+            lambda: industry_counts(((d.id, d.online, d.expires_at) for d in self.registry.devices()), self.clock())
+        )
         registered = sum(1 for d in self.registry.devices() if d.expires_at > now)
         self.relay = RelayEngine(asyncio.get_running_loop(), bind_host=cfg.media.ip,
                                  ports=PortRange(cfg.media.ports, interface_for(cfg.media.ip)))
@@ -106,13 +117,15 @@ class Gateway:
             first_message_timeout=cfg.sip.first_message_timeout,
         )
         transport = SipTransport(
-            self.endpoint, self.router.on_request, limits=limits, interface=interface_for(cfg.sip.listen.host)
+            self.endpoint, self.router.on_request, limits=limits, interface=interface_for(cfg.sip.listen.host),
+            tap=self.diagnostics.trace.tap,
         )
         self.transport = transport
         # One CSeq counter for every out-of-dialog request of the device-facing address (devices, INVITEs).
         self.outgoing = RequestBuilder(transport, f"sip:{cfg.sip.id}@{cfg.sip.domain}", cfg.sip.user_agent)
         self.devices = DeviceSide.build(
-            cfg, self.registry, self.storage, self.metrics, transport, self.outgoing, self.clock, self.tasks
+            cfg, self.registry, self.storage, self.metrics, transport, self.outgoing, self.clock, self.tasks,
+            on_registration_accepted=self.diagnostics.inspector,
         )
         self.devices.route(self.router)
         self.live = LiveStreams(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay, cfg.media,
@@ -136,13 +149,16 @@ class Gateway:
             tasks=self.tasks,
             clock=self.clock,
         )
-        _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
+        with listening("sip.listen", cfg.sip.listen):
+            _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         if cfg.sip.tls_listen is not None:
             # Same transaction user, framing and limits as TCP; the socket binds to the TLS address's own
             # interface only when it is the device side's (one transport, one interface).
-            _, self.sip_tls_port = await transport.start_tls(
-                cfg.sip.tls_listen.host, cfg.sip.tls_listen.port, server_context(cfg.sip.tls_cert, cfg.sip.tls_key)
-            )
+            with listening("sip.tls_listen", cfg.sip.tls_listen):
+                _, self.sip_tls_port = await transport.start_tls(
+                    cfg.sip.tls_listen.host, cfg.sip.tls_listen.port,
+                    server_context(cfg.sip.tls_cert, cfg.sip.tls_key),
+                )
         self.metrics.bind_live(
             streams=lambda: len(self.live.streams),
             sessions=lambda: len(self.live.sessions),
@@ -163,12 +179,15 @@ class Gateway:
             clock=self.clock,
             audit=self.audit,
             config=cfg.api,
+            availability=self.availability,
+            diagnostics=self.diagnostics,
         )
         self._runner = web.AppRunner(make_app(api), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         api_tls = server_context(cfg.api.tls.cert, cfg.api.tls.key) if cfg.api.tls is not None else None
         site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port, ssl_context=api_tls)
-        await site.start()
+        with listening("api.listen", cfg.api.listen):
+            await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.api_port = sockets[0].getsockname()[1] if sockets else cfg.api.listen.port
@@ -180,6 +199,7 @@ class Gateway:
         self._tasks = [
             loop.create_task(self.registry.run_committer()),
             loop.create_task(self._ticker()),
+            loop.create_task(self.availability.run()),
         ]
         log.info(
             "gateway started",
@@ -213,6 +233,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.registry.flush()
+        if hasattr(self, "availability"):
+            self.availability.stopping(self.registry.online_devices())
+            await self.availability.flush()
         await self.storage.close()
         if hasattr(self, "audit"):
             self.audit.close()
@@ -251,6 +274,13 @@ class Gateway:
             drops[side, "source"] = transport.refused_sources
         return drops
 
+    def _device_of(self, some_id: str) -> str | None:
+        """The device a message's ID names: itself, or the device of a channel; None if unknown."""
+        if some_id in self.registry:
+            return some_id
+        channel = self.registry.channel(some_id)
+        return channel.device_id if channel is not None else None
+
     def _on_bye(self, txn: ServerTransaction) -> None:
         if not self.live.on_bye(txn):
             assert self.transport is not None
@@ -270,6 +300,15 @@ class Gateway:
                 self.audit.retry()
             except Exception:
                 log.exception("periodic work failed")
+
+
+@contextlib.contextmanager
+def listening(key: str, address: object) -> Iterator[None]:
+    """A listener that cannot open becomes one error naming its configuration key, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise bind_error(key, address, exc) from exc
 
 
 def _install_uvloop() -> None:
@@ -300,7 +339,7 @@ async def serve(config: GatewayConfig, config_path: Path | None) -> int:
                 log.info("SIGHUP: audit log reopened; running on embedded defaults, no file to re-read")
                 return
             try:
-                gateway.reload(load_config_file(config_path))
+                gateway.reload(load_config_file(config_path, check_host=True))
             except ConfigError as exc:
                 log.error("reload refused, keeping the running configuration", error=str(exc))
         finally:

@@ -23,7 +23,7 @@ from gbgw.gb28181.cascade.catalog import CatalogShare
 from gbgw.gb28181.cascade.link import UpstreamLink
 from gbgw.gb28181.cascade.media import UpstreamStreams
 from gbgw.gb28181.cascade.queries import UpstreamQueries
-from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.config import GatewayConfig, bind_error
 from gbgw.gb28181.devices.requests import DeviceRequests
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe.metrics import GatewayMetrics
@@ -57,6 +57,7 @@ class Cascade:
     ) -> None:
         self.registry = registry
         self.audit = audit
+        self.upstreams = config.upstreams
         self.links: dict[str, UpstreamLink] = {}
         self.catalogs: dict[str, CatalogShare] = {}
         self.streams: dict[str, UpstreamStreams] = {}
@@ -75,7 +76,11 @@ class Cascade:
 
     async def start(self) -> None:
         for link in self.links.values():
-            await link.start()
+            try:
+                await link.start()
+            except OSError as exc:
+                index = self.upstreams.index(link.config)
+                raise bind_error(f"upstreams[{index}].listen", link.config.listen, exc) from exc
         await self.alarms.start()
 
     async def stop(self) -> None:

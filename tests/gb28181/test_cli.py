@@ -11,12 +11,14 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from gwproc import REPO, DaemonProcess, UdpDevice, port_in_use
+from wire import free_port
 
 from gbgw.gb28181.app import cli
 
@@ -39,7 +41,7 @@ def console_script() -> list[str]:
 
 
 def test_example_file_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["check-config", str(EXAMPLE)])
+    code = cli.main(["check-config", "--no-host-check", str(EXAMPLE)])
     out, err = capsys.readouterr()
     assert code == 0 and err == ""
     assert "OK" in out and "2 device entries" in out and "34020000002000000001" in out
@@ -137,7 +139,7 @@ def test_exit_codes_of_the_installed_command(tmp_path: Path) -> None:
     bad.write_text('sip:\n  id: "1234"\n', encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     runs = {
-        "good": [*console_script(), "check-config", str(EXAMPLE)],
+        "good": [*console_script(), "check-config", "--no-host-check", str(EXAMPLE)],
         "bad": [*console_script(), "check-config", str(bad)],
         "run-bad": [*console_script(), "run", "--config", str(bad)],
         "no-command": console_script(),
@@ -185,3 +187,86 @@ async def test_run_without_config_uses_the_embedded_defaults(tmp_path: Path) -> 
         assert await asyncio.wait_for(daemon.wait(), 5) == 0
     finally:
         await daemon.ensure_stopped()
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_the_product_commands_never_import_the_simulator(tmp_path: Path, command: str) -> None:
+    # The vendor toolkit sits beside the product: only `simulate` may load it. `run` is given a refused
+    # file so that it stops after importing the daemon, before opening any socket.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('sip:\n  id: "1234"\n', encoding="utf-8")
+    args = ["check-config", "--no-host-check", str(EXAMPLE)] if command == "check-config" else ["run", "--config", str(bad)]
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "gbgw.gb28181", *args], capture_output=True,
+                          text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == (0 if command == "check-config" else 2), done.stderr[-2000:]
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "gbgw.gb28181.app.cli" in imported
+    if command == "run":
+        assert "gbgw.gb28181.app.daemon" in imported
+    assert not {name for name in imported if name.startswith("gbgw.conformance")}
+
+
+def test_simulate_hands_its_options_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["simulate", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gb28181-gateway simulate") and "--server HOST:PORT" in out and "--log-level" in out
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["simulate", "--server", "0.0.0.0:5060"])
+    assert exited.value.code == 2
+    assert "wildcard" in capsys.readouterr().err
+
+
+def test_every_error_of_a_file_in_one_run(tmp_path: Path) -> None:
+    # Three mistakes in three sections: one run of check-config (and of run) names all three, in file order.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('sip:\n  id: "1234"\n  keepalive_intervall: 60\nmedia:\n  ip: "0.0.0.0"\n', encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for command in (["check-config", str(bad)], ["run", "--config", str(bad)]):
+        done = subprocess.run([*console_script(), *command], capture_output=True, text=True, timeout=30, env=env,
+                              cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines[0] == "configuration error: 3 errors:"
+        assert lines[1] == "  sip.id: '1234' is not valid: expected a 20-digit GB/T 28181 ID"
+        assert lines[2].startswith("  sip.keepalive_intervall: 60 is not valid: expected a known key here (")
+        assert lines[2].endswith("; did you mean keepalive_interval?")
+        assert lines[3].startswith("  media.ip: '0.0.0.0' is not valid: expected a specific IP address")
+        assert len(lines) == 4
+    assert not (tmp_path / "gateway.db").exists()
+
+
+def test_semantic_errors_in_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = check(tmp_path, 'sip:\n  id: "34020000001320000001"\napi:\n  listen: "127.0.0.1:5060"\n',
+                           capsys)
+    assert (code, out) == (2, "")
+    assert "  sip.id: '34020000001320000001' is not valid: expected the ID of a platform" in err
+    assert "  api.listen: '127.0.0.1:5060' is not valid: expected an address and port of its own (sip.listen" in err
+
+
+def test_version() -> None:
+    done = subprocess.run([*console_script(), "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert done.stdout.startswith("gb28181-gateway 0."), done.stdout
+
+
+def test_a_listener_that_cannot_open_is_one_line_naming_its_key(tmp_path: Path) -> None:
+    """Regression (issue 14): ``run`` died with a 31-line traceback naming no key when api.listen was taken."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "gateway.yaml"
+        sip_port = free_port()
+        config.write_text(
+            f'sip:\n  listen: "127.0.0.1:{sip_port}"\napi:\n  listen: "127.0.0.1:{port}"\n'
+            f'storage:\n  backend: memory\naudit:\n  path: "{tmp_path / "audit.log"}"\n'
+        )
+        done = subprocess.run([*console_script(), "run", "--config", str(config)], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("cannot start")]
+    assert lines == [f"cannot start: api.listen: '127.0.0.1:{port}' is not valid: expected an address this "
+                     "gateway can listen on (Address already in use)"], done.stderr
+    assert "Traceback" not in done.stderr
