@@ -14,10 +14,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network
 
 from gbgw.conformance.tool.platform import Exchange, Platform, Received, body_text
 from gbgw.conformance.tool.report import Outcome
-from gbgw.conformance.tool.sheet import Check
+from gbgw.conformance.tool.sheet import AnyCheck, Check
 from gbgw.conformance.tool.stream import RtpSink, StreamCheck, ffprobe_video
 from gbgw.gb28181.manscdp import (
     ManscdpDocument,
@@ -64,6 +65,13 @@ class DeviceOptions:
     media_seconds: float = 4.0
     time_tolerance: float = 5.0
     """Seconds the device's clock (DeviceStatus DeviceTime) may differ from the tool's after time sync."""
+    keepalive_count: int = 4
+    """Keepalives the keepalive check waits for."""
+    action_wait: float = 30.0
+    """Upper and lower modes: seconds to wait for something only the platform under test (or its
+    operator) can start, such as an alarm from a camera behind it."""
+    forbid: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Upper mode: addresses of the device network that nothing the platform sends may name."""
 
 
 class Operator:
@@ -109,6 +117,17 @@ class DeviceRun:
     operator: Operator
     channels: list[str] = field(default_factory=list)
     """Camera channel IDs from the catalog (types 131/132)."""
+    subscriptions: dict[str, str] = field(default_factory=dict)
+    """Upper mode: the Call-ID of the tool's live subscription per CmdType (the subscribe rows start
+    them, the notification rows read them)."""
+    via_platform: bool = False
+    """Upper mode: the registrant is a platform, and queries and controls go to a camera behind it (the
+    sheet's "standard IPC connected to the platform under test"), not to the platform itself."""
+
+    @property
+    def target(self) -> str:
+        """Where DeviceInfo, DeviceStatus, ConfigDownload, guard and alarm commands go."""
+        return self.channel if self.via_platform else self.device_id
 
     @property
     def device_id(self) -> str:
@@ -121,11 +140,11 @@ class DeviceRun:
 
 
 CheckFunc = Callable[[DeviceRun], Awaitable[Verdict]]
-CHECKS: dict[Check, CheckFunc] = {}
-BUDGETS: dict[Check, Callable[[DeviceOptions], float]] = {}
+CHECKS: dict[AnyCheck, CheckFunc] = {}
+BUDGETS: dict[AnyCheck, Callable[[DeviceOptions], float]] = {}
 
 
-def check(key: Check, budget: Callable[[DeviceOptions], float] | None = None) -> Callable[[CheckFunc], CheckFunc]:
+def check(key: AnyCheck, budget: Callable[[DeviceOptions], float] | None = None) -> Callable[[CheckFunc], CheckFunc]:
     def register(func: CheckFunc) -> CheckFunc:
         CHECKS[key] = func
         BUDGETS[key] = budget or (lambda o: 3 * o.item_timeout + 5)
@@ -259,7 +278,7 @@ async def time_sync(run: DeviceRun) -> Verdict:
     return passed(f"Date: {log.date_sent} accepted; DeviceTime within {abs(skew):.1f} s")
 
 
-@check(Check.KEEPALIVE, lambda o: 4.5 * o.keepalive_interval * (1 + o.keepalive_tolerance) + 5)
+@check(Check.KEEPALIVE, lambda o: (o.keepalive_count + 0.5) * o.keepalive_interval * (1 + o.keepalive_tolerance) + 5)
 async def keepalive(run: DeviceRun) -> Verdict:
     """§9.6: the device sends Notify Keepalive (its DeviceID, Status OK) at the configured interval,
     each no later than the interval plus the tolerance after the previous one (or the registration)."""
@@ -269,8 +288,8 @@ async def keepalive(run: DeviceRun) -> Verdict:
     # Scheduling jitter on top of the tolerance: half a second, less for the short intervals of tests.
     late = options.keepalive_interval * (1 + options.keepalive_tolerance) + min(0.5, options.keepalive_interval / 10)
     registered_at = platform.registrar.log.registered_at or loop.time()
-    until = loop.time() + 3 * late + 0.2
-    while loop.time() < until and len(platform.keepalives) < 4:
+    until = loop.time() + (options.keepalive_count - 1) * late + 0.2
+    while loop.time() < until and len(platform.keepalives) < options.keepalive_count:
         await asyncio.sleep(min(0.1, options.keepalive_interval / 5))
     previous = registered_at
     seen = [k for k in platform.keepalives if k.at >= registered_at]
@@ -342,14 +361,14 @@ async def device_info(run: DeviceRun) -> Verdict:
     """A.2.6 e: DeviceInfo answers with the device's ID, Result OK, Manufacturer, Model, Firmware and
     Channel (for an NVR at least its catalog's cameras)."""
     sn = run.platform.next_sn()
-    exchange = await run.platform.exchange(run.device_id, query_device_info(sn, run.device_id),
+    exchange = await run.platform.exchange(run.target, query_device_info(sn, run.target),
                                            run.options.item_timeout, lambda a: True)
     problem = _no_answer(exchange, "DeviceInfo")
     if problem is not None:
         return problem
     doc = exchange.answers[0].doc
     evidence = _evidence(exchange)
-    if doc.device_id != run.device_id:
+    if doc.device_id != run.target:
         return failed("A.2.6 e", f"DeviceID {doc.device_id!r} is not the device's", *evidence)
     if (doc.text("Result") or "OK").upper() != "OK":
         return failed("A.2.6 e", f"Result is {doc.text('Result')}", *evidence)
@@ -369,7 +388,7 @@ async def device_status(run: DeviceRun) -> Verdict:
     """A.2.6 f: DeviceStatus answers with Result OK, Online (ONLINE/OFFLINE), Status OK, and DeviceTime
     in the standard's time format."""
     sn = run.platform.next_sn()
-    exchange = await run.platform.exchange(run.device_id, query_device_status(sn, run.device_id),
+    exchange = await run.platform.exchange(run.target, query_device_status(sn, run.target),
                                            run.options.item_timeout, lambda a: True)
     problem = _no_answer(exchange, "DeviceStatus")
     if problem is not None:
@@ -392,7 +411,7 @@ async def config_download(run: DeviceRun) -> Verdict:
     """A.2.6 k: ConfigDownload BasicParam answers with Result OK and the basic parameters (Name,
     Expiration, HeartBeatInterval, HeartBeatCount)."""
     sn = run.platform.next_sn()
-    exchange = await run.platform.exchange(run.device_id, query_config_download(sn, run.device_id, "BasicParam"),
+    exchange = await run.platform.exchange(run.target, query_config_download(sn, run.target, "BasicParam"),
                                            run.options.item_timeout, lambda a: True)
     problem = _no_answer(exchange, "ConfigDownload")
     if problem is not None:
@@ -521,21 +540,21 @@ async def record_stop(run: DeviceRun) -> Verdict:
 @check(Check.GUARD_SET)
 async def guard_set(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: GuardCmd SetGuard is answered with a Response whose Result is OK."""
-    return await _result(run, run.device_id, control_guard(run.platform.next_sn(), run.device_id, guard=True),
+    return await _result(run, run.target, control_guard(run.platform.next_sn(), run.target, guard=True),
                          "GuardCmd SetGuard")
 
 
 @check(Check.GUARD_RESET)
 async def guard_reset(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: GuardCmd ResetGuard is answered with a Response whose Result is OK."""
-    return await _result(run, run.device_id, control_guard(run.platform.next_sn(), run.device_id, guard=False),
+    return await _result(run, run.target, control_guard(run.platform.next_sn(), run.target, guard=False),
                          "GuardCmd ResetGuard")
 
 
 @check(Check.ALARM_RESET)
 async def alarm_reset(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: AlarmCmd ResetAlarm is answered with a Response whose Result is OK."""
-    return await _result(run, run.device_id, control_alarm_reset(run.platform.next_sn(), run.device_id),
+    return await _result(run, run.target, control_alarm_reset(run.platform.next_sn(), run.target),
                          "AlarmCmd ResetAlarm")
 
 

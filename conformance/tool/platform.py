@@ -38,6 +38,9 @@ class Received:
     at: float
     doc: ManscdpDocument
     body: bytes
+    method: str = "MESSAGE"
+    call_id: str = ""
+    """Of the request that carried it: a NOTIFY in a subscription's dialog shares its Call-ID."""
 
 
 @dataclass(slots=True)
@@ -138,7 +141,7 @@ class Platform:
             self.transport.reply(txn, exc.status, exc.reason)
             return
         self.transport.reply(txn, 200)
-        received = Received(now, doc, body)
+        received = Received(now, doc, body, txn.request.method, txn.request.call_id or "")
         if doc.cmd_type == "Keepalive":
             self.keepalives.append(received)
         elif doc.root == "Response" and doc.sn is not None:
@@ -232,3 +235,41 @@ class Platform:
         except (TimeoutError, SipError):
             return None
         return response.status
+
+    async def subscribe(
+        self, target_id: str, doc: ManscdpDocument, event: str, expires: int, timeout: float
+    ) -> tuple[Request, Response | None]:
+        """SUBSCRIBE ``target_id`` with ``doc`` (a Catalog or Alarm query, A.2.4 / §9.11); the dialog a 2xx
+        creates is kept for `unsubscribe`."""
+        peer = self._device_peer()
+        uri = f"sip:{target_id}@{self.domain}"
+        request = self.builder.build(
+            "SUBSCRIBE", uri, uri, transport=peer.transport,
+            headers=[("Contact", f"<sip:{self.platform_id}@{self.transport.host}:{self.transport.port}>"),
+                     ("Event", event), ("Expires", str(expires)), ("Content-Type", MANSCDP_TYPE)],
+            body=encode_body(doc, "GB2312"),
+        )
+        try:
+            response = await asyncio.wait_for(self.transport.send_request(request, peer), timeout)
+        except (TimeoutError, SipError):
+            return request, None
+        if 200 <= response.status < 300:
+            self._dialogs[request.call_id or ""] = Dialog.from_uac(request, response, peer)
+        return request, response
+
+    async def unsubscribe(self, call_id: str, doc: ManscdpDocument, event: str, timeout: float) -> Response | None:
+        """SUBSCRIBE with Expires: 0 in the subscription's dialog (RFC 6665 §4.1.2.3)."""
+        dialog = self._dialogs.pop(call_id, None)
+        if dialog is None:
+            return None
+        peer = self._device_peer()
+        request = dialog.create_request(
+            "SUBSCRIBE", via=self.transport.via(peer.transport),
+            contact=f"<sip:{self.platform_id}@{self.transport.host}:{self.transport.port}>",
+            body=encode_body(doc, "GB2312"), content_type=MANSCDP_TYPE,
+            extra_headers=(("Event", event), ("Expires", "0")),
+        )
+        try:
+            return await asyncio.wait_for(self.transport.send_request(request, peer), timeout)
+        except (TimeoutError, SipError):
+            return None

@@ -39,7 +39,7 @@ class Check(enum.StrEnum):
 class Row:
     number: int
     name: str
-    check: Check | None
+    check: AnyCheck | None
 
 
 # The 2016 device rows in sheet order (the IPC row names; NVR rows read "DVR/NVR 设备..." instead).
@@ -144,3 +144,149 @@ def select(all_rows: list[Row], spec: str | None) -> list[Row]:
     if outside:
         raise ValueError(f"--items: {outside} are not rows of this sheet ({min(known)}-{max(known)})")
     return [row for row in all_rows if row.number in wanted]
+
+
+# -- the platform rows: 上联 (the tool is the upper platform) and 下联 (the tool is the lower side) ----------
+
+
+class PlatformCheck(enum.StrEnum):
+    """Checks of the upper and lower modes that the device rows have no equivalent of."""
+
+    UPPER_CATALOG = "upper-catalog"
+    ALARM = "alarm"
+    EVENT_SUBSCRIBE = "event-subscribe"
+    EVENT_NOTIFY = "event-notify"
+    CATALOG_SUBSCRIBE = "catalog-subscribe"
+    CATALOG_NOTIFY = "catalog-notify"
+    L_REGISTER = "lower-register"
+    L_UNREGISTER = "lower-unregister"
+    L_TIME_SYNC = "lower-time-sync"
+    L_KEEPALIVE = "lower-keepalive"
+    L_CATALOG = "lower-catalog"
+    L_LIVE = "lower-live"
+    L_PTZ = "lower-ptz"
+    L_PTZ_STOP = "lower-ptz-stop"
+    L_PRESET_QUERY = "lower-preset-query"
+    L_RECORD_INFO = "lower-record-info"
+    L_RECORD_START = "lower-record-start"
+    L_RECORD_STOP = "lower-record-stop"
+    L_GUARD_SET = "lower-guard-set"
+    L_GUARD_RESET = "lower-guard-reset"
+    L_ALARM = "lower-alarm"
+    L_ALARM_RESET = "lower-alarm-reset"
+    L_DEVICE_INFO = "lower-device-info"
+    L_DEVICE_STATUS = "lower-device-status"
+    L_CONFIG_DOWNLOAD = "lower-config-download"
+    L_CATALOG_SUBSCRIBE = "lower-catalog-subscribe"
+    L_CATALOG_NOTIFY = "lower-catalog-notify"
+
+
+AnyCheck = Check | PlatformCheck
+
+
+# The 2016 platform rows #1-35 (上联) and #36-70 (下联) share one list of subjects; the sheet writes
+# "受测平台<subject>(上联)" and "(下联)". Each entry: subject, upper check, lower check.
+_P = PlatformCheck
+_PLATFORM_2016: tuple[tuple[str, AnyCheck | None, AnyCheck | None], ...] = (
+    ("注册", Check.REGISTER, _P.L_REGISTER),
+    ("注销", Check.UNREGISTER, _P.L_UNREGISTER),
+    ("校时", Check.TIME_SYNC, _P.L_TIME_SYNC),
+    ("心跳", Check.KEEPALIVE, _P.L_KEEPALIVE),
+    ("目录查询", _P.UPPER_CATALOG, _P.L_CATALOG),
+    ("实时点播", Check.LIVE_UDP, _P.L_LIVE),
+    ("遥控", Check.PTZ, _P.L_PTZ),
+    ("遥控取消", Check.PTZ_STOP, _P.L_PTZ_STOP),
+    ("预置位设置", None, None),
+    ("预置位查询", Check.PRESET_QUERY, _P.L_PRESET_QUERY),
+    ("调用预置位", None, None),
+    ("删除预置位", None, None),
+    ("看守位控制", None, None),
+    ("强制关键帧命令", None, None),
+    ("录像文件检索", Check.RECORD_INFO, _P.L_RECORD_INFO),
+    ("视音频文件回放及回放控制", None, None),
+    ("开始手动录像", Check.RECORD_START, _P.L_RECORD_START),
+    ("停止手动录像", Check.RECORD_STOP, _P.L_RECORD_STOP),
+    ("布防", Check.GUARD_SET, _P.L_GUARD_SET),
+    ("撤防", Check.GUARD_RESET, _P.L_GUARD_RESET),
+    ("报警", _P.ALARM, _P.L_ALARM),
+    ("报警复位", Check.ALARM_RESET, _P.L_ALARM_RESET),
+    ("设备信息查询", Check.DEVICE_INFO, _P.L_DEVICE_INFO),
+    ("设备状态查询", Check.DEVICE_STATUS, _P.L_DEVICE_STATUS),
+    ("视音频文件下载", None, None),
+    ("设备远程启动", None, None),
+    ("注册心跳状态检测", None, None),
+    ("媒体流保活机制检测", None, None),
+    ("设备配置获取", Check.CONFIG_DOWNLOAD, _P.L_CONFIG_DOWNLOAD),
+    ("设备配置", None, None),
+    ("事件订阅", _P.EVENT_SUBSCRIBE, None),
+    ("取消事件订阅", None, None),
+    ("事件通知", _P.EVENT_NOTIFY, None),
+    ("语音广播和语音对讲", None, None),
+    ("目录订阅/取消订阅与通知", _P.CATALOG_SUBSCRIBE, _P.L_CATALOG_SUBSCRIBE),
+)
+# The 2022 platform rows #1-44 (上联) and #45-88 (下联): "系统<subject>（上联）"/"（下联）".
+_PLATFORM_2022: tuple[tuple[str, AnyCheck | None, AnyCheck | None], ...] = (
+    ("注册", Check.REGISTER, _P.L_REGISTER),
+    ("注册重定向", None, None),
+    ("注销", Check.UNREGISTER, _P.L_UNREGISTER),
+    ("校时", Check.TIME_SYNC, _P.L_TIME_SYNC),
+    ("心跳", Check.KEEPALIVE, _P.L_KEEPALIVE),
+    ("目录查询", _P.UPPER_CATALOG, _P.L_CATALOG),
+    ("实时点播", Check.LIVE_UDP, _P.L_LIVE),
+    ("遥控", Check.PTZ, _P.L_PTZ),
+    ("遥控取消", Check.PTZ_STOP, _P.L_PTZ_STOP),
+    ("PTZ 精准位置控制", None, None),
+    ("PTZ 精准状态查询", None, None),
+    ("预置位设置", None, None),
+    ("预置位查询", Check.PRESET_QUERY, _P.L_PRESET_QUERY),
+    ("调用预置位", None, None),
+    ("删除预置位", None, None),
+    ("看守位控制", None, None),
+    ("看守位信息查询", None, None),
+    ("存储卡状态查询", None, None),
+    ("目标跟踪", None, None),
+    ("强制关键帧命令", None, None),
+    ("开始手动录像", Check.RECORD_START, _P.L_RECORD_START),
+    ("停止手动录像", Check.RECORD_STOP, _P.L_RECORD_STOP),
+    ("录像文件检索", Check.RECORD_INFO, _P.L_RECORD_INFO),
+    ("视音频文件回放及回放控制", None, None),
+    ("布防", Check.GUARD_SET, _P.L_GUARD_SET),
+    ("撤防", Check.GUARD_RESET, _P.L_GUARD_RESET),
+    ("报警", _P.ALARM, _P.L_ALARM),
+    ("报警复位", Check.ALARM_RESET, _P.L_ALARM_RESET),
+    ("设备信息查询", Check.DEVICE_INFO, _P.L_DEVICE_INFO),
+    ("设备状态查询", Check.DEVICE_STATUS, _P.L_DEVICE_STATUS),
+    ("视音频文件下载", None, None),
+    ("设备远程启动", None, None),
+    ("注册心跳状态检测", None, None),
+    ("媒体流保活机制检测", None, None),
+    ("设备配置", None, None),
+    ("设备配置获取", Check.CONFIG_DOWNLOAD, _P.L_CONFIG_DOWNLOAD),
+    ("巡航轨迹列表查询", None, None),
+    ("巡航轨迹查询", None, None),
+    ("事件订阅/取消订阅", _P.EVENT_SUBSCRIBE, None),
+    ("事件通知", _P.EVENT_NOTIFY, None),
+    ("语音广播和语音对讲", None, None),
+    ("目录订阅/取消订阅", _P.CATALOG_SUBSCRIBE, _P.L_CATALOG_SUBSCRIBE),
+    ("目录订阅通知", _P.CATALOG_NOTIFY, _P.L_CATALOG_NOTIFY),
+    ("图像抓拍", None, None),
+)
+SIDES = ("upper", "lower")
+
+
+def platform_rows(edition: str, side: str) -> list[Row]:
+    """The 上联 (``upper``) or 下联 (``lower``) rows of one sheet, in sheet order, with the sheet's names."""
+    table = _PLATFORM_2016 if edition == "2016" else _PLATFORM_2022
+    first = 1 if side == "upper" else len(table) + 1
+    mark = "上联" if side == "upper" else "下联"
+    out = []
+    for index, (subject, upper, lower) in enumerate(table):
+        check = upper if side == "upper" else lower
+        if edition == "2016":
+            # The sheet's one odd name: row 70 reads "平台订阅/取消订阅与通知(下联)".
+            name = f"平台订阅/取消订阅与通知({mark})" if side == "lower" and subject.startswith("目录订阅") \
+                else f"受测平台{subject}({mark})"
+        else:
+            name = f"系统{subject}（{mark}）"
+        out.append(Row(first + index, name, check))
+    return out

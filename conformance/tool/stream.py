@@ -26,6 +26,7 @@ KEYFRAME_WITHIN = 2.0
 _RATE_TOLERANCE = 0.25
 _MIN_SPAN = 1.0
 """Seconds of stream needed before the timestamp rate is judged (frame timing jitters below that)."""
+_SETTLE = 0.5
 
 
 @dataclass(slots=True)
@@ -49,6 +50,10 @@ class StreamCheck:
     last_ts: int | None = None
     advanced: int = 0
     """Timestamp ticks from the first packet to the last, unwrapped."""
+    settled_at: float | None = None
+    settled_advanced: int = 0
+    """Time and ticks advanced at the first packet `_SETTLE` s into the stream: a relay may start with a
+    burst of cached frames (a GOP cache), faster than real time, so the clock rate is judged after it."""
     first_bytes: bytes = b""
     payload: bytearray = field(default_factory=bytearray)
     """The PS bytes received (up to `keep`), for ffprobe."""
@@ -77,6 +82,8 @@ class StreamCheck:
                                           f"timestamp {ts} after {self.last_ts}")
             else:
                 self.advanced += step
+                if self.settled_at is None and now - (self.first_at or now) >= _SETTLE:
+                    self.settled_at, self.settled_advanced = now, self.advanced
         else:
             self.first_ts = ts
         self.last_ts = ts
@@ -102,11 +109,14 @@ class StreamCheck:
         if self.backwards:
             out.append(Finding("RFC 3550 §5.1 / Annex C", "RTP timestamps went back: " + "; ".join(self.backwards)))
         span = self.last_at - self.first_at
-        if span >= _MIN_SPAN and self.advanced:
-            rate = self.advanced / span
+        settled = self.last_at - (self.settled_at or self.last_at)
+        if settled >= _MIN_SPAN and self.advanced > self.settled_advanced:
+            ticks = self.advanced - self.settled_advanced
+            rate = ticks / settled
             if abs(rate - CLOCK) > CLOCK * _RATE_TOLERANCE:
                 out.append(Finding("Annex C (90 kHz clock)",
-                                   f"timestamps advanced {self.advanced} in {span:.2f} s: {rate:.0f} Hz, not 90000"))
+                                   f"timestamps advanced {ticks} in {settled:.2f} s (after the first "
+                                   f"{_SETTLE:g} s): {rate:.0f} Hz, not 90000"))
         stats = self.demuxer.stats
         if not self.payload.startswith(PACK_START):
             out.append(Finding("Annex C.2 (pack header)",
