@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from gbgw.gb28181.ids import GbId, type_name
-from gbgw.sip.tls import TlsFileError, server_context
+from gbgw.sip.tls import TlsFileError, client_context, server_context
 
 T = TypeVar("T")
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -315,6 +315,21 @@ class MetricsConfig:
 
 
 @dataclass(slots=True)
+class ConsoleConfig:
+    """The web console and its WebRTC (WHEP) preview."""
+
+    address: str | None = None
+    """Where browsers reach the media (host ICE candidates); None: the host of ``api.listen`` (which is
+    never a wildcard)."""
+    max_viewers: int = 16
+    ice_servers: tuple[str, ...] = ()
+    """STUN/TURN URLs for browsers behind NAT; none on a LAN."""
+
+    def host(self, api: ApiConfig) -> str:
+        return self.address or api.listen.host
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "auto"
@@ -394,6 +409,13 @@ class UpstreamConfig:
     """Seconds between alarm delivery attempts grow up to this while the upper does not accept them."""
     media_source: MediaSourceRule = MediaSourceRule()
     """Where the upper's media connections may come from (TCP passive); resolved like a device's."""
+    tls_ca: str = ""
+    """``transport: tls``: the PEM CA file the upper's certificate is verified against (the system store
+    without one); the upper is dialled by its address, which the certificate must name (IP SAN)."""
+    tls_cert: str = ""
+    """Our client certificate (PEM), for an upper that asks for one; optional."""
+    tls_key: str = ""
+    """Its private key, unless it is in ``tls_cert``."""
 
 
 _UPSTREAM_DEFAULTS = UpstreamConfig(name="", id="", domain="", address=HostPort("", 0), listen=HostPort("", 0),
@@ -417,6 +439,7 @@ class GatewayConfig:
     upstreams: list[UpstreamConfig] = field(default_factory=list)
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     @property
     def realm(self) -> str:
@@ -765,8 +788,26 @@ def _check_tls_files(sec: _Section, cert: str, key: str, cert_name: str, key_nam
         sec.report(ConfigError(sec.key(name), exc.path, f"a readable PEM file ({exc.reason})"))
 
 
+def _check_upstream_tls(sec: _Section, cfg: UpstreamConfig) -> None:
+    """The CA and client certificate load now, not at the first REGISTER; they mean nothing without TLS."""
+    given = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(cfg, name)]
+    if cfg.transport != "tls":
+        for name in given:
+            sec.report(ConfigError(sec.key(name), getattr(cfg, name), "set only with transport: tls"))
+        return
+    if cfg.tls_key and not cfg.tls_cert:
+        sec.report(ConfigError(sec.key("tls_cert"), _MISSING, "the client certificate tls_key belongs to"))
+        return
+    try:
+        client_context(cfg.tls_ca or None, cfg.tls_cert or None, cfg.tls_key or None)
+    except TlsFileError as exc:
+        name = {"ca": "tls_ca", "cert": "tls_cert"}.get(exc.role, "tls_key" if cfg.tls_key else "tls_cert")
+        sec.report(ConfigError(sec.key(name), exc.path, f"a readable PEM file ({exc.reason})"))
+
+
 _PORT_RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
 _IP_RE = re.compile(r"[0-9A-Fa-f:.]+")
+_ICE_URL_RE = re.compile(r"(stun|turns?):\S+")
 
 
 def _port_range(key: str, value: Any) -> str:
@@ -799,6 +840,24 @@ def _read_media(sec: _Section) -> MediaConfig:
         ssrc_check=sec.get("ssrc_check", d.ssrc_check, _bool),
         stream_transport=sec.get("stream_transport", d.stream_transport, _choice(STREAM_TRANSPORTS)),
         media_source=sec.get("media_source", d.media_source, _media_source),
+    )
+    sec.finish()
+    return cfg
+
+
+def _ice_servers(key: str, value: Any) -> tuple[str, ...]:
+    what = "a list of stun:, turn: or turns: URLs"
+    if not isinstance(value, list) or not all(isinstance(v, str) and _ICE_URL_RE.fullmatch(v) for v in value):
+        raise ConfigError(key, value, what)
+    return tuple(value)
+
+
+def _read_console(sec: _Section) -> ConsoleConfig:
+    d = ConsoleConfig()
+    cfg = ConsoleConfig(
+        address=sec.get("address", d.address, _media_ip),
+        max_viewers=sec.get("max_viewers", d.max_viewers, _number(int, 1, 1000)),
+        ice_servers=sec.get("ice_servers", d.ice_servers, _ice_servers),
     )
     sec.finish()
     return cfg
@@ -1055,7 +1114,7 @@ def _read_upstreams(top: _Section, sip: SipConfig, media_source: MediaSourceRule
             listen=listen or d.listen,
             media_ip=media_ip or "",
             domain=sec.get("domain", (up_id or "")[:10], _string(_DOMAIN_RE, "a 10-digit SIP domain")),
-            transport=sec.get("transport", d.transport, _choice(("udp", "tcp"))),
+            transport=sec.get("transport", d.transport, _choice(("udp", "tcp", "tls"))),
             media_ports=sec.get("media_ports", d.media_ports, _port_range),
             password=sec.get("password", "", _secret(_string(re.compile(r".{1,128}"),
                                                              "a password of 1 to 128 characters"))),
@@ -1074,7 +1133,12 @@ def _read_upstreams(top: _Section, sip: SipConfig, media_source: MediaSourceRule
             alarms=sec.get("alarms", True, _bool),
             alarm_retry_max=sec.get("alarm_retry_max", d.alarm_retry_max, _number(float, 1, 3600)),
             media_source=sec.get("media_source", media_source, _media_source),
+            tls_ca=sec.get("tls_ca", "", _string(re.compile(r".+"), "a path to a PEM CA certificate file")),
+            tls_cert=sec.get("tls_cert", "", _string(re.compile(r".+"), "a path to a PEM certificate file")),
+            tls_key=sec.get("tls_key", "", _string(re.compile(r".+"), "a path to a PEM private key file")),
         )
+        if sec.ok("transport", "tls_ca", "tls_cert", "tls_key"):
+            _check_upstream_tls(sec, cfg)
         sec.finish()
         if name is not None:
             if name in names:
@@ -1121,6 +1185,8 @@ def _check_host(cfg: GatewayConfig, problems: _Problems) -> None:
         addresses.append(("sip.tls_listen", cfg.sip.tls_listen.host, str(cfg.sip.tls_listen)))
     if cfg.metrics.listen is not None:
         addresses.append(("metrics.listen", cfg.metrics.listen.host, str(cfg.metrics.listen)))
+    if cfg.console.address is not None:
+        addresses.append(("console.address", cfg.console.address, cfg.console.address))
     for i, up in enumerate(cfg.upstreams):
         addresses.append((f"upstreams[{i}].listen", up.listen.host, str(up.listen)))
         addresses.append((f"upstreams[{i}].media_ip", up.media_ip, up.media_ip))
@@ -1171,6 +1237,7 @@ def load_config(data: Any, *, check_host: bool = False) -> GatewayConfig:
     metricsec.finish()
     sip_cfg = _read_sip(top.section("sip"))
     media_cfg = _read_media(top.section("media"))
+    console_cfg = _read_console(top.section("console"))
     cfg = GatewayConfig(
         sip=sip_cfg,
         media=media_cfg,
@@ -1181,6 +1248,7 @@ def load_config(data: Any, *, check_host: bool = False) -> GatewayConfig:
         upstreams=_read_upstreams(top, sip_cfg, media_cfg.media_source),
         audit=audit_cfg,
         metrics=metrics_cfg,
+        console=console_cfg,
     )
     top.finish()
     _check_listeners(cfg, problems)

@@ -41,7 +41,7 @@ from enum import StrEnum
 from typing import Any
 
 from gbgw.registry.model import Channel, Device
-from gbgw.registry.storage import Storage, StorageBatch
+from gbgw.registry.storage import Storage, StorageBatch, StorageUnavailable
 
 _log = logging.getLogger(__name__)
 
@@ -331,6 +331,9 @@ class DeviceRegistry:
                 self._changed.clear()
                 try:
                     await self.flush()
+                except StorageUnavailable:
+                    # The storage said why once; a traceback every retry would bury that line.
+                    await asyncio.sleep(retry_after)
                 except Exception:
                     _log.exception("registry commit failed; the changes stay pending and are retried")
                     await asyncio.sleep(retry_after)

@@ -42,6 +42,28 @@ class Device:
     """Per-device keepalive period in seconds; None = the registry default."""
     charset: str | None = None
     """Encoding of the device's MANSCDP bodies (e.g. "GB2312"), so answers can match it."""
+    warnings: tuple[DeviceWarning, ...] = ()
+    """Runtime only, like ``online``: what its last registrations showed that may explain trouble."""
+
+
+@dataclass(slots=True, frozen=True)
+class DeviceWarning:
+    """Something a device does that works now but explains failures elsewhere (NAT, a foreign server ID)."""
+
+    kind: str
+    detail: str
+    at: float
+    """When it was last seen (epoch seconds)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Transition:
+    """A device going online or offline, for the availability history (``reason``: a StatusReason)."""
+
+    device_id: str
+    at: float
+    online: bool
+    reason: str
 
 
 @dataclass(slots=True, kw_only=True)

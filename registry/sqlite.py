@@ -13,6 +13,15 @@ also survives that, at the price of one fsync per transaction: with group commit
 fsync per commit window rather than per registration, affordable on a local SSD, but a slow or
 networked disk would then set the acknowledgement latency, and devices re-register by themselves
 after an unlikely power loss anyway.
+
+The file under us: an open SQLite connection keeps writing to the inode it opened, so after
+``rm gateway.db*`` (or a restore that swaps the file) every commit still "succeeds" into a file no
+path names any more, and the next start finds nothing. The store therefore checks that its path
+(and the -wal beside it) still names the inode it opened, before every write and once a second
+(`watch_file`). Deleted or replaced: one error log line, `file_problem` says what (the health check
+reads it), and every later write raises `StorageUnavailable`, so nothing more is acknowledged
+(devices get 500 "Not stored" and send again) instead of being acknowledged and silently lost.
+Recovering needs an operator and a restart: the store does not reopen the file by itself.
 """
 
 from __future__ import annotations
@@ -28,10 +37,14 @@ from enum import StrEnum
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
-from gbgw.registry.storage import OutboxItem, Storage, StorageBatch, StorageError
+import structlog
+
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition, Transition
+from gbgw.registry.storage import OutboxItem, Storage, StorageBatch, StorageError, StorageUnavailable
 
 _T = TypeVar("_T")
+
+_log = structlog.get_logger("registry.sqlite")
 
 # Columns in the order of the tables below. `online` is runtime state and is not stored.
 _DEVICE_COLUMNS = (
@@ -96,6 +109,16 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX outbox_due",
         "CREATE INDEX outbox_pending ON outbox (topic, id) WHERE acked = 0",
     ),
+    (
+        # The availability history: ~40 bytes a transition, so a device flapping hourly for the default
+        # 30 days keeps ~60 KB. Rowids follow insertion, which is time order.
+        """CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, at REAL NOT NULL, online INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+        "CREATE INDEX transitions_by_time ON transitions (at)",
+        "CREATE INDEX transitions_by_device ON transitions (device_id, id)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -115,6 +138,7 @@ _UPSERT_CHANNEL = _insert("channels", (*_CHANNEL_COLUMNS, "raw"), "INSERT OR REP
 _INSERT_ALARM = _insert("alarms", _ALARM_COLUMNS)
 _INSERT_POSITION = _insert("mobile_positions", _POSITION_COLUMNS)
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE acked = 1 AND created_at < ?"
+_LAST_TRANSITIONS_BEFORE = "SELECT MAX(id) FROM transitions WHERE at < ? GROUP BY device_id"
 
 
 def _channel_row(channel: Channel) -> tuple[Any, ...]:
@@ -131,6 +155,13 @@ def _channel_from_row(row: tuple[Any, ...]) -> Channel:
     channel = Channel(**dict(zip(_CHANNEL_COLUMNS, row[:-1], strict=True)), raw=json.loads(row[-1]))
     channel.parental = bool(channel.parental)
     return channel
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
 
 
 @contextmanager
@@ -164,6 +195,17 @@ class SqliteStorage(Storage):
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         """Only ever touched from the worker thread."""
+        self._identities: dict[str, tuple[int, int]] = {}
+        """(st_dev, st_ino) of the database and its -wal as opened; see the module docstring."""
+        self.file_problem: str | None = None
+        """Why the store stopped accepting writes (its file deleted or replaced), None while it is fine.
+        Set once, from the worker thread; read from anywhere."""
+        self.file_problems = 0
+        """Times a file problem was found (0 or 1: the first one stops the store)."""
+
+    @property
+    def path(self) -> str:
+        return self._path
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-storage")
@@ -203,10 +245,50 @@ class SqliteStorage(Storage):
             db.execute(f"PRAGMA synchronous={self._synchronous.value}")
             db.execute("PRAGMA busy_timeout=5000")
             self._migrate(db)
+            self._identities = {
+                path: (st.st_dev, st.st_ino)
+                for path in (self._path, f"{self._path}-wal")
+                if (st := _stat(path)) is not None
+            }
         except BaseException:
             db.close()
             raise
         self._db = db
+
+    def _writable(self) -> sqlite3.Connection:
+        """The connection, once the file it writes to is checked to still be the one on the path."""
+        db = self._conn()
+        self._check_file()
+        if self.file_problem is not None:
+            raise StorageUnavailable(self.file_problem)
+        return db
+
+    def _check_file(self) -> None:
+        if self.file_problem is not None or self._db is None:
+            return
+        for path, identity in self._identities.items():
+            st = _stat(path)
+            if st is None:
+                what = "was deleted"
+            elif (st.st_dev, st.st_ino) != identity:
+                what = "was replaced by another file"
+            else:
+                continue
+            self.file_problem = (f"database file {path} {what} while open: nothing is stored or acknowledged "
+                                 "until the gateway is restarted on a restored database")
+            self.file_problems += 1
+            _log.error("database file gone: storage stopped", path=path, problem=what,
+                       detail=self.file_problem)
+            return
+
+    async def watch_file(self, interval: float = 1.0) -> None:
+        """Check the database file every ``interval`` seconds, until cancelled, so a deleted file is
+        noticed (and health turns degraded) even while nothing is written."""
+        while self.file_problem is None:
+            await asyncio.sleep(interval)
+            if self._executor is None:
+                continue
+            await self._call(self._check_file)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         with _transaction(db, "BEGIN IMMEDIATE"):
@@ -251,7 +333,7 @@ class SqliteStorage(Storage):
             await self._call(self._write, batch)
 
     def _write(self, batch: StorageBatch) -> None:
-        with _transaction(self._conn()) as db:
+        with _transaction(self._writable()) as db:
             if batch.deleted_devices:
                 ids = [(device_id,) for device_id in batch.deleted_devices]
                 db.executemany("DELETE FROM channels WHERE device_id = ?", ids)
@@ -271,7 +353,7 @@ class SqliteStorage(Storage):
         return alarm.id
 
     def _add_alarm(self, values: tuple[Any, ...]) -> int:
-        alarm_id = self._conn().execute(_INSERT_ALARM, values).lastrowid
+        alarm_id = self._writable().execute(_INSERT_ALARM, values).lastrowid
         assert alarm_id is not None  # an INSERT into a rowid table always sets it
         return alarm_id
 
@@ -292,7 +374,7 @@ class SqliteStorage(Storage):
         await self._call(self._execute, _INSERT_POSITION, _position_values(position))
 
     def _execute(self, sql: str, values: tuple[Any, ...]) -> None:
-        self._conn().execute(sql, values)
+        self._writable().execute(sql, values)
 
     async def list_mobile_positions(self, device_id: str, limit: int = 100) -> list[MobilePosition]:
         return await self._call(self._list_mobile_positions, device_id, limit)
@@ -309,7 +391,7 @@ class SqliteStorage(Storage):
         return await self._call(self._enqueue, topic, dedup_key, payload, now)
 
     def _enqueue(self, topic: str, dedup_key: str, payload: bytes, now: float) -> bool:
-        cursor = self._conn().execute(
+        cursor = self._writable().execute(
             "INSERT INTO outbox (topic, dedup_key, payload, created_at, next_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (topic, dedup_key) DO NOTHING",
             (topic, dedup_key, payload, now, now),
@@ -352,10 +434,35 @@ class SqliteStorage(Storage):
         await self._call(self._prune, before)
 
     def _prune(self, before: float) -> None:
-        with _transaction(self._conn()) as db:
+        with _transaction(self._writable()) as db:
             db.execute("DELETE FROM alarms WHERE received_at < ?", (before,))
             db.execute("DELETE FROM mobile_positions WHERE received_at < ?", (before,))
             db.execute(_PRUNE_OUTBOX, (before,))
 
     async def prune_outbox(self, before: float) -> None:
         await self._call(self._execute, _PRUNE_OUTBOX, (before,))
+
+    async def add_transitions(self, transitions: list[Transition]) -> None:
+        if transitions:
+            await self._call(self._add_transitions, [(t.device_id, t.at, int(t.online), t.reason) for t in transitions])
+
+    def _add_transitions(self, rows: list[tuple[str, float, int, str]]) -> None:
+        with _transaction(self._writable()) as db:
+            db.executemany("INSERT INTO transitions (device_id, at, online, reason) VALUES (?, ?, ?, ?)", rows)
+
+    async def list_transitions(self, start: float, end: float) -> list[Transition]:
+        return await self._call(self._list_transitions, start, end)
+
+    def _list_transitions(self, start: float, end: float) -> list[Transition]:
+        rows = self._conn().execute(
+            "SELECT device_id, at, online, reason FROM transitions "
+            f"WHERE id IN ({_LAST_TRANSITIONS_BEFORE}) OR (at >= ? AND at < ?) ORDER BY at >= ?, at, id",
+            (start, start, end, start),
+        )
+        return [Transition(device_id, at, bool(online), reason) for device_id, at, online, reason in rows]
+
+    async def prune_transitions(self, before: float) -> None:
+        await self._call(
+            self._execute, f"DELETE FROM transitions WHERE at < ? AND id NOT IN ({_LAST_TRANSITIONS_BEFORE})",
+            (before, before),
+        )

@@ -12,11 +12,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gbgw.registry.model import Alarm, Channel, Device, MobilePosition
+from gbgw.registry.model import Alarm, Channel, Device, MobilePosition, Transition
 
 
 class StorageError(Exception):
     """The backend cannot be used as it is (e.g. its schema is newer than this code)."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend refuses every write from now on, for a cause it has already reported once (the
+    database file deleted or replaced under it). Callers answer "not stored" without logging again."""
 
 
 @dataclass(slots=True)
@@ -153,6 +158,26 @@ class Storage(Protocol):
         alarm and position history is left to `prune` and its own retention."""
         ...
 
+    async def add_transitions(self, transitions: list[Transition]) -> None:
+        """Append online/offline transitions, given in time order (the availability history)."""
+        ...
+
+    async def list_transitions(self, start: float, end: float) -> list[Transition]:
+        """Transitions with `start` <= at < `end` in time order, preceded by each device's last one before
+        `start` (its state when the period began)."""
+        ...
+
+    async def prune_transitions(self, before: float) -> None:
+        """Forget transitions before `before` except each device's latest one, which still says its state."""
+        ...
+
+
+def last_per_device(transitions: Iterable[Transition]) -> dict[str, Transition]:
+    last: dict[str, Transition] = {}
+    for transition in transitions:
+        last[transition.device_id] = transition
+    return last
+
 
 class MemoryStorage(Storage):
     """Keeps everything in dicts; for tests and for running without persistence."""
@@ -167,6 +192,7 @@ class MemoryStorage(Storage):
         self._outbox: dict[int, OutboxItem] = {}
         self._acked: set[int] = set()
         self._outbox_keys: dict[tuple[str, str], int] = {}
+        self._transitions: list[Transition] = []
         self._next_id = 1
 
     async def open(self) -> None:
@@ -260,6 +286,17 @@ class MemoryStorage(Storage):
             item = self._outbox.pop(item_id)
             self._acked.discard(item_id)
             del self._outbox_keys[item.topic, item.dedup_key]
+
+    async def add_transitions(self, transitions: list[Transition]) -> None:
+        self._transitions.extend(transitions)
+
+    async def list_transitions(self, start: float, end: float) -> list[Transition]:
+        before = last_per_device(t for t in self._transitions if t.at < start)
+        return [*before.values(), *(t for t in self._transitions if start <= t.at < end)]
+
+    async def prune_transitions(self, before: float) -> None:
+        kept = set(map(id, last_per_device(t for t in self._transitions if t.at < before).values()))
+        self._transitions = [t for t in self._transitions if t.at >= before or id(t) in kept]
 
     def _take_id(self) -> int:
         self._next_id += 1

@@ -44,6 +44,9 @@ log = structlog.get_logger("sip.transport")
 
 RequestHandler = Callable[[ServerTransaction], None]
 AckHandler = Callable[[Request, Peer], None]
+MessageTap = Callable[[bool, bytes, Peer], None]
+"""Sees every message (inbound: True) admitted or sent, as bytes, before it is parsed or after it is
+serialised: for per-peer traces. It runs on the hot path, so it must be cheap and must not raise."""
 
 _UNANSWERED = (State.TRYING, State.PROCEEDING)
 
@@ -160,8 +163,10 @@ class SipTransport:
         on_connection_lost: Callable[[str, int], None] | None = None,
         interface: str | None = None,
         tls_client: ssl.SSLContext | None = None,
+        tap: MessageTap | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.tap = tap
         self.on_request = on_request
         self.on_ack = on_ack
         self.limits = limits or TransportLimits()
@@ -389,6 +394,8 @@ class SipTransport:
         rate = self.rate
         if rate is not None and not data.startswith(b"SIP/2.0 ") and not rate.admit(source.host, self._loop.time()):
             return
+        if self.tap is not None:
+            self._tap(True, data, source)
         txn = endpoint.receive(data, source, self._loop.time())
         if txn is not None:
             self._receiving = True
@@ -410,7 +417,10 @@ class SipTransport:
         out = layer.take_output()
         if out:
             udp = self._udp
+            tap = self.tap
             for data, peer in out:
+                if tap is not None:
+                    self._tap(False, data, peer)
                 if peer.transport == "UDP":
                     if udp is not None:
                         udp.sendto(data, (peer.host, peer.port))
@@ -426,6 +436,14 @@ class SipTransport:
                 self._timer.cancel()
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _tap(self, inbound: bool, data: bytes, peer: Peer) -> None:
+        assert self.tap is not None
+        try:
+            self.tap(inbound, data, peer)
+        except Exception:
+            # A broken trace must not cost a message.
+            self._warn_dropped("tap", "message tap failed", peer=peer.host)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -13,13 +13,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+# The project's own virtual environment (deploy/install-venv.sh), never the system Python: Debian 12 and
+# Ubuntu 24.04 refuse pip there. Its bin/ goes first on PATH for the console-script tests.
+bash deploy/install-venv.sh test,console >/dev/null
+venv=${GBGW_VENV:-.venv}
+export PATH="$PWD/$venv/bin:$PATH"
+py="$venv/bin/python"
 
-python3 -m ruff check sip rtp registry gb28181 conformance tests
+"$py" -m ruff check sip rtp registry gb28181 conformance tests
 # mypy cannot follow the editable install's import hook, so it reads the folders through a tree of links
 # named as they are installed (gbgw.sip -> sip/, ...).
 types=.typecheck/gbgw
 mkdir -p "$types"
 for root in sip rtp registry gb28181 conformance; do ln -sfn "../../$root" "$types/$root"; done
-MYPYPATH=.typecheck python3 -m mypy -p gbgw.sip -p gbgw.rtp -p gbgw.registry -p gbgw.gb28181 -p gbgw.conformance
-python3 -m pytest "$@"
+MYPYPATH=.typecheck "$py" -m mypy -p gbgw.sip -p gbgw.rtp -p gbgw.registry -p gbgw.gb28181 -p gbgw.conformance
+"$py" -m pytest "$@"

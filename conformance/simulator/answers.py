@@ -10,7 +10,7 @@ gateway relaying it must not pass on).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gbgw.conformance.simulator.config import MANUFACTURER, PLACES, SimulatorConfig, channel_name
 from gbgw.gb28181.manscdp import (
@@ -80,35 +80,52 @@ def device_status(cfg: SimulatorConfig, number: int, sn: int, query_id: str, now
     )
 
 
-def record_info(cfg: SimulatorConfig, number: int, channel: int, query: ManscdpDocument) -> list[ManscdpDocument]:
-    """`records` recordings spread evenly over the time asked (none when it cannot be read), in pages of
-    `record_page_size` that each carry the full SumNum, as Hikvision answers."""
+def recorded(cfg: SimulatorConfig, start: datetime, end: datetime, now: datetime) -> list[tuple[datetime, datetime]]:
+    """The recordings a query for ``start``-``end`` finds: with `record_window`, those of the last
+    window before ``now`` (whole seconds) that overlap it; otherwise `records` spread over it."""
+    if not cfg.records or end <= start:
+        return []
+    if not cfg.record_window:
+        step = (end - start) / cfg.records
+        return [(start + step * i, start + step * (i + 1)) for i in range(cfg.records)]
+    last = now.replace(microsecond=0)
+    step = timedelta(seconds=cfg.record_window) / cfg.records
+    first = last - step * cfg.records
+    spans = [(first + step * i, first + step * (i + 1)) for i in range(cfg.records)]
+    return [(a, b) for a, b in spans if a < end and b > start]
+
+
+def record_info(
+    cfg: SimulatorConfig, number: int, channel: int, query: ManscdpDocument, now: datetime | None = None
+) -> list[ManscdpDocument]:
+    """The recordings of `recorded` (none when the times asked cannot be read), in pages of
+    `record_page_size` that each carry the full SumNum, as Hikvision answers; times written shifted by
+    `record_shift`. ``now`` is the device's clock (local, naive)."""
     sn = query.sn
     start = parse_time(query.text("StartTime"))
     end = parse_time(query.text("EndTime"))
-    count = cfg.records if start is not None and end is not None and end > start else 0
+    spans = recorded(cfg, start, end, now or datetime.now()) if start is not None and end is not None else []
+    count = len(spans)
+    shift = timedelta(seconds=cfg.record_shift)
     kind = query.text("Type") or "time"
     kind = kind if kind in ("time", "alarm", "manual") else "time"
     name = channel_name(channel) if channel else f"SIM {number}"
     items: list[ET.Element] = []
-    if start is not None and end is not None and count:
-        step = (end - start) / count
-        for index in range(count):
-            begin = start + step * index
-            item = ET.Element("Item")
-            for tag, value in (
-                ("DeviceID", query.device_id),
-                ("Name", name),
-                ("FilePath", f"/record/{query.device_id}/{index + 1:05d}.mp4"),
-                ("Address", PLACES[(max(channel, 1) - 1) % len(PLACES)]),
-                ("StartTime", format_time(begin)),
-                ("EndTime", format_time(begin + step)),
-                ("Secrecy", "0"),
-                ("Type", kind),
-                ("FileSize", str(1_048_576 * (index + 1))),
-            ):
-                ET.SubElement(item, tag).text = value
-            items.append(item)
+    for index, (begin, finish) in enumerate(spans):
+        item = ET.Element("Item")
+        for tag, value in (
+            ("DeviceID", query.device_id),
+            ("Name", name),
+            ("FilePath", f"/record/{query.device_id}/{index + 1:05d}.mp4"),
+            ("Address", PLACES[(max(channel, 1) - 1) % len(PLACES)]),
+            ("StartTime", format_time(begin + shift)),
+            ("EndTime", format_time(finish + shift)),
+            ("Secrecy", "0"),
+            ("Type", kind),
+            ("FileSize", str(1_048_576 * (index + 1))),
+        ):
+            ET.SubElement(item, tag).text = value
+        items.append(item)
     size = cfg.record_page_size
     pages = []
     for first in range(0, max(count, 1), size):
@@ -156,10 +173,12 @@ def config_download(cfg: SimulatorConfig, number: int, channel: int, query: Mans
 
 def control_answered(doc: ManscdpDocument) -> bool:
     """Whether the standard has the device answer this control with a Result (9.3.1): DeviceConfig, and
-    record, guard, alarm reset and home position commands; not PTZ, TeleBoot, IFameCmd or DragZoom."""
+    record, guard, alarm reset, home position and (2022) upgrade commands; not PTZ, TeleBoot, IFameCmd,
+    DragZoom, precise PTZ, card formatting or target tracking."""
     if doc.cmd_type == "DeviceConfig":
         return True
-    return any(doc.element.find(tag) is not None for tag in ("RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition"))
+    answered = ("RecordCmd", "GuardCmd", "AlarmCmd", "HomePosition", "DeviceUpgrade")
+    return any(doc.element.find(tag) is not None for tag in answered)
 
 
 def keepalive_template(encoding: str) -> bytes:

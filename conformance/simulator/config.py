@@ -57,6 +57,13 @@ class SimulatorConfig:
     """Recordings a RecordInfo query finds per channel, spread evenly over the time asked."""
     record_page_size: int = 2
     """RecordInfo items per answer MESSAGE (Hikvision sends 2)."""
+    record_window: float = 0.0
+    """Seconds of past the channels have recorded: `records` recordings cover the last ``record_window``
+    seconds before the device's clock and a query lists those it overlaps, as an NVR does; 0 spreads them
+    over whatever time is asked."""
+    record_shift: float = 0.0
+    """Seconds added to every time a RecordInfo answer writes (28800: a Hikvision NVR in China writing
+    its records shifted by the UTC offset)."""
     presets: int = 3
     """Presets each channel has (PresetQuery)."""
     unanswered: tuple[str, ...] = ()
@@ -101,6 +108,8 @@ class SimulatorConfig:
             raise ValueError("expires, keepalive interval and keepalive misses must be positive")
         if self.devices_per_socket < 1 or self.catalog_page_size < 1 or self.record_page_size < 1:
             raise ValueError("devices per socket and catalog and record page sizes must be at least 1")
+        if self.record_window < 0:
+            raise ValueError("the record window must not be negative")
         if self.records < 0 or not 0 <= self.presets <= 255:
             raise ValueError("records must be at least 0, presets 0 to 255")
         if self.register_rate <= 0 or self.retry_interval <= 0 or self.t1 <= 0:

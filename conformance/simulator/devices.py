@@ -12,7 +12,9 @@ Hikvision sends it, SIP server address and password included), and take DeviceCo
 keeping what they received (`controls`) and answering with Result OK where the standard has an answer.
 Given a media file, devices answer a Play INVITE for a channel (or the device itself) and stream it as PS
 over RTP (`media.py`) until a BYE, and send BYE themselves when the media duration ends or
-the simulator stops.
+the simulator stops. Playback and Download INVITEs stream the recorded range, take MANSRTSP in INFO, and
+end with MediaStatus 121 (out of the dialog, in it, as a NOTIFY, or never: `MediaOptions.media_status`),
+after which the device waits for the platform's BYE as NVRs do.
 
 Scale is the design constraint (100,000 devices in one process): devices share a SIP socket per group
 (as devices behind one NAT address do), a device is one slotted record, every timer lives in one heap
@@ -37,6 +39,7 @@ from typing import Any
 import structlog
 
 from gbgw.conformance.simulator import answers
+from gbgw.conformance.simulator.camera import CameraState
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.media import MediaCall, MediaSource, OfferError
 from gbgw.gb28181.manscdp import (
@@ -47,6 +50,7 @@ from gbgw.gb28181.manscdp import (
     format_time,
     notify_alarm,
     notify_catalog,
+    notify_media_status,
     parse,
     response_result,
 )
@@ -211,6 +215,14 @@ class DeviceSimulator:
         self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
         self.controls: deque[ManscdpDocument] = deque(maxlen=1000)
         """The last DeviceControl and DeviceConfig commands received, oldest first."""
+        self.ptz_log: deque[tuple[str, str]] = deque(maxlen=1000)
+        """(DeviceID, PTZCmd) of every PTZ command received, as the 16 hex digits arrived."""
+        self.cameras: dict[str, CameraState] = {}
+        """What each channel (or device) was told to do: PTZ position, presets, guard, recording."""
+        self.event_subscriptions: dict[tuple[str, str], tuple[_Dialog, int]] = {}
+        """(device ID, "Alarm" or "MobilePosition") -> the subscription dialog and the expiry granted."""
+        self.subscription_log: deque[tuple[str, str, int]] = deque(maxlen=1000)
+        """(device ID, CmdType, Expires) of every alarm and position SUBSCRIBE, refreshes and ends too."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -673,7 +685,9 @@ class DeviceSimulator:
             self._on_invite(group, txn)
         elif method == "BYE":
             self._on_bye(group, txn)
-        elif method in ("CANCEL", "INFO", "NOTIFY"):
+        elif method == "INFO":
+            self._on_info(group, txn)
+        elif method in ("CANCEL", "NOTIFY"):
             self._reply(group, txn, 481)
         else:
             self.stats.unsupported += 1
@@ -716,14 +730,21 @@ class DeviceSimulator:
             return
         device, channel, doc = addressed
         if doc.root == "Control":
-            # Nothing to turn on a simulated camera: kept for whoever checks what arrived, and answered.
+            # Kept for whoever checks what arrived, applied to the camera's state, and answered.
             self.controls.append(doc)
             self.stats.controls += 1
+            code = doc.text("PTZCmd")
+            if code is not None:
+                self.ptz_log.append((doc.device_id, code))
+                log.info("PTZCmd received", device=doc.device_id, ptz_cmd=code)
+            ok = self.camera(doc.device_id).apply(doc, frozenset({device.device_id,
+                                                                  self.config.alarm_input_id(device.number)}))
             self._reply(group, txn, 200)
             silenced = "guard-result" in self.config.faults and doc.element.find("GuardCmd") is not None
             if (doc.sn is not None and doc.cmd_type not in self.config.unanswered and not silenced
                     and answers.control_answered(doc)):
-                self._spawn(self._report_quietly(device, response_result(doc.cmd_type, doc.sn, doc.device_id)))
+                answer = response_result(doc.cmd_type, doc.sn, doc.device_id, ok=ok)
+                self._spawn(self._report_quietly(device, answer))
             return
         if doc.root == "Query" and doc.sn is not None and doc.cmd_type in self.config.unanswered:
             self._reply(group, txn, 200)
@@ -747,11 +768,25 @@ class DeviceSimulator:
             case "DeviceInfo":
                 return [answers.device_info(cfg, number, sn, query_id)]
             case "DeviceStatus":
-                return [answers.device_status(cfg, number, sn, query_id, self._device_time())]
+                status = answers.device_status(cfg, number, sn, query_id, self._device_time())
+                camera = self.camera(query_id)
+                self._show_state(status, camera)
+                return [status]
             case "RecordInfo":
-                return answers.record_info(cfg, number, channel, query)
+                return answers.record_info(cfg, number, channel, query, self._device_time())
             case "PresetQuery":
-                return [answers.presets(cfg, sn, query_id)]
+                return [self.camera(query_id).preset_list(sn, query_id)]
+            case "PTZPosition":
+                return [self.camera(query_id).position(sn, query_id)]
+            case "HomePositionQuery":
+                return [self.camera(query_id).home_position(sn, query_id)]
+            case "CruiseTrackListQuery":
+                return [self.camera(query_id).cruise_tracks(sn, query_id)]
+            case "CruiseTrackQuery":
+                track = query.text("Number") or "0"
+                return [self.camera(query_id).cruise_track(sn, query_id, int(track) if track.isdigit() else 0)]
+            case "SDCardStatus":
+                return [self.camera(query_id).sd_cards(sn, query_id)]
             case "ConfigDownload":
                 return [answers.config_download(cfg, number, channel, query)]
         return None
@@ -785,6 +820,8 @@ class DeviceSimulator:
             body=body,
         )
         self.stats.subscriptions += 1
+        if doc.cmd_type != "Catalog":
+            self._event_subscribed(device, doc.cmd_type, request, response, expires, event)
         if doc.cmd_type == "Catalog" and expires > 0 and doc.sn is not None:
             target = self._server_uri
             with contextlib.suppress(SipError):
@@ -794,6 +831,71 @@ class DeviceSimulator:
             dialog = _Dialog(target, local=response.get("To") or "", remote=request.get("From") or "",
                              call_id=request.call_id or "", event=event)
             self._spawn(self._notify_catalog(device, channel, dialog, expires, doc.sn))
+
+    def camera(self, target_id: str) -> CameraState:
+        """The state of a channel or device of ours (made on first use, with `presets` presets)."""
+        camera = self.cameras.get(target_id)
+        if camera is None:
+            camera = self.cameras[target_id] = CameraState.with_presets(self.config.presets)
+        return camera
+
+    @staticmethod
+    def _show_state(status: ManscdpDocument, camera: CameraState) -> None:
+        """DeviceStatus tells what commands changed: recording, and the alarm input's guard."""
+        record = status.element.find("Record")
+        if record is not None:
+            record.text = "ON" if camera.recording else "OFF"
+        for duty in status.element.iter("DutyStatus"):
+            duty.text = "ONDUTY" if camera.guard else "OFFDUTY"
+
+    def _event_subscribed(
+        self, device: _Device, cmd_type: str, request: Request, response: Response, expires: int, event: str
+    ) -> None:
+        self.subscription_log.append((device.device_id, cmd_type, expires))
+        key = (device.device_id, cmd_type)
+        if expires == 0:
+            self.event_subscriptions.pop(key, None)
+            return
+        target = self._server_uri
+        with contextlib.suppress(SipError):
+            contact = request.contact
+            if contact is not None:
+                target = str(contact.uri)
+        dialog = _Dialog(target, local=response.get("To") or "", remote=request.get("From") or "",
+                         call_id=request.call_id or "", event=event)
+        self.event_subscriptions[key] = (dialog, expires)
+
+    async def notify_alarm(self, device_index: int, *, channel: int = 0, priority: int = 1, method: int = 2,
+                           description: str | None = None) -> Response | None:
+        """Report an alarm as an IPC that reports only while subscribed does: a NOTIFY in the alarm
+        subscription's dialog; None (nothing sent) while the device is not subscribed."""
+        device = self._devices[device_index]
+        entry = self.event_subscriptions.get((device.device_id, "Alarm"))
+        if entry is None:
+            return None
+        dialog, expires = entry
+        device.sn += 1
+        doc = notify_alarm(device.sn, self._target_id(device, channel), priority=priority, method=method,
+                           time=self._device_time(), description=description)
+        cfg = self.config
+        group = device.group
+        headers = [
+            ("Via", group.transport.via(cfg.transport)),
+            ("From", dialog.local),
+            ("To", dialog.remote),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{device.sn} NOTIFY"),
+            ("Contact", f"<sip:{device.device_id}@{group.contact_host}>"),
+            ("Event", dialog.event),
+            ("Subscription-State", f"active;expires={expires}"),
+            ("Content-Type", MANSCDP_TYPE),
+            ("Max-Forwards", "70"),
+            ("User-Agent", cfg.user_agent),
+        ]
+        response = await group.transport.send_request(
+            Request("NOTIFY", dialog.target, headers, encode_body(doc, cfg.encoding)), group.server)
+        self.stats.notifies_sent += 1
+        return response
 
     # -- live video ----------------------------------------------------------------------------------
 
@@ -857,9 +959,50 @@ class DeviceSimulator:
         entry[2].close("BYE received")
         self._reply(group, txn, 200)
 
+    def _on_info(self, group: _Group, txn: ServerTransaction) -> None:
+        """MANSRTSP playback control of a call."""
+        entry = self._calls.get(txn.request.call_id or "")
+        if entry is None:
+            self._reply(group, txn, 481)
+            return
+        status, body = entry[2].control(txn.request.body)
+        headers = [("Content-Type", "Application/MANSRTSP")] if body else []
+        self._reply(group, txn, status, headers=headers, body=body)
+
     def _call_finished(self, call: MediaCall) -> None:
-        """The media duration has passed: the device hangs up."""
-        self._spawn(self._hang_up_quietly(call.call_id))
+        """The media duration (live) or the recorded range (history) has passed: a camera hangs up, an
+        NVR says end of file and waits for the platform's BYE."""
+        if call.history:
+            self._spawn(self._media_status(call.call_id))
+        else:
+            self._spawn(self._hang_up_quietly(call.call_id))
+
+    async def _media_status(self, call_id: str) -> None:
+        entry = self._calls.get(call_id)
+        way = self.config.media.media_status
+        if entry is None or way == "none":
+            return
+        group, dialog, call = entry
+        located = self.config.locate(call.channel_id)
+        if located is None:
+            return
+        device = self._devices[located[0] - self.config.start]
+        device.sn += 1
+        doc = notify_media_status(device.sn, call.channel_id)
+        if way == "message":
+            await self._report(device, doc)
+            return
+        cfg = self.config
+        headers = [("User-Agent", cfg.user_agent)]
+        if way == "notify":
+            headers += [("Event", "MediaStatus"), ("Subscription-State", "active")]
+        request = dialog.create_request(
+            "MESSAGE" if way == "dialog" else "NOTIFY", via=group.transport.via(cfg.transport),
+            body=encode_body(doc, cfg.encoding), content_type=MANSCDP_TYPE, extra_headers=headers,
+        )
+        response = await group.transport.send_request(request, group.server)
+        if response.status >= 300:
+            self.stats.messages_failed += 1
 
     async def _hang_up_quietly(self, call_id: str) -> None:
         with contextlib.suppress(SipError):

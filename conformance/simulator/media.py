@@ -1,4 +1,5 @@
-"""Media for simulated devices: answer a Play INVITE like a camera and stream a file as PS over RTP.
+"""Media for simulated devices: answer a Play, Playback or Download INVITE like a camera or NVR and stream
+a file as PS over RTP.
 
 A real camera answers the platform's SDP offer with ``s=Play``, its own address and port, ``a=sendonly``,
 ``a=rtpmap:96 PS/90000`` and the ``y=`` SSRC it will send, then, once the ACK arrives, sends one PS pack
@@ -8,6 +9,13 @@ the offered port; ``a=setup:active`` means the platform connects, so the device 
 answers. This module does that for `devices.py`, plus the misbehaviour tests need: another SSRC
 than offered (or 0, as devices that ignore ``y=`` send), packet loss and reordering, silence.
 
+Recorded video (``s=Playback``/``s=Download``) plays the clip from the start of the asked range, looping,
+for exactly the range's length of media time: MANSRTSP in INFO (`control`) pauses, resumes, seeks (PTS
+continue from the seek position, snapped back to a keyframe as NVRs do) and changes the scale (frames go
+out ``scale`` times faster, PTS still advance one frame each); a download goes out at ``a=downloadspeed``
+times real time. At the end of the range the call finishes and the device announces MediaStatus 121
+(`MediaOptions.media_status`) and waits for the platform's BYE.
+
 The elementary stream is split into access units once (`MediaSource`) and shared by every call; each call
 muxes and packetises as it goes, because PS timestamps and RTP sequence numbers are per call.
 """
@@ -16,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import random
 import socket
 import time
@@ -25,6 +35,7 @@ from pathlib import Path
 
 import structlog
 
+from gbgw.gb28181.recording.mansrtsp import MansrtspError, Method, answer, parse_request
 from gbgw.rtp.elementary import StreamType, is_keyframe, iter_access_units
 from gbgw.rtp.framing import frame
 from gbgw.rtp.packetizer import PsRtpPacketizer
@@ -37,6 +48,8 @@ CODECS = {"h264": StreamType.H264, "h265": StreamType.H265}
 PS_PAYLOAD = (96, "PS", 90000)
 _CLOCK = 90_000
 _CONNECT_TIMEOUT = 10.0
+HISTORY_KINDS = frozenset({"playback", "download"})
+MEDIA_STATUS_WAYS = ("message", "dialog", "notify", "none")
 _MAX_LAG = 1.0
 """Seconds a stream may fall behind its frame clock before it stops catching up and restarts the clock
 (a loaded event loop must not turn into a burst of seconds of video)."""
@@ -78,6 +91,13 @@ class MediaOptions:
     mtu: int = 1400
     faults: frozenset[str] = frozenset()
     """The media faults of `config.FAULTS` ("ssrc", "no-psm") this device commits."""
+    zero_timing: bool = False
+    """Answer Playback and Download INVITEs with ``t=0 0`` instead of the range asked (Hikvision NVRs)."""
+    media_status: str = "message"
+    """How the end of a recorded range is announced (MediaStatus 121): a MESSAGE out of the call's dialog
+    (as most NVRs send it), a MESSAGE or a NOTIFY in it, or "none" (never, as some devices behave)."""
+    info_status: int = 200
+    """SIP status answering MANSRTSP INFO; 4xx/5xx refuses every playback control."""
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -94,6 +114,10 @@ class MediaOptions:
             raise ValueError("loss and reorder are fractions from 0 up to (not including) 1")
         if not 64 <= self.mtu <= 65535:
             raise ValueError(f"MTU must be 64 to 65535 bytes, not {self.mtu}")
+        if self.media_status not in MEDIA_STATUS_WAYS:
+            raise ValueError(f"media status must be one of {MEDIA_STATUS_WAYS}, not {self.media_status!r}")
+        if not (self.info_status == 200 or 400 <= self.info_status <= 699):
+            raise ValueError(f"INFO status must be 200 or 400-699, not {self.info_status}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -103,6 +127,17 @@ class MediaSource:
     path: Path
     codec: StreamType
     frames: tuple[tuple[bytes, bool], ...]
+
+    def keyframe_at_or_before(self, index: int) -> int:
+        """The frame index (counting on through loops) of the last keyframe at or before ``index``."""
+        frames = self.frames
+        while index > 0 and not frames[index % len(frames)][1]:
+            index -= 1
+        return index
+
+    @property
+    def bytes_per_frame(self) -> float:
+        return sum(len(unit) for unit, _ in self.frames) / len(self.frames)
 
     @classmethod
     def load(cls, path: Path, codec: str) -> MediaSource:
@@ -130,6 +165,8 @@ class CallStats:
     send_errors: int = 0
     first_packet_at: float | None = None
     """`time.monotonic()` when the first packet went out."""
+    controls: int = 0
+    """MANSRTSP requests received in INFO."""
 
 
 class MediaCall:
@@ -149,7 +186,13 @@ class MediaCall:
         target: tuple[str, int],
         ssrc: int,
         sock: socket.socket,
+        *,
+        kind: str = "play",
+        range_seconds: float = 0.0,
+        speed: float = 1.0,
     ) -> None:
+        """``kind`` is ``play``, ``playback`` or ``download``; a history call streams ``range_seconds`` of
+        media, a download at ``speed`` times real time."""
         self.call_id = call_id
         self.channel_id = channel_id
         self.source = source
@@ -164,6 +207,18 @@ class MediaCall:
         self._conn: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._random = random.Random(options.seed)
+        self.kind = kind
+        self.range_seconds = range_seconds
+        self.speed = speed
+        self.scale = 1.0
+        self.paused = False
+        self.position = 0
+        """The next frame to send, counted from the start of the range."""
+        self._changed = asyncio.Event()
+
+    @property
+    def history(self) -> bool:
+        return self.kind in HISTORY_KINDS
 
     def __repr__(self) -> str:
         target = f"{self.target[0]}:{self.target[1]}"
@@ -191,8 +246,12 @@ class MediaCall:
             sdp = SessionDescription.parse(offer)
         except SdpError as exc:
             raise OfferError(400, f"unreadable SDP offer: {exc.reason}") from None
-        if (sdp.session_name or "").strip().lower() != "play":
-            raise OfferError(488, f"only live Play is simulated, not {sdp.session_name!r}")
+        kind = (sdp.session_name or "").strip().lower()
+        if kind != "play" and kind not in HISTORY_KINDS:
+            raise OfferError(488, f"only Play, Playback and Download are simulated, not {sdp.session_name!r}")
+        timing = sdp.timing or (0, 0)
+        if kind in HISTORY_KINDS and not 0 <= timing[0] < timing[1]:
+            raise OfferError(488, f"a {sdp.session_name} offer needs t=START END, not {timing}")
         video = next((m for m in sdp.media if m.kind.lower() == "video"), None)
         if video is None:
             raise OfferError(488, "the offer has no video")
@@ -217,11 +276,17 @@ class MediaCall:
             ssrc = random.randrange(10**9)
         sock = _bind(role, bind)
         sent_ssrc = (ssrc + 1) % 10**10 if "ssrc" in options.faults else ssrc
-        call = cls(call_id, channel_id, source, options, role, (address, video.port), sent_ssrc & 0xFFFFFFFF, sock)
+        range_seconds = float(timing[1] - timing[0]) if kind in HISTORY_KINDS else 0.0
+        speed = float(video.downloadspeed or 1) if kind == "download" else 1.0
+        call = cls(call_id, channel_id, source, options, role, (address, video.port), sent_ssrc & 0xFFFFFFFF, sock,
+                   kind=kind, range_seconds=range_seconds, speed=max(speed, 1.0))
         tcp = role != "udp"
+        attributes: list[tuple[str, str | None]] = []
+        if kind == "download" and source is not None:
+            attributes.append(("filesize", str(round(source.bytes_per_frame * range_seconds * options.fps))))
         try:
             answer = SessionDescription.offer(
-                "Play",
+                sdp.session_name or "Play",
                 channel_id,
                 bind,
                 call.local_port,
@@ -232,6 +297,9 @@ class MediaCall:
                 connection="new" if tcp else None,
                 direction="sendonly",
                 media_params="",
+                time=(0, 0) if options.zero_timing or kind == "play" else timing,
+                uri=sdp.uri if kind in HISTORY_KINDS else None,
+                attributes=attributes,
             )
         except ValueError as exc:
             # A wildcard bind address: there is no address to put in c=.
@@ -247,6 +315,34 @@ class MediaCall:
         if self._task is not None or self.ended is not None:
             return
         self._task = asyncio.get_running_loop().create_task(self._run(on_finished))
+
+    def control(self, body: bytes) -> tuple[int, bytes]:
+        """A MANSRTSP INFO body: (SIP status, the MANSRTSP answer for the 200's body)."""
+        self.stats.controls += 1
+        if not self.history:
+            return 481, b""
+        status = self.options.info_status
+        try:
+            request = parse_request(body)
+        except MansrtspError as exc:
+            return exc.status, b""
+        if status != 200:
+            return status, b""
+        if request.method is Method.PAUSE:
+            self.paused = True
+        elif request.method is Method.PLAY:
+            if request.position is not None and self.source is not None:
+                frame = min(round(request.position * self.options.fps), self._end_frame)
+                self.position = self.source.keyframe_at_or_before(frame)
+            if request.scale is not None:
+                self.scale = abs(request.scale)
+            self.paused = False
+        self._changed.set()
+        return 200, answer(request).serialize()
+
+    @property
+    def _end_frame(self) -> int:
+        return math.ceil(self.range_seconds * self.options.fps)
 
     def mute(self) -> None:
         """Stop sending without ending the call, as a camera whose encoder hangs does."""
@@ -303,6 +399,13 @@ class MediaCall:
             self._task = None
             return
         self.state = "streaming"
+        if self.history:
+            await self._run_history(sock, source)
+            if self.state == "streaming":
+                self.state = "finished"
+                self._task = None
+                on_finished(self)
+            return
         loop = asyncio.get_running_loop()
         frames = source.frames
         muxer = PsMuxer(video=source.codec)
@@ -344,6 +447,53 @@ class MediaCall:
         self.state = "finished"
         self._task = None
         on_finished(self)
+
+    async def _run_history(self, sock: socket.socket, source: MediaSource) -> None:
+        """The range from `position` on, one frame per 1/(fps x rate) s, until its end; `control` moves
+        the position and rate and wakes the loop."""
+        options, stats = self.options, self.stats
+        loop = asyncio.get_running_loop()
+        frames = source.frames
+        muxer = PsMuxer(video=source.codec)
+        packetizer = PsRtpPacketizer(self.ssrc, PS_PAYLOAD[0], options.mtu, self._random.getrandbits(16))
+        base = self._random.getrandbits(31)
+        step = _CLOCK / options.fps
+        end = self._end_frame
+        udp = self.role == "udp"
+        epoch, epoch_frame, rate = loop.time(), self.position, 0.0
+        while self.position < end:
+            if self._changed.is_set() or rate != self.scale * self.speed:
+                self._changed.clear()
+                epoch, epoch_frame, rate = loop.time(), self.position, self.scale * self.speed
+            if self.paused:
+                await self._changed.wait()
+                continue
+            index = self.position
+            unit, keyframe = frames[index % len(frames)]
+            pts = (base + round(index * step)) & 0xFFFFFFFF
+            packets = self._impair(packetizer.packetize(muxer.mux_video(unit, pts, keyframe=keyframe), pts))
+            if stats.first_packet_at is None and packets:
+                stats.first_packet_at = time.monotonic()
+            if udp:
+                self._send_datagrams(sock, packets)
+            else:
+                try:
+                    await loop.sock_sendall(sock, b"".join(frame(p) for p in packets))
+                except OSError as exc:
+                    log.info("simulated device lost its media connection", call_id=self.call_id, error=str(exc))
+                    self.state = "failed"
+                    return
+                stats.packets += len(packets)
+                stats.bytes += sum(map(len, packets))
+            stats.frames += 1
+            self.position += 1
+            due = epoch + (self.position - epoch_frame) / (options.fps * rate)
+            now = loop.time()
+            if now - due > _MAX_LAG:
+                epoch, epoch_frame = now, self.position
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, due - now))
 
     def _send_datagrams(self, sock: socket.socket, packets: list[bytes]) -> None:
         stats = self.stats

@@ -18,23 +18,29 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from gbgw.gb28181.app.api import ApiServices, make_app
+from gbgw.gb28181.app.api import ApiServices, make_app, make_metrics_app
+from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
 from gbgw.gb28181.config import ConfigError, GatewayConfig, bind_error, load_config_file
+from gbgw.gb28181.devices.channel_ids import ChannelDirectory
+from gbgw.gb28181.devices.control import DeviceControl
+from gbgw.gb28181.devices.device_subscriptions import EventSubscriptions
 from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics
 from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.side import DeviceSide
+from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe import systemd
 from gbgw.gb28181.observe.health import Health
 from gbgw.gb28181.observe.metrics import GatewayMetrics, industry_counts
+from gbgw.gb28181.observe.storage import StorageFileProblems, storage_health
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
 from gbgw.registry.history import TransitionHistory
 from gbgw.registry.model import Device
 from gbgw.registry.sqlite import SqliteStorage
-from gbgw.registry.storage import MemoryStorage, Storage
+from gbgw.registry.storage import MemoryStorage, Storage, StorageUnavailable
 from gbgw.rtp.ports import PortRange, interface_for
 from gbgw.rtp.relay import RelayEngine
 from gbgw.sip.endpoint import EndpointConfig, SipEndpoint
@@ -82,6 +88,7 @@ class Gateway:
         self.router = RequestRouter(self.metrics, self.endpoint.config)
         self.transport: SipTransport | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.health = Health()
         self.api_port = 0
@@ -91,6 +98,10 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         await self.storage.open()
+        if isinstance(self.storage, SqliteStorage):
+            sqlite = self.storage
+            self.health.register("storage", lambda: storage_health(sqlite))
+            self.metrics.registry.register(StorageFileProblems(sqlite))
         await self.registry.load()
         now = self.clock()
         self.metrics.bind_gauges(
@@ -129,7 +140,14 @@ class Gateway:
         )
         self.devices.route(self.router)
         self.live = LiveStreams(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay, cfg.media,
-                                self.metrics)
+                                self.metrics, media_source=cfg.media_source)
+        self.history = HistorySessions(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay,
+                                       cfg.media, self.metrics)
+        self.devices.messages.add_media_status_listener(self.history.on_media_status)
+        # Before the transport opens, so the first registrations are seen.
+        self.events = EventSubscriptions(cfg.sip, self.registry, transport, self.devices.requests, self.tasks,
+                                         self.clock)
+        self.channel_ids = ChannelDirectory(self.registry)
         self.router.handle("BYE", self._on_bye)
         # Before the device side opens: an alarm a device re-sends right after a restart must find the
         # upward outbox listening, or it would be answered without being queued for the uppers.
@@ -181,8 +199,12 @@ class Gateway:
             config=cfg.api,
             availability=self.availability,
             diagnostics=self.diagnostics,
+            history=self.history,
         )
-        self._runner = web.AppRunner(make_app(api), access_log=None, shutdown_timeout=1.0)
+        app = make_app(api)
+        app[CONTROL] = ControlServices(DeviceControl(self.devices.requests), self.channel_ids, self.events,
+                                       self.devices.subscriptions)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         api_tls = server_context(cfg.api.tls.cert, cfg.api.tls.key) if cfg.api.tls is not None else None
         site = web.TCPSite(self._runner, cfg.api.listen.host, cfg.api.listen.port, ssl_context=api_tls)
@@ -191,6 +213,12 @@ class Gateway:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.api_port = sockets[0].getsockname()[1] if sockets else cfg.api.listen.port
+        if cfg.metrics.listen is not None:
+            self._metrics_runner = web.AppRunner(make_metrics_app(self.metrics), access_log=None,
+                                                 shutdown_timeout=1.0)
+            await self._metrics_runner.setup()
+            with listening("metrics.listen", cfg.metrics.listen):
+                await web.TCPSite(self._metrics_runner, cfg.metrics.listen.host, cfg.metrics.listen.port).start()
         loop = asyncio.get_running_loop()
         # Everything loaded so far (the registry of up to a million devices) lives as long as the process:
         # moving it out of the collector's generations keeps full collections from scanning it.
@@ -201,6 +229,8 @@ class Gateway:
             loop.create_task(self._ticker()),
             loop.create_task(self.availability.run()),
         ]
+        if isinstance(self.storage, SqliteStorage):
+            self._tasks.append(loop.create_task(self.storage.watch_file()))
         log.info(
             "gateway started",
             id=cfg.sip.id,
@@ -213,10 +243,13 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
         if hasattr(self, "cascade"):
             await self.cascade.stop()
+        if hasattr(self, "history"):
+            self.history.close()
         if hasattr(self, "live"):
             self.live.close()
             # Let the BYEs to devices leave before the transport closes.
@@ -229,13 +262,15 @@ class Gateway:
             self.devices.close()
         for task in self._tasks:
             task.cancel()
+        # A store whose file went away has said so once; what it could not keep stays unkept either way.
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, StorageUnavailable):
                 await task
-        await self.registry.flush()
-        if hasattr(self, "availability"):
-            self.availability.stopping(self.registry.online_devices())
-            await self.availability.flush()
+        with contextlib.suppress(StorageUnavailable):
+            await self.registry.flush()
+            if hasattr(self, "availability"):
+                self.availability.stopping(self.registry.online_devices())
+                await self.availability.flush()
         await self.storage.close()
         if hasattr(self, "audit"):
             self.audit.close()
@@ -282,7 +317,7 @@ class Gateway:
         return channel.device_id if channel is not None else None
 
     def _on_bye(self, txn: ServerTransaction) -> None:
-        if not self.live.on_bye(txn):
+        if not self.live.on_bye(txn) and not self.history.on_bye(txn):
             assert self.transport is not None
             self.transport.reply(txn, 481)
 
@@ -297,6 +332,7 @@ class Gateway:
             await asyncio.sleep(1.0)
             try:
                 self.devices.timers.tick()
+                self.events.tick()
                 self.audit.retry()
             except Exception:
                 log.exception("periodic work failed")

@@ -30,6 +30,7 @@ from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request, Response, make_response, new_tag
 from gbgw.sip.registration import Registration, RegistrationState
 from gbgw.sip.requests import RequestBuilder
+from gbgw.sip.tls import client_context
 from gbgw.sip.transaction import ServerTransaction, Timers
 from gbgw.sip.transport import SipTimeout, SipTransport, TransportLimits
 from gbgw.sip.uri import format_host_port
@@ -38,6 +39,8 @@ log = structlog.get_logger("gb28181.upstream")
 
 MANSCDP_TYPE = "Application/MANSCDP+xml"
 CommandHandler = Callable[[ServerTransaction, ManscdpDocument], None]
+DialogHandler = Callable[[ServerTransaction], bool]
+"""Takes the requests of one claimed dialog; False hands the request on to the method's handler."""
 StatusListener = Callable[["UpstreamLink", bool], None]
 
 
@@ -127,6 +130,7 @@ class UpstreamLink:
         self._commands: dict[tuple[str, str], CommandHandler] = {}
         self._listeners: list[StatusListener] = []
         self._ack_handlers: list[Callable[[Request, Peer], None]] = []
+        self._dialogs: dict[str, DialogHandler] = {}
         self._connection_lost_handlers: list[Callable[[str, int], None]] = []
         self._sn = int.from_bytes(os.urandom(2), "big")
         self._requests: RequestBuilder | None = None
@@ -168,6 +172,14 @@ class UpstreamLink:
         if self.subscriptions.pop(cmd_type, None) is not None:
             log.info("upstream subscription dropped", upstream=self.name, cmd=cmd_type)
 
+    def claim_dialog(self, call_id: str, handler: DialogHandler) -> None:
+        """Route every request with ``call_id`` (BYE, INFO, CANCEL, re-INVITE) to ``handler`` first: a
+        feature other than the method's owner (playback next to live) keeps its dialogs to itself."""
+        self._dialogs[call_id] = handler
+
+    def release_dialog(self, call_id: str) -> None:
+        self._dialogs.pop(call_id, None)
+
     def on_ack(self, handler: Callable[[Request, Peer], None]) -> None:
         self._ack_handlers.append(handler)
 
@@ -186,6 +198,10 @@ class UpstreamLink:
     async def start(self) -> None:
         cfg = self.config
         self.endpoint.config.allow = (*self._handlers, "OPTIONS")
+        # TLS toward the upper: we dial it and it answers and sends its requests over that connection, so
+        # the police side needs the upper's CA (and a client certificate if it asks), no listener of ours.
+        tls_client = (client_context(cfg.tls_ca or None, cfg.tls_cert or None, cfg.tls_key or None)
+                      if self.secure else None)
         transport = SipTransport(
             self.endpoint,
             self._on_request,
@@ -194,21 +210,22 @@ class UpstreamLink:
             accept_source=self.accepts,
             on_connection_lost=self._on_connection_lost,
             interface=interface_for(cfg.listen.host),
+            tls_client=tls_client,
         )
         await transport.start(cfg.listen.host, cfg.listen.port)
         self.transport = transport
         sip = self.gateway.sip
-        self._requests = RequestBuilder(transport, f"sip:{sip.id}@{sip.domain}", sip.user_agent, cseq=1)
-        contact = f"<sip:{sip.id}@{format_host_port(transport.host, transport.port)}>"
+        scheme = self.scheme
+        self._requests = RequestBuilder(transport, f"{scheme}:{sip.id}@{sip.domain}", sip.user_agent, cseq=1)
         self.registration = Registration(
             transport,
             self.peer,
-            aor=f"sip:{sip.id}@{sip.domain}",
-            registrar_uri=f"sip:{cfg.id}@{cfg.domain}",
+            aor=f"{scheme}:{sip.id}@{sip.domain}",
+            registrar_uri=f"{scheme}:{cfg.id}@{cfg.domain}",
             username=cfg.username or sip.id,
             password=cfg.password,
             expires=cfg.register_expires,
-            contact=contact,
+            contact=self.contact(),
             user_agent=sip.user_agent,
             on_state=self._registration_state,
             retry_max=60.0,
@@ -294,6 +311,9 @@ class UpstreamLink:
     # -- requests from the upper ---------------------------------------------------------------------
 
     def _on_request(self, txn: ServerTransaction) -> None:
+        claimed = self._dialogs.get(txn.request.call_id or "")
+        if claimed is not None and claimed(txn):
+            return
         method = txn.request.method
         handler = self._handlers.get(method)
         if handler is None:
@@ -406,13 +426,27 @@ class UpstreamLink:
             raise RuntimeError(f"upstream {self.name} is not started")
         peer = self.target
         to = to_id or self.config.id
+        scheme = self.scheme
         return self._requests.build(
-            method, f"sip:{to}@{format_host_port(peer.host, peer.port)}", f"sip:{to}@{self.config.domain}",
+            method, f"{scheme}:{to}@{format_host_port(peer.host, peer.port)}", f"{scheme}:{to}@{self.config.domain}",
             transport=peer.transport,
         )
 
+    @property
+    def secure(self) -> bool:
+        return self.config.transport == "tls"
+
+    @property
+    def scheme(self) -> str:
+        """``sips`` over TLS (RFC 3261 §26.2.2: every hop of a sips request is TLS), else ``sip``."""
+        return "sips" if self.secure else "sip"
+
     def contact(self) -> str:
         t = self._t()
+        if self.secure:
+            # No TLS listener of ours behind this address: the upper answers and sends its requests over the
+            # connection we dialled (as RFC 5923 has it), so the Contact only says sips and transport=tls.
+            return f"<sips:{self.gateway.sip.id}@{format_host_port(t.host, t.port)};transport=tls>"
         return f"<sip:{self.gateway.sip.id}@{format_host_port(t.host, t.port)}>"
 
     async def send(self, request: Request) -> Response:
@@ -479,6 +513,28 @@ class UpstreamLink:
             # and CSeq gain digits.
             self._overhead = len(request.serialize()) + 160
         return max(256, self.config.catalog_max_bytes - self._overhead)
+
+    async def send_in_dialog(self, dialog: Dialog, method: str, doc: ManscdpDocument | None = None) -> Response:
+        """A request in ``dialog`` (an upper's INVITE dialog: MediaStatus in a MESSAGE or NOTIFY, BYE), sent
+        to the address the dialog lives on, or where the upper listens when that connection is gone;
+        raises :class:`UpstreamError` like :meth:`send`."""
+        t = self._t()
+        peer = dialog.peer if isinstance(dialog.peer, Peer) else self.target
+        if peer.reliable and t.connection_peer(peer.host, peer.port) is None:
+            peer = self.target
+        request = dialog.create_request(method, via=t.via(peer.transport),
+                                        body=self.encode(doc) if doc is not None else b"",
+                                        content_type=MANSCDP_TYPE if doc is not None else None,
+                                        extra_headers=(("User-Agent", self.gateway.sip.user_agent),))
+        try:
+            response = await t.send_request(request, peer)
+        except SipTimeout:
+            raise UpstreamError(f"{self.name} did not answer the {method}") from None
+        except SipError as exc:
+            raise UpstreamError(f"{method} to {self.name} failed: {exc.reason}") from None
+        if response.status >= 300:
+            raise UpstreamError(f"{self.name} answered {response.status} {response.reason}", response.status)
+        return response
 
     def encode(self, doc: ManscdpDocument) -> bytes:
         return manscdp.encode_body(doc, self.gateway.sip.encoding)

@@ -14,7 +14,7 @@ What the upper is answered, and why (the log and the audit record say the real r
   (one answer for all three, so the upper cannot probe what exists behind the boundary)
 - ``480``  the channel's device (or the channel itself) is offline
 - ``488``  an offer the relay cannot serve: no video, no PS payload, not ``s=Play`` (playback and
-  download are not relayed upward yet), nowhere to send to
+  download are :mod:`~gbgw.gb28181.cascade.history`'s when it is wired), nowhere to send to
 - ``502``/``504``/``503``  the device refused, did not answer or sent no media / no port free
 - ``487``  the upper CANCELled before the answer (the device leg, if it comes up, is released at once)
 
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -38,7 +39,7 @@ import structlog
 
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.link import UpstreamLink
-from gbgw.gb28181.config import GatewayConfig
+from gbgw.gb28181.config import GatewayConfig, MediaSourceKind, MediaSourceRule
 from gbgw.gb28181.media.live import LiveStreams, PlayError, Session
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
@@ -62,6 +63,10 @@ RTCP_SILENCE_FACTOR = 3
 """An upper that sent RTCP and then none for this many media timeouts is gone."""
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})
 _MAX_RTP_SSRC = 0xFFFFFFFF
+PLAY_ONLY = frozenset({"play"})
+"""The ``s=`` names (lower case) :func:`parse_offer` serves unless told otherwise."""
+RecordedInvite = Callable[[ServerTransaction, str, str], bool]
+"""Takes an admitted INVITE (transaction, upper's ID, device-side ID) if it is a playback or download."""
 
 
 
@@ -108,7 +113,7 @@ class UpperOffer:
         return self.transport is not MediaTransport.UDP
 
 
-def parse_offer(body: bytes, signalling_host: str) -> UpperOffer:
+def parse_offer(body: bytes, signalling_host: str, sessions: frozenset[str] = PLAY_ONLY) -> UpperOffer:
     """Read an upper's Play offer liberally; raise :class:`OfferRefused` when it cannot be served.
 
     A missing or unspecified ``c=`` address falls back to ``signalling_host`` (where the INVITE came
@@ -121,7 +126,7 @@ def parse_offer(body: bytes, signalling_host: str) -> UpperOffer:
     except SdpError as exc:
         raise OfferRefused(400, f"Unreadable SDP offer: {exc.reason}"[:120]) from None
     name = (sdp.session_name or "Play").strip()
-    if name.lower() != "play":
+    if name.lower() not in sessions:
         raise OfferRefused(488, f"{name[:20]} is not relayed upward, only Play")
     video = next((m for m in sdp.media if m.kind.lower() == "video"), None)
     if video is None:
@@ -150,6 +155,19 @@ def parse_offer(body: bytes, signalling_host: str) -> UpperOffer:
     ssrc = f"{ssrc_number:010d}" if ssrc_number is not None and ssrc_number <= _MAX_RTP_SSRC else None
     return UpperOffer(transport, host, None if transport is MediaTransport.TCP_PASSIVE else port, ssrc,
                       payload_type)
+
+
+def upper_may_connect(rule: MediaSourceRule, signalling_host: str, offer_host: str) -> Callable[[str], bool]:
+    """Who may connect to a TCP-passive output toward an upper (``upstreams[].media_source``).
+
+    The offer's ``c=`` address is always admitted under ``signalling`` and ``sdp``, as it was before the
+    rule existed: it is where the upper itself said its media end is. ``signalling`` and ``sdp`` also
+    admit the upper's SIP address; a network list admits exactly those networks and nothing the upper
+    says (a media server that connects from a wildcard-bound socket, not from its advertised address).
+    """
+    if rule.kind is MediaSourceKind.NETWORKS:
+        return lambda ip: rule.permits(ip, signalling_host, offer_host)
+    return lambda ip: rule.permits(ip, signalling_host, offer_host) or rule.permits(ip, offer_host, None)
 
 
 def _ps_payload(formats: list[int], rtpmap: dict[int, tuple[str, int]]) -> int | None:
@@ -229,13 +247,15 @@ class UpstreamStreams:
     """
 
     def __init__(self, link: UpstreamLink, config: GatewayConfig, registry: DeviceRegistry, live: LiveStreams,
-                 audit: AuditLog, metrics: GatewayMetrics, tasks: BackgroundTasks) -> None:
+                 audit: AuditLog, metrics: GatewayMetrics, tasks: BackgroundTasks,
+                 recorded: RecordedInvite | None = None) -> None:
         self.link = link
         self.registry = registry
         self.live = live
         self.audit = audit
         self.metrics = metrics
         self.tasks = tasks
+        self.recorded = recorded
         self.gateway_id = config.sip.id
         self.user_agent = config.sip.user_agent
         upstream = link.config
@@ -274,6 +294,8 @@ class UpstreamStreams:
                 raise OfferRefused(400, "INVITE without Contact")
             if (request.content_type or "").lower() != SDP_TYPE.lower():
                 raise OfferRefused(415, "Expected an SDP offer")
+            if self.recorded is not None and self.recorded(txn, upper_channel, channel):
+                return
             offer = parse_offer(request.body, txn.remote.host)
         except OfferRefused as exc:
             self._refuse(txn, upper_channel, exc.channel or channel, exc.status, exc.reason, exc.detail)
@@ -328,6 +350,8 @@ class UpstreamStreams:
                 bind=(self.media_ip, self.ports),
                 owner=f"upstream:{self.link.name}",
                 on_end=functools.partial(self._leg_ended, record),
+                accept_source=upper_may_connect(self.link.config.media_source, record.peer.host, offer.host)
+                if offer.transport is MediaTransport.TCP_PASSIVE else None,
             )
         except PlayError as exc:
             if record.state is not UpperState.INVITING:

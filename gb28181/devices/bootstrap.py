@@ -18,6 +18,7 @@ from gbgw.gb28181.config import SipConfig
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.devices.subscriptions import CatalogSubscriptions
 from gbgw.gb28181.tasks import BackgroundTasks
+from gbgw.sip.errors import SipError
 
 log = structlog.get_logger("gb28181.access")
 
@@ -58,6 +59,10 @@ class DeviceBootstrap:
                 device_id = queue.popleft()
                 try:
                     await self._bootstrap(device_id)
+                except (AccessError, SipError, OSError) as exc:
+                    # The device went away (its TCP connection closed, it stopped answering): expected on
+                    # a device network, so one line naming why, not a traceback.
+                    log.warning("device bootstrap failed", device=device_id, reason=str(exc))
                 except Exception:
                     log.exception("device bootstrap failed", device=device_id)
                 finally:

@@ -25,6 +25,8 @@ from gbgw.gb28181.devices.catalog import CatalogAssembler, CatalogResult, channe
 from gbgw.gb28181.manscdp import ManscdpDocument
 from gbgw.gb28181.media.stages import Stage
 from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.recording.records import RecordAssembler, RecordSearchResult, RecordType, record_query
+from gbgw.gb28181.recording.times import TimeWindow
 from gbgw.registry.devices import DeviceRegistry
 from gbgw.registry.model import Device
 from gbgw.sip.endpoint import Peer
@@ -84,6 +86,9 @@ class DeviceRequests:
         self.requests = requests
         self.clock = clock
         self.catalogs = CatalogAssembler(sip.catalog_first_wait, sip.catalog_gap_timeout)
+        # An NVR searching its disks is as slow to start and to page as a catalog.
+        self.records = RecordAssembler(sip.catalog_first_wait, sip.catalog_gap_timeout, sip.tzinfo)
+        self._record_waiters: dict[tuple[str, int], asyncio.Future[RecordSearchResult]] = {}
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._collectors: dict[tuple[str, int], _Collector] = {}
         self._catalog_waiters: dict[tuple[str, int], asyncio.Future[CatalogResult]] = {}
@@ -143,9 +148,12 @@ class DeviceRequests:
         key = (doc.cmd_type, sn)
         future: asyncio.Future[ManscdpDocument] = asyncio.get_running_loop().create_future()
         self._pending[key] = _Pending(device_id, future)
+        started = time.monotonic()
         try:
             await self.send_manscdp(device_id, doc)
-            return await asyncio.wait_for(future, self.sip.query_timeout)
+            answer = await asyncio.wait_for(future, self.sip.query_timeout)
+            self.metrics.device_query.labels(doc.cmd_type).observe(time.monotonic() - started)
+            return answer
         except TimeoutError:
             raise AccessError(Stage.NO_ANSWER, f"{device_id} sent no {doc.cmd_type} response in time") from None
         finally:
@@ -224,9 +232,13 @@ class DeviceRequests:
         future: asyncio.Future[CatalogResult] = asyncio.get_running_loop().create_future()
         self._catalog_waiters[key] = future
         self.catalogs.expect(device_id, sn, self.clock())
+        started = time.monotonic()
         try:
             await self.send_manscdp(device_id, manscdp.query_catalog(sn, device_id))
-            return await future
+            result = await future
+            self.metrics.catalog_assembly.labels("complete" if result.complete else "partial").observe(
+                time.monotonic() - started)
+            return result
         finally:
             self._catalog_waiters.pop(key, None)
 
@@ -257,6 +269,58 @@ class DeviceRequests:
         else:
             log.info("catalog received", device=device_id, channels=len(result.items))
         waiter = self._catalog_waiters.get((device_id, result.sn))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(result)
+
+    # -- record search -------------------------------------------------------------------------------
+
+    async def search_records(
+        self, device_id: str, channel_id: str, window: TimeWindow, record_type: RecordType = RecordType.ALL
+    ) -> RecordSearchResult:
+        """Query ``channel_id``'s recordings over ``window`` and wait until the pages are assembled (or
+        partially, after the first-page wait or a gap between pages)."""
+        sn = self.next_sn()
+        key = (device_id, sn)
+        future: asyncio.Future[RecordSearchResult] = asyncio.get_running_loop().create_future()
+        self._record_waiters[key] = future
+        records = self.records
+        records.expect(device_id, sn, window, self.clock())
+        try:
+            await self.send_manscdp(device_id, record_query(sn, channel_id, window, records.zone, record_type))
+            while not future.done():
+                # The assembler's deadlines are the only timer: wait for the nearest, then close what ran out.
+                deadline = records.next_deadline()
+                wait = 0.0 if deadline is None else max(0.0, deadline - self.clock())
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), wait + 0.01)
+                except TimeoutError:
+                    self.expire_records(self.clock())
+        except AccessError as exc:
+            self.metrics.record_queries.labels(exc.stage.metric_label).inc()
+            raise
+        finally:
+            self._record_waiters.pop(key, None)
+            records.cancel(device_id, sn)
+        result = future.result()
+        self.metrics.record_queries.labels("complete" if result.complete else "partial").inc()
+        return result
+
+    def record_page(self, device_id: str, page: manscdp.RecordInfoResponse, now: float) -> bool:
+        """One page of a RecordInfo answer; False when no search of this device waits for its SN."""
+        sn = page.sn if page.sn is not None else -1
+        if not self.records.pending(device_id, sn):
+            return False
+        done = self.records.add(device_id, page, now)
+        if done is not None:
+            self._record_done(done)
+        return True
+
+    def expire_records(self, now: float) -> None:
+        for result in self.records.expire(now):
+            self._record_done(result)
+
+    def _record_done(self, result: RecordSearchResult) -> None:
+        waiter = self._record_waiters.get((result.device_id, result.sn))
         if waiter is not None and not waiter.done():
             waiter.set_result(result)
 

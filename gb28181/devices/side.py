@@ -14,7 +14,7 @@ from gbgw.gb28181.config import GatewayConfig
 from gbgw.gb28181.devices.bootstrap import DeviceBootstrap
 from gbgw.gb28181.devices.lockout import AuthLockout
 from gbgw.gb28181.devices.messages import DeviceMessages
-from gbgw.gb28181.devices.registrar import DeviceRegistrar
+from gbgw.gb28181.devices.registrar import DeviceRegistrar, RegistrationHook
 from gbgw.gb28181.devices.requests import DeviceRequests
 from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.subscriptions import CatalogSubscriptions
@@ -47,15 +47,18 @@ class DeviceSide:
         outgoing: RequestBuilder,
         clock: Callable[[], float],
         tasks: BackgroundTasks,
+        on_registration_accepted: RegistrationHook | None = None,
     ) -> DeviceSide:
         """``outgoing`` builds the out-of-dialog requests of the device-facing address (shared with live
-        media, so one CSeq counter numbers them all)."""
+        media, so one CSeq counter numbers them all); ``on_registration_accepted`` is the registrar's hook
+        (the diagnostics' warnings)."""
         sip = config.sip
         lockout = AuthLockout(sip.lockout_failures, float(sip.lockout_seconds))
         requests = DeviceRequests(sip, registry, metrics, transport, outgoing, clock)
         subscriptions = CatalogSubscriptions(sip, registry, transport, requests, clock)
         bootstrap = DeviceBootstrap(sip, requests, subscriptions, tasks)
-        registrar = DeviceRegistrar(config, registry, metrics, transport, lockout, clock, bootstrap.start)
+        registrar = DeviceRegistrar(config, registry, metrics, transport, lockout, clock, bootstrap.start,
+                                    on_registration_accepted)
         messages = DeviceMessages(sip, registry, storage, metrics, transport, clock, tasks, requests, subscriptions)
         timers = DeviceTimers(registry, requests, lockout, subscriptions, clock, tasks)
         return cls(registrar, requests, messages, subscriptions, bootstrap, timers)

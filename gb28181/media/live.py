@@ -44,7 +44,7 @@ from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTimeout
 
 if TYPE_CHECKING:
-    from gbgw.gb28181.config import MediaConfig, SipConfig
+    from gbgw.gb28181.config import MediaConfig, MediaSourceRule, SipConfig
     from gbgw.gb28181.observe.metrics import GatewayMetrics
     from gbgw.gb28181.tasks import BackgroundTasks
     from gbgw.registry.devices import DeviceRegistry
@@ -122,7 +122,10 @@ class LiveStreams:
         relay: RelayEngine,
         media: MediaConfig,
         metrics: GatewayMetrics,
+        media_source: Callable[[str], MediaSourceRule] | None = None,
     ) -> None:
+        """``media_source(device_id)`` is where that device's media may come from (the device's own
+        ``media_source``, else ``media.media_source``); without it every device gets the latter."""
         self.registry = registry
         self.sip = sip
         self.transport = transport
@@ -131,6 +134,7 @@ class LiveStreams:
         self.metrics = metrics
         self.relay = relay
         self.media = media
+        self._media_source = media_source or (lambda _device_id: media.media_source)
         self.streams: dict[str, DeviceStream] = {}
         self.sessions: dict[str, Session] = {}
         self._by_call_id: dict[str, DeviceStream] = {}
@@ -188,9 +192,11 @@ class LiveStreams:
         bind: tuple[str, PortRange] | None = None,
         owner: str = "api",
         on_end: SessionEnded | None = None,
+        accept_source: Callable[[str], bool] | None = None,
     ) -> Session:
         """Relay ``stream`` to one more receiver, starting on a keyframe from the GOP cache. For TCP
-        passive ``host``, if given, is the only host allowed to connect.
+        passive ``host``, if given, is the only host allowed to connect, unless ``accept_source(ip)``
+        is given to decide instead.
 
         ``bind`` (address, port range) puts the output on another interface than the device side's:
         the cascade sends toward each upper from its police-side address. ``on_end(session)`` is called
@@ -201,7 +207,8 @@ class LiveStreams:
         out_ssrc = ssrc if ssrc is not None else int(stream.ssrc)
         try:
             output = stream.ingest.add_output(
-                transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed, bind=bind
+                transport, host, port, ssrc=out_ssrc & 0xFFFFFFFF, on_close=self._output_closed, bind=bind,
+                accept_source=accept_source,
             )
         except (OSError, PortRangeExhausted) as exc:
             raise PlayError(Stage.OUTPUT_FAILED, f"cannot open the output: {exc}") from None
@@ -270,6 +277,7 @@ class LiveStreams:
         return f"0{domain[3:8]}{next(self._ssrc_seq) % 10000:04d}"
 
     async def _open(self, channel_id: str) -> DeviceStream:
+        started = time.monotonic()
         device = self._find_device(channel_id)
         media = self.media
         transport = self._transport_for(device)
@@ -304,6 +312,7 @@ class LiveStreams:
         if not stream.ready.done():
             stream.ready.set_result(None)
         self._count(None)
+        self.metrics.play_first_packet.observe(time.monotonic() - started)
         return stream
 
     def _fail(self, stream: DeviceStream, exc: PlayError) -> None:
@@ -362,21 +371,25 @@ class LiveStreams:
         dialog = Dialog.from_uac(invite, response, peer)
         stream.dialog = dialog
         transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
-        answer = self._answer(stream, response, device)
+        answer, sdp_address = self._answer(stream, response, device)
         stream.state = StreamState.CONNECTING
+        rule = self._media_source(device.id)
+        signalling = device.host
         try:
-            await ingest.start(host=device.host, port=answer)
+            await ingest.start(host=device.host, port=answer,
+                               accept_source=lambda ip: rule.permits(ip, signalling, sdp_address))
         except (OSError, TimeoutError, ValueError) as exc:
             self._count(Stage.BAD_ANSWER)
             raise PlayError(Stage.BAD_ANSWER, f"cannot reach the device's media port: {exc}") from None
 
-    def _answer(self, stream: DeviceStream, response: Response, device: Device) -> int | None:
-        """Read the SDP answer liberally; return the device's media port where the relay needs it."""
+    def _answer(self, stream: DeviceStream, response: Response, device: Device) -> tuple[int | None, str | None]:
+        """Read the SDP answer liberally; return the device's media port where the relay needs it, and
+        the answer's ``c=`` address (for ``media_source: sdp``)."""
         if not response.body:
             if stream.transport is MediaTransport.TCP_ACTIVE:
                 self._count(Stage.BAD_ANSWER)
                 raise PlayError(Stage.BAD_ANSWER, "the 200 OK has no SDP, so there is no port to connect to")
-            return None
+            return None, None
         try:
             sdp = SessionDescription.parse(response.body)
         except SdpError as exc:
@@ -388,12 +401,13 @@ class LiveStreams:
             raise PlayError(Stage.BAD_ANSWER, "the SDP answer has no media line")
         address = sdp.address_of(video)
         if address and address not in ("0.0.0.0", "::") and address != device.host:
-            # Behind NAT the answer names a private address; media is checked against the signalling one.
+            # Behind NAT the answer names a private address; a media server on another host names its
+            # own. Which of them media is taken from is the device's media_source rule.
             log.info("SDP answer address differs from the device's", device=device.id, sdp=address,
-                     signalling=device.host)
+                     signalling=device.host, media_source=str(self._media_source(device.id)))
         if sdp.ssrc and sdp.ssrc != stream.ssrc:
             log.info("device answered another SSRC", device=device.id, offered=stream.ssrc, answered=sdp.ssrc)
-        return video.port or None
+        return video.port or None, address or None
 
     async def _first_media(self, stream: DeviceStream) -> None:
         """Wait for the device's first RTP packet, so a play request that will show nothing says why."""
@@ -413,8 +427,11 @@ class LiveStreams:
         dropped = sum(stats.dropped.values())
         if dropped:
             self._count(Stage.BAD_MEDIA)
+            hint = ""
+            if stats.dropped.get("foreign source") or stats.dropped.get("foreign connection"):
+                hint = f"; media_source of device {stream.device_id}: {self._media_source(stream.device_id)}"
             raise PlayError(Stage.BAD_MEDIA, f"{dropped} packets arrived but none was the device's RTP "
-                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})")
+                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())}){hint}")
         self._count(Stage.NO_MEDIA)
         if ingest.stop_reason not in (None, StopReason.NO_MEDIA):
             # Ended early: by the relay (the device closed its connection) or by us (the device's BYE).
@@ -564,6 +581,6 @@ def stream_totals(ingest: Ingest) -> dict[str, int]:
         "bytes_in": stats.bytes,
         "lost": stats.lost,
         "reordered": stats.reordered,
-        "packets_out": sum(o.packets for o in outputs),
-        "bytes_out": sum(o.bytes for o in outputs),
+        "packets_out": ingest.ended_output_packets + sum(o.packets for o in outputs),
+        "bytes_out": ingest.ended_output_bytes + sum(o.bytes for o in outputs),
     }

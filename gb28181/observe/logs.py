@@ -10,13 +10,14 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from datetime import datetime
 from typing import Any, TextIO
 
 import structlog
 
 SECRET_KEYS = frozenset(
     {"password", "passwd", "secret", "nonce", "cnonce", "response", "authorization", "www_authenticate",
-     "proxy_authorization", "credentials"}
+     "proxy_authorization", "credentials", "token", "tokens"}
 )
 # Digest parameters inside a header value that ends up in a log field.
 _DIGEST_SECRET = re.compile(r'\b(nonce|cnonce|response|password)\s*=\s*("[^"]*"|[^,\s]*)', re.IGNORECASE)
@@ -39,6 +40,13 @@ def redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> M
     return event
 
 
+def add_timestamp(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: local time with its UTC offset (``2024-05-01T08:00:00.123+08:00``), the form the
+    API uses, so a log line and an API answer about the same moment read the same and sort across zones."""
+    event["timestamp"] = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    return event
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Set up structlog once for the process. ``fmt`` is auto (console on a TTY), console or json."""
     stream = stream or sys.stderr
@@ -48,7 +56,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=False),
+            add_timestamp,
             redact_event,
             structlog.processors.format_exc_info,
             renderer,

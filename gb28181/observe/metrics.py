@@ -1,7 +1,14 @@
-"""Prometheus metrics of one gateway instance (its own registry, so tests can run several gateways)."""
+"""Prometheus metrics of one gateway instance (its own registry, so tests can run several gateways).
+
+Conventions (https://prometheus.io/docs/practices/naming/): counters only go up, also across receivers
+leaving and streams restarting (what ended is added to the lifetime totals), units end the name
+(``_seconds``, ``_bytes_total``), label values are snake_case. Values the hot path already counts are
+read at scrape time by collectors instead of being updated twice.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -9,6 +16,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -18,10 +27,53 @@ from prometheus_client.registry import Collector
 # The *_created series double the output and no dashboard uses them.
 disable_created_metrics()
 
+DISTRIBUTION = "gb28181-gateway"
+
+# Play request to first packet spans an INVITE round trip and the device's encoder start (often 1-3 s).
+PLAY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 7.5, 10, 15)
+# A catalog of thousands of channels arrives over many MESSAGEs and seconds.
+CATALOG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+QUERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def installed_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def snake(value: str) -> str:
+    """A label value without spaces or dashes: ``keepalive-timeout`` is exported as ``keepalive_timeout``."""
+    return value.replace("-", "_").replace(" ", "_").lower()
+
+
+def industry_counts(devices: Iterable[tuple[str, bool, float]], now: float) -> dict[str, tuple[int, int]]:
+    """{industry code: (registered, online)} over (device ID, online, registration expiry) triples. The
+    industry is ID digits 9-10 (Annex D: 01 community, 02 internal units, 11 education); an ID too short
+    to carry one is counted under ``""``."""
+    counts: dict[str, list[int]] = {}
+    for device_id, online, expires_at in devices:
+        industry = device_id[8:10] if len(device_id) == 20 else ""
+        entry = counts.get(industry)
+        if entry is None:
+            entry = counts[industry] = [0, 0]
+        if expires_at > now:
+            entry[0] += 1
+        if online:
+            entry[1] += 1
+    return {industry: (n_registered, n_online) for industry, (n_registered, n_online) in counts.items()}
+
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
         r = self.registry = CollectorRegistry()
+        # RSS, open fds, CPU seconds, start time (Linux /proc) and the Python version, on our registry.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Gauge("gb_build_info", "The running release (value 1)", ["version"], registry=r)
+        self.build_info.labels(version or installed_version()).set(1)
         self.devices_registered = Gauge("gb_devices_registered", "Devices with a valid registration", registry=r)
         self.devices_online = Gauge("gb_devices_online", "Devices online (registered and keeping alive)", registry=r)
         self.registrations = Counter(
@@ -38,7 +90,6 @@ class GatewayMetrics:
             "gb_sip_responses", "SIP responses sent and received, by method and status",
             ["direction", "method", "status"], registry=r,
         )
-        self.sip_dropped = Gauge("gb_sip_unparseable", "Datagrams or frames dropped as unparseable", registry=r)
         self.transaction_latency = Histogram(
             "gb_sip_transaction_seconds", "Time from sending a request to its final response",
             ["method"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 32),
@@ -52,12 +103,42 @@ class GatewayMetrics:
         self.media_timeouts = Counter("gb_media_timeouts", "Device streams ended by a media timeout", registry=r)
         self.live_streams = Gauge("gb_live_streams", "Device streams being relayed", registry=r)
         self.live_sessions = Gauge("gb_live_sessions", "Receivers of relayed streams", registry=r)
+        self.history_sessions = Counter("gb_history_sessions", "Playback and download sessions started, by kind",
+                                        ["kind"], registry=r)
+        self.history_active = Gauge("gb_history_sessions_active", "Playback and download sessions running",
+                                    ["kind"], registry=r)
+        self.record_queries = Counter("gb_record_queries", "RecordInfo searches by outcome (complete, partial, "
+                                      "or the stage that failed)", ["result"], registry=r)
+        self.mansrtsp = Counter("gb_mansrtsp_commands", "MANSRTSP commands sent in INFO, by method and outcome",
+                                ["method", "result"], registry=r)
         self.upstream_online = Gauge("gb_upstream_online", "Upper platforms: 1 registered and answering keepalives",
                                      ["upstream"], registry=r)
         self.cascade = Counter("gb_cascade_requests", "Requests from upper platforms, by kind and outcome",
                                ["upstream", "kind", "result"], registry=r)
         self.alarms_forwarded = Counter("gb_alarms_forwarded", "Alarms delivered to upper platforms",
                                         ["upstream"], registry=r)
+        self.play_first_packet = Histogram(
+            "gb_play_first_packet_seconds", "From a play request that INVITEs a device to its first RTP packet",
+            buckets=PLAY_BUCKETS, registry=r,
+        )
+        self.webrtc_viewers = Gauge("gb_webrtc_viewers", "WebRTC (WHEP) viewers, connecting or live", registry=r)
+        self.webrtc_preview_start = Histogram(
+            "gb_webrtc_preview_start_seconds",
+            "From a WHEP offer to the viewer's first frame sent (the device's INVITE included when cold)",
+            buckets=PLAY_BUCKETS, registry=r,
+        )
+        self.catalog_assembly = Histogram(
+            "gb_catalog_assembly_seconds", "From a Catalog query to its assembled answer, by outcome",
+            ["result"], buckets=CATALOG_BUCKETS, registry=r,
+        )
+        self.device_query = Histogram(
+            "gb_device_query_seconds", "From a query MESSAGE to the device's Response, by CmdType",
+            ["cmd"], buckets=QUERY_BUCKETS, registry=r,
+        )
+        self.api_request = Histogram(
+            "gb_api_request_seconds", "HTTP API requests by method, route template and status class",
+            ["method", "route", "status"], buckets=API_BUCKETS, registry=r,
+        )
         # Labelled children are cached: .labels() costs a lock and a dict lookup per call.
         self._request_children: dict[str, Counter] = {}
 
@@ -67,18 +148,26 @@ class GatewayMetrics:
             child = self._request_children[method] = self.sip_requests.labels(method)
         child.inc()
 
+    def transition(self, online: bool, reason: str) -> None:
+        """One device online/offline transition (``reason`` a StatusReason, snake-cased for the label)."""
+        self.transitions.labels("online" if online else "offline", snake(reason)).inc()
+
     def bind_gauges(self, registered: Callable[[], float], online: Callable[[], float],
                     dropped: Callable[[], float]) -> None:
-        """Gauges computed at scrape time, so the hot path never updates them."""
+        """Values computed at scrape time, so the hot path never updates them. ``dropped`` is the
+        endpoint's lifetime count of unparseable datagrams and frames (a counter)."""
         self.devices_registered.set_function(registered)
         self.devices_online.set_function(online)
-        self.sip_dropped.set_function(dropped)
+        self.registry.register(_Unparseable(dropped))
 
     def bind_live(self, streams: Callable[[], float], sessions: Callable[[], float],
                   totals: Callable[[], dict[str, int]]) -> None:
         self.live_streams.set_function(streams)
         self.live_sessions.set_function(sessions)
         self.registry.register(_RelayTotals(totals))
+
+    def bind_webrtc(self, viewers: Callable[[], float]) -> None:
+        self.webrtc_viewers.set_function(viewers)
 
     def bind_boundary(self, drops: Callable[[], dict[tuple[str, str], int]]) -> None:
         """``drops()`` gives {(side, reason): count}: side ``device`` or an upstream's name, reason
@@ -104,6 +193,26 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
+class _Unparseable(Collector):
+    def __init__(self, dropped: Callable[[], float]) -> None:
+        self._dropped = dropped
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("gb_sip_unparseable", "Datagrams or frames dropped as unparseable",
+                                  value=float(self._dropped()))
+
+
+# (key of LiveStreams.totals(), exported family, help): counters, so ended streams and outputs stay in.
+RELAY_TOTALS = (
+    ("packets_in", "gb_relay_in_packets", "RTP packets received from devices"),
+    ("bytes_in", "gb_relay_in_bytes", "RTP bytes received from devices"),
+    ("packets_out", "gb_relay_out_packets", "RTP packets relayed to receivers"),
+    ("bytes_out", "gb_relay_out_bytes", "RTP bytes relayed to receivers"),
+    ("lost", "gb_relay_lost_packets", "RTP packets lost on device legs"),
+    ("reordered", "gb_relay_reordered_packets", "RTP packets out of order on device legs"),
+)
+
+
 class _RelayTotals(Collector):
     """Lifetime relay counters, read from the relay at scrape time (the hot path counts, we only read)."""
 
@@ -112,15 +221,8 @@ class _RelayTotals(Collector):
 
     def collect(self) -> Iterable[Metric]:
         totals = self._totals()
-        for key, help_text in (
-            ("packets_in", "RTP packets received from devices"),
-            ("bytes_in", "RTP bytes received from devices"),
-            ("packets_out", "RTP packets relayed to receivers"),
-            ("bytes_out", "RTP bytes relayed to receivers"),
-            ("lost", "RTP packets lost on device legs"),
-            ("reordered", "RTP packets out of order on device legs"),
-        ):
-            yield CounterMetricFamily(f"gb_relay_{key}", help_text, value=totals[key])
+        for key, name, help_text in RELAY_TOTALS:
+            yield CounterMetricFamily(name, help_text, value=totals[key])
 
 
 class _BoundaryDrops(Collector):

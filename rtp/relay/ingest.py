@@ -153,6 +153,8 @@ class Ingest:
         self._family = address_family(bind_host)
         self._device_host = normalize_host(config.device_host, self._family)
         self._source: tuple[str, int] | None = None
+        self._accept_source: Callable[[str], bool] | None = None
+        """Set by `start`: which source addresses may send (or connect); else only ``_device_host``."""
         self._fast = False
         """UDP: the socket is connected to the device and drained of what was queued before, so the
         reader may use the address-free ``recv_into``."""
@@ -206,6 +208,9 @@ class Ingest:
             )
 
         self.outputs: list[RelayOutput] = []
+        self.ended_output_packets = 0
+        self.ended_output_bytes = 0
+        """What outputs that ended had sent: lifetime totals stay monotonic when a receiver leaves."""
         self._udp_live: list[RelayOutput] = []
         self._stream_live: list[RelayOutput] = []
         self._next_output = 1
@@ -266,11 +271,13 @@ class Ingest:
         host: str | None = None,
         port: int | None = None,
         rtcp_port: int | None = None,
+        accept_source: Callable[[str], bool] | None = None,
     ) -> None:
         """The device answered: restart the first-packet timeout from now and learn where it is.
 
         ``host`` replaces the configured device host; ``port`` is the media port of the device's SDP
-        answer. TCP active: connect to it (raises OSError/TimeoutError if that fails). UDP: receiver
+        answer. ``accept_source(ip)``, if given, decides from now on which source addresses media is
+        taken from (the caller's rule: the SDP address, a network list) instead of ``host`` alone. TCP active: connect to it (raises OSError/TimeoutError if that fails). UDP: receiver
         reports go to ``rtcp_port``, else ``port + 1``; the port RTP comes from is still latched from
         the first packet, because many devices do not send from the port they announce.
         """
@@ -279,6 +286,8 @@ class Ingest:
         config = self.config
         if host:
             self._device_host = normalize_host(host, self._family)
+        if accept_source is not None:
+            self._accept_source = accept_source
         self._first_deadline = time.monotonic() + config.first_packet_timeout
         if config.transport is MediaTransport.UDP:
             if self._device_host is not None:
@@ -345,6 +354,7 @@ class Ingest:
         seq_base: int | None = None,
         on_close: OutputCloseCallback | None = None,
         bind: tuple[str, PortRange] | None = None,
+        accept_source: Callable[[str], bool] | None = None,
     ) -> RelayOutput:
         """Relay to a receiver with its own SSRC; numbering starts at ``seq_base`` (random if None).
 
@@ -353,7 +363,8 @@ class Ingest:
 
         UDP and TCP active need the receiver's ``host:port``. TCP passive listens on the output's
         ``local_port`` and starts when the receiver connects (ending as ``CONNECT_FAILED`` if none does
-        within ``connect_timeout``); ``host``, if given, is the only host accepted. Each output starts with the cached GOP, so its receiver starts on a keyframe.
+        within ``connect_timeout``); ``host``, if given, is the only host accepted, unless
+        ``accept_source(ip)`` is given to decide instead. Each output starts with the cached GOP, so its receiver starts on a keyframe.
         """
         if self.closed:
             raise RuntimeError("ingest is closed")
@@ -363,20 +374,25 @@ class Ingest:
         lease = ports.lease_udp(bind_host) if transport is MediaTransport.UDP else ports.lease_tcp(bind_host)
         if seq_base is None:
             seq_base = random.getrandbits(16)
-        output = RelayOutput(
-            self._loop,
-            self._next_output,
-            transport,
-            normalize_host(host, address_family(bind_host)),
-            port,
-            ssrc,
-            seq_base,
-            lease,
-            self.config.max_pending,
-            self._output_live,
-            self._output_ended,
-            on_close,
-        )
+        try:
+            output = RelayOutput(
+                self._loop,
+                self._next_output,
+                transport,
+                normalize_host(host, address_family(bind_host)),
+                port,
+                ssrc,
+                seq_base,
+                lease,
+                self.config.max_pending,
+                self._output_live,
+                self._output_ended,
+                on_close,
+                accept_source=accept_source,
+            )
+        except BaseException:
+            lease.release()
+            raise
         self._next_output += 1
         self.outputs.append(output)
         if self._idle_timer is not None:
@@ -384,7 +400,9 @@ class Ingest:
             self._idle_timer = None
         try:
             output._open(self._loop, self.config.connect_timeout)
-        except OSError:
+        except BaseException:
+            # Whatever connect or listen raised (OSError, or TypeError for a host with a NUL in it), nobody
+            # else holds this output: its sockets close and its ports go back now, or each failure leaks both.
             output._end(StopReason.SOCKET_ERROR, notify=False)
             raise
         log.info(
@@ -451,6 +469,9 @@ class Ingest:
             self._stream_live.append(output)
 
     def _output_ended(self, output: RelayOutput) -> None:
+        if output in self.outputs:
+            self.ended_output_packets += output.sent
+            self.ended_output_bytes += output.sent_bytes
         for group in (self.outputs, self._udp_live, self._stream_live):
             if output in group:
                 group.remove(output)
@@ -550,14 +571,20 @@ class Ingest:
                 return True
             self._drop("foreign source")
             return False
-        host = self._device_host
-        if host is not None and addr[0] != host:
+        if not self._source_permitted(addr[0]):
             self._drop("foreign source")
             return False
         # Only an RTP packet teaches us the device's port: not stray bytes from some other socket.
         if size >= 12 and buf[0] >> 6 == 2 and not 192 <= buf[1] <= 223:
             self._latch((addr[0], addr[1]))
         return True
+
+    def _source_permitted(self, ip: str) -> bool:
+        accept = self._accept_source
+        if accept is not None:
+            return accept(ip)
+        host = self._device_host
+        return host is None or normalize_host(ip, self._family) == host
 
     def _latch(self, source: tuple[str, int]) -> None:
         """Accept RTP only from ``source`` from now on; the kernel enforces it after connect()."""
@@ -822,7 +849,7 @@ class Ingest:
             except OSError as exc:
                 log.warning("relay ingest accept failed", ingest=self.id, error=str(exc))
                 return
-            if self._device_host is not None and normalize_host(addr[0]) != self._device_host:
+            if not self._source_permitted(addr[0]):
                 self._drop("foreign connection")
                 log.warning("relay ingest refused connection", ingest=self.id, peer=f"{addr[0]}:{addr[1]}")
                 conn.close()

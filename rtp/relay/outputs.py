@@ -87,6 +87,7 @@ class RelayOutput:
         "_rtcp_sock",
         "_sender",
         "_sink",
+        "accept_source",
         "dropped",
         "gop_sent",
         "gso",
@@ -123,10 +124,12 @@ class RelayOutput:
         on_ended: Callable[[RelayOutput], None],
         on_close: OutputCloseCallback | None,
         sink: PacketSink | None = None,
+        accept_source: Callable[[str], bool] | None = None,
     ) -> None:
         """``on_live`` and ``on_ended`` are the ingest's: the output can take packets, the output is
         gone. ``on_close`` is the caller's, told why when the relay (not the caller) ended it. An
-        in-process output has no ``transport`` and no ``lease``, and a ``sink``."""
+        in-process output has no ``transport`` and no ``lease``, and a ``sink``. TCP passive:
+        ``accept_source(ip)``, if given, decides who may connect, instead of ``host`` alone."""
         self._loop = loop
         self.id = output_id
         self.transport = transport
@@ -159,6 +162,7 @@ class RelayOutput:
         self._rtcp_sock: socket.socket | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._accept_timer: asyncio.TimerHandle | None = None
+        self.accept_source = accept_source
 
     def __repr__(self) -> str:
         return (
@@ -252,7 +256,7 @@ class RelayOutput:
             except OSError as exc:
                 log.warning("relay output accept failed", output=self.id, error=str(exc))
                 return
-            if self.host is not None and normalize_host(addr[0]) != self.host:
+            if not self._may_connect(addr[0]):
                 log.warning("relay output refused connection", output=self.id, peer=f"{addr[0]}:{addr[1]}")
                 conn.close()
                 continue
@@ -266,6 +270,11 @@ class RelayOutput:
             conn.setblocking(False)
             self._stream_connected(loop, conn)
             return
+
+    def _may_connect(self, ip: str) -> bool:
+        if self.accept_source is not None:
+            return self.accept_source(ip)
+        return self.host is None or normalize_host(ip) == self.host
 
     def _accept_expired(self) -> None:
         self._accept_timer = None

@@ -112,7 +112,7 @@ def test_the_extractor_sees_names_and_only_names() -> None:
 def test_exported_names_include_the_bound_families() -> None:
     names = exported_names()
     assert {"gb_registrations_total", "gb_devices_online", "gb_sip_transaction_seconds_bucket",
-            "gb_relay_lost_total", "gb_boundary_drops_total", "gb_audit_pending_lines"} <= names
+            "gb_relay_lost_packets_total", "gb_boundary_drops_total", "gb_audit_pending_lines"} <= names
 
 
 @pytest.mark.parametrize("source", ["dashboard", "alerts"])
@@ -149,5 +149,5 @@ def test_alert_rules_cover_the_issue_and_are_complete() -> None:
     referenced = {name: metric_names(str(r["expr"])) for name, r in zip(names, rules, strict=True)}
     everything = set().union(*referenced.values())
     # Online rate drop, upstream offline, alarm outbox backlog, relay loss, registration failure spikes.
-    assert {"gb_devices_online", "gb_upstream_online", "gb_alarm_outbox_pending", "gb_relay_lost_total",
+    assert {"gb_devices_online", "gb_upstream_online", "gb_alarm_outbox_pending", "gb_relay_lost_packets_total",
             "gb_registrations_total"} <= everything

@@ -30,7 +30,7 @@ async def test_missed_keepalives_take_a_device_offline_and_one_keepalive_brings_
     await gateway.wait_for(lambda: _online(gateway), 2.5, "device still online")
     gateway.clock.advance(6)  # past 3 x 10 s
     await gateway.wait_for(lambda: _offline(gateway), 3, "device offline after 3 missed keepalives")
-    assert await gateway.metric("gb_device_transitions_total", state="offline", reason="keepalive-timeout") == 1
+    assert await gateway.metric("gb_device_transitions_total", state="offline", reason="keepalive_timeout") == 1
     # Still registered: a keepalive alone brings it back, no REGISTER needed.
     assert (await device.keepalive()).status == 200
     assert await _online(gateway)

@@ -5,7 +5,7 @@ offline, request rejected, no answer) so an integrator sees where a request died
 Nothing secret is ever serialised: devices carry no password, nonce or digest field at all.
 """
 
-from gbgw.gb28181.app.api.app import make_app
+from gbgw.gb28181.app.api.app import make_app, make_metrics_app
 from gbgw.gb28181.app.api.common import ApiServices
 
-__all__ = ["ApiServices", "make_app"]
+__all__ = ["ApiServices", "make_app", "make_metrics_app"]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, decoded_id, device_or_404, json_object, services
+from gbgw.gb28181.app.api.addressing import unambiguous_channel
+from gbgw.gb28181.app.api.common import (
+    ApiError,
+    decoded_id,
+    device_or_404,
+    media_destination,
+    read_body,
+    route_doc,
+    services,
+)
 from gbgw.gb28181.app.api.sessions import session_json
 from gbgw.registry.model import Channel
 
@@ -34,31 +44,44 @@ def channel_json(channel: Channel) -> dict[str, Any]:
     }
 
 
+class PlayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Where to send the channel's live stream."""
+
+    host: str | None = None
+    """The receiver's IP address (a literal: names are not resolved), inside api.media_destinations. For
+    tcp-passive, optional: the only address allowed to connect."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """The receiver's RTP port (udp, tcp-active)."""
+    transport: Literal["udp", "tcp-active", "tcp-passive"] = "udp"
+    ssrc: int | str | None = None
+    """The output's SSRC, a number (10 digits as in y=); the device leg's when not given."""
+
+
 @routes.get("/api/devices/{device_id}/channels")
+@route_doc("A device's channels, as its catalog reported them")
 async def list_channels(request: web.Request) -> web.Response:
     found = device_or_404(request)
     return web.json_response([channel_json(c) for c in services(request).registry.channels(found.id)])
 
 
 @routes.post("/api/channels/{channel_id}/play")
+@route_doc("Relay the channel's live stream to host:port (or a local port for tcp-passive)", body=PlayRequest)
 async def play(request: web.Request) -> web.Response:
-    body = await json_object(request, '{"host", "port", "transport", "ssrc"}')
-    host, port, ssrc = body.get("host"), body.get("port"), body.get("ssrc")
-    transport = body.get("transport", "udp")
-    if host is not None and not isinstance(host, str):
-        raise ApiError(400, "host must be a string")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
-        raise ApiError(400, "port must be an integer from 1 to 65535")
-    if ssrc is not None:
-        try:
-            ssrc = int(ssrc)
-        except (TypeError, ValueError):
-            raise ApiError(400, _SSRC_FORMAT) from None
-        if not 0 <= ssrc <= 9_999_999_999:
-            raise ApiError(400, _SSRC_FORMAT)
-    if not isinstance(transport, str):
-        raise ApiError(400, "transport must be udp, tcp-active or tcp-passive")
+    unambiguous_channel(request)
+    body = await read_body(request, PlayRequest)
+    host = None if body.host is None else media_destination(request, "host", body.host)
+    ssrc = None if body.ssrc is None else _ssrc(body.ssrc)
     session = await services(request).live.play(
-        request.match_info["channel_id"], host=host, port=port, transport=transport, ssrc=ssrc
+        request.match_info["channel_id"], host=host, port=body.port, transport=body.transport, ssrc=ssrc
     )
     return web.json_response(session_json(session))
+
+
+def _ssrc(value: int | str) -> int:
+    try:
+        ssrc = int(value)
+    except ValueError:
+        raise ApiError(400, _SSRC_FORMAT) from None
+    if not 0 <= ssrc <= 9_999_999_999:
+        raise ApiError(400, _SSRC_FORMAT)
+    return ssrc

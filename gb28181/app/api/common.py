@@ -8,25 +8,38 @@ request a device or the media side could not serve, whose HTTP status comes from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import structlog
 from aiohttp import web
 
+from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
+from gbgw.gb28181.config import ApiConfig
+from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.ids import GbId, InvalidGbId
+from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.media.stages import stage_of
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
+from gbgw.registry.history import TransitionHistory
 from gbgw.registry.model import Device
 from gbgw.registry.storage import Storage
+
+if TYPE_CHECKING:
+    # aiortc is the optional ``console`` extra: only the WHEP handlers import it, when called.
+    from gbgw.gb28181.webrtc import WhepViewers
+
+log = structlog.get_logger("gb28181.api")
 
 # A stage this table does not know is still a device that failed us: 502 Bad Gateway.
 UNKNOWN_STAGE_STATUS = 502
@@ -44,6 +57,18 @@ class ApiServices:
     cascade: Cascade
     tasks: BackgroundTasks
     clock: Callable[[], float]
+    audit: AuditLog
+    """Where every authorised state-changing request is written, naming the token that made it."""
+    config: ApiConfig
+    """Tokens and ``media_destinations``; the listener and TLS are the daemon's."""
+    history: HistorySessions | None = None
+    """Playback and download sessions (``recording`` routes answer 503 without them)."""
+    availability: TransitionHistory | None = None
+    """The devices' online/offline history (``/api/reports`` answers 503 without it)."""
+    diagnostics: DeviceDiagnostics | None = None
+    """SIP traces, refused registrations (``/api/devices/{id}/trace``, ``/api/registrations``)."""
+    whep: WhepViewers | None = None
+    """Browser viewers (WHEP; ``/whep`` routes answer 503 without them: the ``console`` extra is missing)."""
 
 
 SERVICES: web.AppKey[ApiServices] = web.AppKey("services", ApiServices)
@@ -62,12 +87,13 @@ class ApiError(Exception):
         self.message = message
 
 
-def error(status: int, message: str, stage: str | None = None, **extra: Any) -> web.Response:
+def error(status: int, message: str, stage: str | None = None, headers: Mapping[str, str] | None = None,
+          **extra: Any) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if stage is not None:
         body["stage"] = stage
     body.update(extra)
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, headers=headers)
 
 
 def failure(exc: AccessError) -> web.Response:
@@ -147,12 +173,22 @@ async def read_body(request: web.Request, kind: type[T]) -> T:
 
 @web.middleware
 async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as a JSON object, aiohttp's own too (unknown path, wrong method, body too large)."""
     try:
         return await handler(request)
     except ApiError as exc:
         return error(exc.status, exc.message)
     except AccessError as exc:
         return failure(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error(exc.status, exc.reason, headers=allow)
+    except Exception:
+        # A bug, not a refusal: logged with its traceback, answered without it.
+        log.exception("api handler failed", method=request.method, path=request.path)
+        return error(500, "internal error (logged)")
 
 
 def device_or_404(request: web.Request) -> Device:
@@ -164,15 +200,35 @@ def device_or_404(request: web.Request) -> Device:
     return device
 
 
-async def json_object(request: web.Request, expected: str) -> dict[str, Any]:
-    """The request's JSON object body; ``expected`` tells a caller who sent something else what to send."""
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def media_destination(request: web.Request, key: str, host: str) -> str:
+    """``host`` as the address media may be sent to, checked before anything is allocated for it.
+
+    400 unless it is an IP literal: a name would make the gateway resolve it, and the answer (or a NUL
+    byte inside it) would reach the socket unchecked. 403 unless it is inside ``api.media_destinations``
+    and one receiver: the unspecified, multicast and broadcast addresses are refused even when a
+    configured network contains them, since they would reach this host or a whole network instead."""
     try:
-        body = await request.json()
+        address: IpAddress = ipaddress.ip_address(host)
     except ValueError:
-        raise ApiError(400, f"the body must be JSON: {expected}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
+        raise ApiError(400, f"{key}: {host!r} is not an IP address (host names are not resolved)") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise ApiError(400, f"{key}: {host!r} is not an IP address without a zone")
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+    if address.is_unspecified or address.is_multicast or address == _LIMITED_BROADCAST:
+        raise ApiError(403, f"{key}: {address} is not a single receiver (unspecified, multicast or broadcast)")
+    networks = [n for n in services(request).config.media_destinations if address in n]
+    if not networks:
+        raise ApiError(403, f"{key}: {address} is not inside api.media_destinations")
+    for network in networks:
+        if isinstance(network, ipaddress.IPv4Network) and network.prefixlen < 31 and address == network.broadcast_address:
+            raise ApiError(403, f"{key}: {address} is the broadcast address of {network}")
+    return str(address)
 
 
 def iso(ts: float) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import decoded_id, device_or_404, iso, services
+from gbgw.gb28181.app.api.common import decoded_id, device_or_404, iso, route_doc, services
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.media.stages import Stage
 from gbgw.registry.model import Device
@@ -40,6 +40,7 @@ def device_json(device: Device, registered: bool) -> dict[str, Any]:
 
 
 @routes.get("/api/devices")
+@route_doc("Every device the registry knows (?online=true|false filters)")
 async def list_devices(request: web.Request) -> web.Response:
     api = services(request)
     now = api.clock()
@@ -52,6 +53,7 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/devices/{device_id}")
+@route_doc("One device")
 async def get_device(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
@@ -59,6 +61,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/devices/{device_id}/catalog/refresh")
+@route_doc("Query the device's catalog again (?wait=false answers 202 at once)")
 async def refresh_catalog(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
@@ -88,6 +91,7 @@ async def _refresh_in_background(requests: DeviceRequests, device_id: str) -> No
 
 
 @routes.get("/api/devices/{device_id}/status")
+@route_doc("Ask the device for its DeviceStatus now")
 async def device_status(request: web.Request) -> web.Response:
     found = device_or_404(request)
     status = await services(request).requests.device_status(found.id)

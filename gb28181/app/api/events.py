@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, device_or_404, iso, services
+from gbgw.gb28181.app.api.common import ApiError, device_or_404, iso, route_doc, services
 
 routes = web.RouteTableDef()
 
@@ -12,6 +12,7 @@ MAX_LIMIT = 1000
 
 
 @routes.get("/api/alarms")
+@route_doc("Stored alarms, newest first (?device_id=, ?limit= up to 1000)")
 async def list_alarms(request: web.Request) -> web.Response:
     try:
         limit = min(int(request.query.get("limit", "100")), MAX_LIMIT)
@@ -42,6 +43,7 @@ async def list_alarms(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/devices/{device_id}/positions")
+@route_doc("A device's stored mobile positions, newest first (?limit= 1 to 1000)")
 async def list_positions(request: web.Request) -> web.Response:
     found = device_or_404(request)
     try:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import services
+from gbgw.gb28181.app.api.common import Role, route_doc, services
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/health")
+@route_doc("Whether the gateway is up, with its device counts (for supervisors; no token)", public=True)
 async def health(request: web.Request) -> web.Response:
     registry = services(request).registry
     return web.json_response({"status": "ok", "devices": len(registry), "online": registry.online_count})
 
 
 @routes.get("/metrics")
+@route_doc("Prometheus metrics (a viewer token, or no token on metrics.listen)", role=Role.VIEWER)
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=services(request).metrics.render(), content_type="text/plain", charset="utf-8")

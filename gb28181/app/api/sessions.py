@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, services
+from gbgw.gb28181.app.api.common import ApiError, route_doc, services
 from gbgw.gb28181.media.live import Session
 
 routes = web.RouteTableDef()
@@ -47,11 +47,13 @@ def session_json(session: Session) -> dict[str, Any]:
 
 
 @routes.get("/api/sessions")
+@route_doc("Every receiver of a live stream, API viewers and uppers alike")
 async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response([session_json(s) for s in list(services(request).live.sessions.values())])
 
 
 @routes.get("/api/sessions/{session_id}")
+@route_doc("One session, with its device leg's counters")
 async def get_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     session = services(request).live.sessions.get(session_id)
@@ -61,6 +63,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sessions/{session_id}")
+@route_doc("Stop a session (the device leg ends when its last receiver has gone)")
 async def delete_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     if not services(request).live.stop(session_id):
