@@ -9,6 +9,10 @@ command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: the tests need these Debian packages: ${need_apt[*]} (run this once as root to install them)" >&2
+        exit 1
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

@@ -58,6 +58,7 @@ pytestmark = [
         shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
         reason="needs ffmpeg/ffprobe (Debian package ffmpeg; tests/run.sh installs it)",
     ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (ip netns add)"),
 ]
 
 GATEWAY_ID = "34020000002000000001"
