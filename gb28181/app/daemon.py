@@ -200,6 +200,7 @@ class Gateway:
             availability=self.availability,
             diagnostics=self.diagnostics,
             history=self.history,
+            health=self.health,
         )
         app = make_app(api)
         app[CONTROL] = ControlServices(DeviceControl(self.devices.requests), self.channel_ids, self.events,

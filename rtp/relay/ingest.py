@@ -584,7 +584,7 @@ class Ingest:
         if accept is not None:
             return accept(ip)
         host = self._device_host
-        return host is None or normalize_host(ip, self._family) == host
+        return host is None or ip == host or normalize_host(ip) == host
 
     def _latch(self, source: tuple[str, int]) -> None:
         """Accept RTP only from ``source`` from now on; the kernel enforces it after connect()."""

@@ -274,7 +274,7 @@ class RelayOutput:
     def _may_connect(self, ip: str) -> bool:
         if self.accept_source is not None:
             return self.accept_source(ip)
-        return self.host is None or normalize_host(ip) == self.host
+        return self.host is None or ip == self.host or normalize_host(ip) == self.host
 
     def _accept_expired(self) -> None:
         self._accept_timer = None

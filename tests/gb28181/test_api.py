@@ -93,7 +93,9 @@ async def test_device_and_channel_shapes(tmp_path: Path) -> None:
 
         assert [d["id"] for d in await gw.api.ok("/api/devices?online=true")] == [DEVICE_ID]
         assert await gw.api.ok("/api/devices?online=false") == []
-        assert await gw.api.ok("/api/health") == {"status": "ok", "devices": 1, "online": 1}
+        health = await gw.api.ok("/api/health")
+        assert {k: health[k] for k in ("status", "devices", "online")} == {"status": "ok", "devices": 1, "online": 1}
+        assert {name: c["status"] for name, c in health["components"].items()} == {"audit": "ok", "storage": "ok"}
 
         channels = {c["id"]: c for c in await gw.api.ok(f"/api/devices/{DEVICE_ID}/channels")}
         assert set(channels) == {CAMERA, ALARM_IN}

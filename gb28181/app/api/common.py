@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +28,7 @@ from gbgw.gb28181.ids import GbId, InvalidGbId
 from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.media.stages import stage_of
+from gbgw.gb28181.observe.health import Health
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
@@ -69,6 +70,8 @@ class ApiServices:
     """SIP traces, refused registrations (``/api/devices/{id}/trace``, ``/api/registrations``)."""
     whep: WhepViewers | None = None
     """Browser viewers (WHEP; ``/whep`` routes answer 503 without them: the ``console`` extra is missing)."""
+    health: Health = field(default_factory=Health)
+    """The components' ok/degraded states behind ``/api/health``."""
 
 
 SERVICES: web.AppKey[ApiServices] = web.AppKey("services", ApiServices)

@@ -12,8 +12,12 @@ routes = web.RouteTableDef()
 @routes.get("/api/health")
 @route_doc("Whether the gateway is up, with its device counts (for supervisors; no token)", public=True)
 async def health(request: web.Request) -> web.Response:
-    registry = services(request).registry
-    return web.json_response({"status": "ok", "devices": len(registry), "online": registry.online_count})
+    # 200 even when degraded: a full audit disk must not take the gateway out of a load balancer; the
+    # body says what is wrong, for a supervisor or an alert to act on.
+    found = services(request)
+    body = found.health.report().as_dict()
+    body.update(devices=len(found.registry), online=found.registry.online_count)
+    return web.json_response(body)
 
 
 @routes.get("/metrics")
