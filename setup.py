@@ -13,4 +13,6 @@ ROOTS = ("sip", "rtp", "registry", "gb28181", "conformance")
 setup(
     package_dir={f"gbgw.{root}": root for root in ROOTS},
     packages=[f"gbgw.{name}" for name in find_packages(include=[p for r in ROOTS for p in (r, f"{r}.*")])],
+    # The web console's static files (a folder of files, not a package).
+    package_data={"gbgw.gb28181": ["app/console/*"]},
 )

@@ -23,6 +23,7 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from gbgw.gb28181.ids import GbId, type_name
+from gbgw.gb28181.observe.event_types import EventType, Webhook
 from gbgw.sip.tls import TlsFileError, client_context, server_context
 
 T = TypeVar("T")
@@ -330,6 +332,14 @@ class ConsoleConfig:
 
 
 @dataclass(slots=True)
+class EventsConfig:
+    webhooks: tuple[Webhook, ...] = ()
+    """Each event POSTed as JSON to these URLs (hosts inside ``api.media_destinations``)."""
+    queue: int = 1000
+    """Events kept per webhook while its receiver is down; the oldest go first."""
+
+
+@dataclass(slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "auto"
@@ -440,6 +450,7 @@ class GatewayConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     @property
     def realm(self) -> str:
@@ -863,6 +874,68 @@ def _read_console(sec: _Section) -> ConsoleConfig:
     return cfg
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _webhook_url(destinations: tuple[IpNetwork, ...]) -> Callable[[str, Any], str]:
+    """An http(s) URL whose host is an IP literal inside ``destinations`` and one receiver: the rule
+    ``api.media_destinations`` sets for media, so the API cannot be made to send anywhere else."""
+
+    def convert(key: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(key, value, "an http:// or https:// URL")
+        try:
+            parts = urllib.parse.urlsplit(value)
+            host = parts.hostname or ""
+            parts.port  # noqa: B018 (a bad port raises only when read)
+        except ValueError:
+            raise ConfigError(key, value, "an http:// or https:// URL") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ConfigError(key, value, "an http:// or https:// URL")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(key, value, "a URL whose host is an IP address (names are not resolved)") from None
+        if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+            raise ConfigError(key, value, "a URL whose host is one receiver (not unspecified, multicast, broadcast)")
+        inside = [n for n in destinations if address in n]
+        if not inside or any(isinstance(n, ipaddress.IPv4Network) and n.prefixlen < 31
+                             and address == n.broadcast_address for n in inside):
+            raise ConfigError(key, value, "a URL whose host is inside api.media_destinations")
+        return value
+
+    return convert
+
+
+def _event_types(key: str, value: Any) -> frozenset[EventType]:
+    names = ", ".join(t.value for t in EventType)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, value, f"a non-empty list of event types ({names})")
+    try:
+        return frozenset(EventType(v) for v in value)
+    except ValueError:
+        raise ConfigError(key, value, f"a list of event types ({names})") from None
+
+
+def _read_events(sec: _Section, destinations: tuple[IpNetwork, ...]) -> EventsConfig:
+    d = EventsConfig()
+    hooks: list[Webhook] = []
+    value = sec.raw("webhooks")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            hook = _Section(item, f"{sec.key('webhooks')}[{i}]", sec.problems)
+            url = hook.require("url", _webhook_url(destinations))
+            types = hook.get("events", None, _event_types)
+            hook.finish()
+            if url is not None:
+                hooks.append(Webhook(url, types))
+    elif value is not _MISSING and value is not None:
+        sec.report(ConfigError(sec.key("webhooks"), value, "a list of {url, events} mappings"))
+    cfg = EventsConfig(webhooks=tuple(hooks), queue=sec.get("queue", d.queue, _number(int, 1, 1_000_000)))
+    sec.finish()
+    return cfg
+
+
 def _read_storage(sec: _Section) -> StorageConfig:
     d = StorageConfig()
     cfg = StorageConfig(
@@ -1238,6 +1311,7 @@ def load_config(data: Any, *, check_host: bool = False) -> GatewayConfig:
     sip_cfg = _read_sip(top.section("sip"))
     media_cfg = _read_media(top.section("media"))
     console_cfg = _read_console(top.section("console"))
+    events_cfg = _read_events(top.section("events"), api_cfg.media_destinations)
     cfg = GatewayConfig(
         sip=sip_cfg,
         media=media_cfg,
@@ -1249,6 +1323,7 @@ def load_config(data: Any, *, check_host: bool = False) -> GatewayConfig:
         audit=audit_cfg,
         metrics=metrics_cfg,
         console=console_cfg,
+        events=events_cfg,
     )
     top.finish()
     _check_listeners(cfg, problems)

@@ -8,6 +8,7 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: the tests need these Debian packages: ${need_apt[*]} (run this once as root to install them)" >&2

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
@@ -48,6 +50,9 @@ from gbgw.sip.requests import RequestBuilder
 from gbgw.sip.tls import server_context
 from gbgw.sip.transaction import ServerTransaction, Timers
 from gbgw.sip.transport import SipTransport, TransportLimits
+
+if TYPE_CHECKING:
+    from gbgw.gb28181.webrtc import WhepViewers
 
 log = structlog.get_logger("gb28181.daemon")
 
@@ -89,6 +94,7 @@ class Gateway:
         self.transport: SipTransport | None = None
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
+        self.whep: WhepViewers | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.health = Health()
         self.api_port = 0
@@ -186,6 +192,7 @@ class Gateway:
         self.metrics.bind_boundary(self._boundary_drops)
         # A request can be waiting on a device that never answers (Timer F: 32 s) or on a catalog
         # (catalog_first_wait): stopping must not wait for those, so in-flight requests get one second.
+        self.whep = self._browser_viewers()
         api = ApiServices(
             registry=self.registry,
             storage=self.storage,
@@ -201,6 +208,7 @@ class Gateway:
             diagnostics=self.diagnostics,
             history=self.history,
             health=self.health,
+            whep=self.whep,
         )
         app = make_app(api)
         app[CONTROL] = ControlServices(DeviceControl(self.devices.requests), self.channel_ids, self.events,
@@ -249,6 +257,8 @@ class Gateway:
                 await runner.cleanup()
         if hasattr(self, "cascade"):
             await self.cascade.stop()
+        if self.whep is not None:
+            await self.whep.close_all()
         if hasattr(self, "history"):
             self.history.close()
         if hasattr(self, "live"):
@@ -298,6 +308,20 @@ class Gateway:
             self.audit.reopen(config.audit.path)
             old.audit.path = config.audit.path
         log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
+
+    def _browser_viewers(self) -> WhepViewers | None:
+        """The console's WebRTC viewers, when the ``console`` extra (aiortc) is installed; without it the
+        WHEP routes answer 503 naming the extra, and nothing else changes."""
+        if importlib.util.find_spec("aiortc") is None:
+            return None
+        from gbgw.gb28181.webrtc import WebrtcConfig, WhepViewers
+
+        cfg = self.config
+        viewers = WhepViewers(asyncio.get_running_loop(), WebrtcConfig(
+            addresses=[cfg.console.host(cfg.api)], max_viewers=cfg.console.max_viewers,
+            ice_servers=list(cfg.console.ice_servers)))
+        self.metrics.bind_webrtc(lambda: len(viewers))
+        return viewers
 
     def _boundary_drops(self) -> dict[tuple[str, str], int]:
         """Packets refused at each side's transport: the device side's and each upper's."""

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gbgw.gb28181.app.api import (
     channels,
+    console,
     control,
     devices,
     diagnostics,
@@ -21,6 +22,7 @@ from gbgw.gb28181.app.api import (
     sessions,
     subscriptions,
     upstreams,
+    whep,
 )
 from gbgw.gb28181.app.api.auth import ApiGuard, TokenTable
 from gbgw.gb28181.app.api.common import SERVICES, ApiServices, answer_errors, doc_of
@@ -29,7 +31,7 @@ from gbgw.gb28181.observe.metrics import GatewayMetrics
 
 # recording before sessions: its /api/sessions/{playback|download-N} routes must match first.
 RESOURCES = (health, devices, diagnostics, channels, control, subscriptions, events, recording, sessions, upstreams,
-             reports, openapi)
+             reports, openapi, whep, console)
 
 
 class UndeclaredRoute(RuntimeError):

@@ -68,11 +68,17 @@ async def list_channels(request: web.Request) -> web.Response:
 @route_doc("Relay the channel's live stream to host:port (or a local port for tcp-passive)", body=PlayRequest)
 async def play(request: web.Request) -> web.Response:
     unambiguous_channel(request)
+    return await play_channel(request, None)
+
+
+async def play_channel(request: web.Request, device_id: str | None) -> web.Response:
+    """Play ``{channel_id}`` of ``device_id`` (None: of the device that announced the channel last)."""
     body = await read_body(request, PlayRequest)
     host = None if body.host is None else media_destination(request, "host", body.host)
     ssrc = None if body.ssrc is None else _ssrc(body.ssrc)
     session = await services(request).live.play(
-        request.match_info["channel_id"], host=host, port=body.port, transport=body.transport, ssrc=ssrc
+        request.match_info["channel_id"], host=host, port=body.port, transport=body.transport, ssrc=ssrc,
+        device_id=device_id,
     )
     return web.json_response(session_json(session))
 

@@ -288,17 +288,11 @@ async def record(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{_CHANNEL}/play")
-@route_doc("Play the channel of this device live (the body of /api/channels/{channel_id}/play)")
+@route_doc("Play the channel of this device live (the body of /api/channels/{channel_id}/play)",
+           body=channels.PlayRequest)
 async def play(request: web.Request) -> web.StreamResponse:
-    device, channel = channel_or_404(request)
-    owner = services(request).registry.channel(channel.id)
-    # The live side finds a channel's device by the ID alone (the device that announced it last).
-    if owner is None or owner.device_id != device.id:
-        others = control_services(request).channels.devices_with(channel.id)
-        raise ApiError(409, f"channel {channel.id} is also reported by {', '.join(d for d in others if d != device.id)}"
-                            f" and live play does not yet address the device: play it on "
-                            f"{owner.device_id if owner else 'the device that reported it last'}")
-    return await channels.play(request)
+    device, _ = channel_or_404(request)
+    return await channels.play_channel(request, device.id)
 
 
 # -- 2022: precise PTZ, positions, cruise tracks, target tracking ---------------------------------------

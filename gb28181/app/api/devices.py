@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gbgw.gb28181.app.api.addressing import CONTROL
 from gbgw.gb28181.app.api.common import decoded_id, device_or_404, iso, route_doc, services
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.media.stages import Stage
@@ -17,7 +18,9 @@ log = structlog.get_logger("gb28181.api")
 routes = web.RouteTableDef()
 
 
-def device_json(device: Device, registered: bool) -> dict[str, Any]:
+def device_json(device: Device, registered: bool, shared_channel_ids: list[str]) -> dict[str, Any]:
+    """``shared_channel_ids``: the device's channel IDs another device reports too (play and control
+    those by device)."""
     host = f"[{device.host}]" if ":" in device.host else device.host
     return {
         "id": device.id,
@@ -36,7 +39,15 @@ def device_json(device: Device, registered: bool) -> dict[str, Any]:
         "catalog_partial": device.catalog_partial,
         "stream_transport": device.stream_transport,
         "id_info": decoded_id(device.id),
+        "warnings": [{"kind": w.kind, "detail": w.detail, "at": iso(w.at)} for w in device.warnings],
+        "shared_channel_ids": shared_channel_ids,
     }
+
+
+def _shared_ids(request: web.Request, device_id: str) -> list[str]:
+    control = request.app.get(CONTROL)
+    # An application built without the control services keeps no directory of channel IDs.
+    return control.channels.shared_ids(device_id) if control is not None else []
 
 
 @routes.get("/api/devices")
@@ -49,7 +60,9 @@ async def list_devices(request: web.Request) -> web.Response:
     if online is not None:
         want = online.lower() in ("1", "true", "yes")
         devices = [d for d in devices if d.online == want]
-    return web.json_response([device_json(d, api.registry.is_registered(d.id, now)) for d in devices])
+    return web.json_response([
+        device_json(d, api.registry.is_registered(d.id, now), _shared_ids(request, d.id)) for d in devices
+    ])
 
 
 @routes.get("/api/devices/{device_id}")
@@ -57,7 +70,9 @@ async def list_devices(request: web.Request) -> web.Response:
 async def get_device(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
-    return web.json_response(device_json(found, api.registry.is_registered(found.id, api.clock())))
+    return web.json_response(
+        device_json(found, api.registry.is_registered(found.id, api.clock()), _shared_ids(request, found.id))
+    )
 
 
 @routes.post("/api/devices/{device_id}/catalog/refresh")

@@ -66,13 +66,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
 
     viewers = _viewers(request)
     api = services(request)
-    device, channel = channel_or_404(request)
-    owner = api.registry.channel(channel.id)
-    # The live side finds a channel's device by the ID alone (the device that announced it last).
-    if owner is None or owner.device_id != device.id:
-        raise ApiError(409, f"channel {channel.id} is also reported by "
-                            f"{owner.device_id if owner else 'another device'}, whose stream the live side "
-                            "would play: watch it there")
+    _, channel = channel_or_404(request)
     if request.content_type != SDP:
         raise ApiError(415, f"the body must be an SDP offer (Content-Type: {SDP}), not {request.content_type}")
     if (request.content_length or 0) > MAX_OFFER:
@@ -87,7 +81,7 @@ async def offer(request: web.Request) -> web.StreamResponse:
         check_offer(sdp)
         if len(viewers) >= viewers.config.max_viewers:
             raise WhepError(WhepFailure.TOO_MANY_VIEWERS, f"console.max_viewers is {viewers.config.max_viewers}")
-        stream = await api.live.open_stream(channel.id)
+        stream = await api.live.open_stream(channel.id, channel.device_id)
         try:
             answer = await viewers.offer(stream.ingest, sdp, channel=channel.id)
         except BaseException:
