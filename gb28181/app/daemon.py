@@ -172,6 +172,7 @@ class Gateway:
             audit=self.audit,
             tasks=self.tasks,
             clock=self.clock,
+            history=self.history,
         )
         with listening("sip.listen", cfg.sip.listen):
             _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)

@@ -5,6 +5,7 @@ features hang off it, each in its own module and each handed only its own collab
 
 - ``catalog``  the shared catalog, its answers and its change notifications
 - ``media``    the upper's INVITEs, relayed from the device leg to a police-side output
+- ``history``  the upper's playback and download INVITEs and INFOs, each with its own device leg
 - ``queries``  queries and controls forwarded to devices, answers relayed back
 - ``alarms``   alarms delivered upward through a durable outbox
 
@@ -20,11 +21,13 @@ import structlog
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.alarms import AlarmForwarding
 from gbgw.gb28181.cascade.catalog import CatalogShare
+from gbgw.gb28181.cascade.history import UpstreamRecordings
 from gbgw.gb28181.cascade.link import UpstreamLink
 from gbgw.gb28181.cascade.media import UpstreamStreams
 from gbgw.gb28181.cascade.queries import UpstreamQueries
 from gbgw.gb28181.config import GatewayConfig, bind_error
 from gbgw.gb28181.devices.requests import DeviceRequests
+from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
@@ -54,6 +57,7 @@ class Cascade:
         audit: AuditLog,
         tasks: BackgroundTasks,
         clock: Callable[[], float],
+        history: HistorySessions | None = None,
     ) -> None:
         self.registry = registry
         self.audit = audit
@@ -61,6 +65,7 @@ class Cascade:
         self.links: dict[str, UpstreamLink] = {}
         self.catalogs: dict[str, CatalogShare] = {}
         self.streams: dict[str, UpstreamStreams] = {}
+        self.recordings: dict[str, UpstreamRecordings] = {}
         self.queries: dict[str, UpstreamQueries] = {}
         for upstream in config.upstreams:
             if not upstream.enabled:
@@ -69,7 +74,15 @@ class Cascade:
             link = UpstreamLink(upstream, config, audit, metrics)
             self.links[upstream.name] = link
             self.catalogs[upstream.name] = CatalogShare(link, config, registry, audit, metrics, tasks)
-            self.streams[upstream.name] = UpstreamStreams(link, config, registry, live, audit, metrics, tasks)
+            streams = UpstreamStreams(link, config, registry, live, audit, metrics, tasks)
+            self.streams[upstream.name] = streams
+            if history is not None:
+                # The live feature admits (one policy, one 404) and hands recorded offers over; the
+                # upstream's media ports are one range for both.
+                recordings = UpstreamRecordings(link, config, registry, history, streams.ports, audit, metrics,
+                                                tasks)
+                self.recordings[upstream.name] = recordings
+                streams.recorded = recordings.offer
             self.queries[upstream.name] = UpstreamQueries(link, config, registry, requests, audit, metrics, tasks)
         self.alarms = AlarmForwarding(list(self.links.values()), storage, clock, alarm_intake, audit, metrics)
         registry.add_status_listener(self._on_device_status)
@@ -87,6 +100,8 @@ class Cascade:
         await self.alarms.stop()
         for name, link in self.links.items():
             self.streams[name].close()
+            if name in self.recordings:
+                self.recordings[name].close()
             self.queries[name].close()
             self.catalogs[name].close()
             await link.stop()

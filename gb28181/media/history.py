@@ -438,7 +438,7 @@ class HistorySessions:
                  scale=scale)
         return session
 
-    async def relay(self, session_id: str, request: Request) -> HistorySession:
+    async def relay_command(self, session_id: str, request: Request) -> HistorySession:
         """Send ``request`` as another dialog numbered it (an upper's INFO) to the device, in the device
         leg's own CSeq; errors as :meth:`control`'s."""
         session = self.sessions.get(session_id)

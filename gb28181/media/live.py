@@ -1,7 +1,9 @@
 """Live video: INVITE a device for a channel and relay its PS stream to any number of receivers.
 
-One device stream per channel, however many viewers: a second play request for a running channel joins
-it (and starts on a keyframe from the relay's GOP cache). Every failure names the step that failed (a
+One device stream per (device, channel), however many viewers: a second play request for a running
+channel joins it (and starts on a keyframe from the relay's GOP cache). Channel IDs repeat across devices
+in the field, so a stream is keyed by its device too; a caller that names the channel alone gets the
+device that announced it last (the registry's answer). Every failure names the step that failed (a
 :class:`~gbgw.gb28181.media.stages.Stage`, which also says what the API and an upper are answered), because
 "the INVITE succeeded but there is no video" is what users of other platforms cannot diagnose:
 
@@ -67,6 +69,8 @@ class PlayError(AccessError):
 
 
 SessionEnded = Callable[["Session"], None]
+SessionListener = Callable[["Session", bool], None]
+"""(the session, True when it started / False when it ended)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -135,14 +139,27 @@ class LiveStreams:
         self.relay = relay
         self.media = media
         self._media_source = media_source or (lambda _device_id: media.media_source)
-        self.streams: dict[str, DeviceStream] = {}
+        self.streams: dict[tuple[str, str], DeviceStream] = {}
+        """By (device ID, channel ID)."""
         self.sessions: dict[str, Session] = {}
         self._by_call_id: dict[str, DeviceStream] = {}
+        self._session_listeners: list[SessionListener] = []
         self._ssrc_seq = itertools.count(int.from_bytes(os.urandom(2), "big") % 10000)
         self.media_timeouts = 0
         # Counters of ended streams, so metrics stay monotonic when a stream's relay goes away.
         self.ended_totals = {"packets_in": 0, "bytes_in": 0, "lost": 0, "reordered": 0, "packets_out": 0,
                              "bytes_out": 0}
+
+    def add_session_listener(self, listener: SessionListener) -> None:
+        """Told of every receiver's start and end (the live events)."""
+        self._session_listeners.append(listener)
+
+    def _tell(self, session: Session, started: bool) -> None:
+        for listener in self._session_listeners:
+            try:
+                listener(session, started)
+            except Exception:
+                log.exception("session listener failed", session=session.id)
 
     # -- the play request ----------------------------------------------------------------------------
 
@@ -154,10 +171,12 @@ class LiveStreams:
         port: int | None,
         transport: str,
         ssrc: int | None = None,
+        device_id: str | None = None,
     ) -> Session:
         """Start or join the channel's stream and relay it to ``host:port`` (or a local port for
-        ``tcp-passive``, where the receiver connects to us). The two steps are also available apart
-        (`open_stream`, then `attach`), for a caller that may lose interest in between.
+        ``tcp-passive``, where the receiver connects to us). ``device_id`` names the device whose channel
+        it is; without it, the device that announced the channel ID last. The two steps are also
+        available apart (`open_stream`, then `attach`), for a caller that may lose interest in between.
         """
         try:
             out_transport = MediaTransport(transport)
@@ -166,15 +185,16 @@ class LiveStreams:
                             f"transport must be udp, tcp-active or tcp-passive, not {transport!r}") from None
         if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
             raise PlayError(Stage.BAD_REQUEST, f"a {transport} output needs host and port")
-        stream = await self.open_stream(channel_id)
+        stream = await self.open_stream(channel_id, device_id)
         return self.attach(stream, out_transport, host, port, ssrc=ssrc)
 
-    async def open_stream(self, channel_id: str) -> DeviceStream:
-        """The channel's device leg, INVITEd now or joined (waiting for it if it is being set up), with
-        media flowing. A caller that then does not `attach` a receiver must `release` it."""
-        stream = self.streams.get(channel_id)
+    async def open_stream(self, channel_id: str, device_id: str | None = None) -> DeviceStream:
+        """The channel's device leg (of ``device_id``, else of the device that announced the channel
+        last), INVITEd now or joined (waiting for it if it is being set up), with media flowing. A caller
+        that then does not `attach` a receiver must `release` it."""
+        stream = self.streams.get((device_id or self._owner(channel_id), channel_id))
         if stream is None or stream.ended is not None:
-            stream = await self._open(channel_id)
+            stream = await self._open(channel_id, device_id)
         elif stream.ready is not None and not stream.ready.done():
             await asyncio.shield(stream.ready)
         if stream.ended is not None:
@@ -218,6 +238,7 @@ class LiveStreams:
         self.sessions[session.id] = session
         log.info("session started", session=session.id, channel=stream.channel_id, transport=transport.value,
                  receiver=output.receiver, local_port=output.local_port, owner=owner)
+        self._tell(session, True)
         return session
 
     def release(self, stream: DeviceStream) -> None:
@@ -245,6 +266,7 @@ class LiveStreams:
         session.ended = reason
         self.sessions.pop(session.id, None)
         session.stream.sessions.pop(session.id, None)
+        self._tell(session, False)
         if session.on_end is not None:
             try:
                 session.on_end(session)
@@ -255,13 +277,21 @@ class LiveStreams:
         """One INVITE outcome: the stage that failed, None for a stream that came up."""
         self.metrics.invites.labels("ok" if stage is None else stage.metric_label).inc()
 
-    def _find_device(self, channel_id: str) -> Device:
+    def _owner(self, channel_id: str) -> str:
+        """The device a channel ID names without its device: the one that announced it last, or the
+        device itself when the ID is a device's (a camera registered without a catalog)."""
+        channel = self.registry.channel(channel_id)
+        return channel.device_id if channel is not None else channel_id
+
+    def _find_device(self, channel_id: str, device_id: str | None) -> Device:
         registry = self.registry
-        channel = registry.channel(channel_id)
-        device = registry.get(channel.device_id) if channel is not None else registry.get(channel_id)
+        owner = device_id or self._owner(channel_id)
+        known = owner == channel_id or registry.channel(channel_id, owner) is not None
+        device = registry.get(owner) if known else None
         if device is None:
             self._count(Stage.UNKNOWN_CHANNEL)
-            raise PlayError(Stage.UNKNOWN_CHANNEL, f"no device has channel {channel_id}")
+            raise PlayError(Stage.UNKNOWN_CHANNEL, f"no device has channel {channel_id}" if device_id is None
+                            else f"device {device_id} has no channel {channel_id}")
         if not device.online:
             self._count(Stage.DEVICE_OFFLINE)
             raise PlayError(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
@@ -276,9 +306,9 @@ class LiveStreams:
         domain = self.sip.domain
         return f"0{domain[3:8]}{next(self._ssrc_seq) % 10000:04d}"
 
-    async def _open(self, channel_id: str) -> DeviceStream:
+    async def _open(self, channel_id: str, device_id: str | None) -> DeviceStream:
         started = time.monotonic()
-        device = self._find_device(channel_id)
+        device = self._find_device(channel_id, device_id)
         media = self.media
         transport = self._transport_for(device)
         ssrc = self.new_ssrc()
@@ -298,7 +328,7 @@ class LiveStreams:
             raise PlayError(Stage.NO_PORT, f"no media port free in {media.ports}: {exc}") from None
         loop = asyncio.get_running_loop()
         stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future())
-        self.streams[channel_id] = stream
+        self.streams[device.id, channel_id] = stream
         try:
             await self._invite(stream, device)
             await self._first_media(stream)
@@ -456,7 +486,7 @@ class LiveStreams:
             for session in kept:
                 stream.sessions.pop(session.id, None)
             self._teardown(stream, send_bye=not stream.device_bye)
-            self.tasks.spawn(self._reinvite(stream.channel_id, kept))
+            self.tasks.spawn(self._reinvite(stream.device_id, stream.channel_id, kept))
             return
         self._teardown(stream, send_bye=not stream.device_bye)
 
@@ -470,18 +500,19 @@ class LiveStreams:
             and session.ended is None
         )
 
-    async def _reinvite(self, channel_id: str, sessions: list[Session]) -> None:
+    async def _reinvite(self, device_id: str, channel_id: str, sessions: list[Session]) -> None:
         """After a media timeout, INVITE the device again and move the receivers to the new leg.
 
         Each receiver keeps its SSRC and its sequence numbers continue, so a viewer or an upper platform
         sees a pause, not a new stream. If the device cannot be brought back, the receivers end with the
         stage that failed.
         """
-        log.info("re-inviting the device after a media timeout", channel=channel_id, receivers=len(sessions))
+        log.info("re-inviting the device after a media timeout", device=device_id, channel=channel_id,
+                 receivers=len(sessions))
         try:
-            stream = self.streams.get(channel_id)
+            stream = self.streams.get((device_id, channel_id))
             if stream is None or stream.ended is not None:
-                stream = await self._open(channel_id)
+                stream = await self._open(channel_id, device_id)
         except PlayError as exc:
             for session in sessions:
                 self._end_session(session, f"media timeout; re-INVITE failed: {exc.stage}")
@@ -501,7 +532,7 @@ class LiveStreams:
             session.stream = stream
             session.reinvites += 1
             stream.sessions[session.id] = session
-        log.info("device stream restored", channel=channel_id, receivers=len(stream.sessions))
+        log.info("device stream restored", device=device_id, channel=channel_id, receivers=len(stream.sessions))
 
     def _rtcp_bye(self, ingest: Ingest, reason: str) -> None:
         log.info("device sent RTCP BYE", ingest=ingest.id, reason=reason)
@@ -518,8 +549,9 @@ class LiveStreams:
         if stream.state is StreamState.ENDED:
             # Already torn down by another path (the ingest stopping, a BYE) while a play waited on it.
             return
-        if self.streams.get(stream.channel_id) is stream:
-            del self.streams[stream.channel_id]
+        stream_key = (stream.device_id, stream.channel_id)
+        if self.streams.get(stream_key) is stream:
+            del self.streams[stream_key]
         if stream.invite is not None:
             self._by_call_id.pop(stream.invite.call_id or "", None)
         for session in list(stream.sessions.values()):

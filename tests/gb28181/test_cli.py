@@ -68,7 +68,7 @@ BAD_FILES = [
     ('sip:\n  listen: "127.0.0.1"\n', "sip.listen", "'127.0.0.1'", "host:port"),
     ('api:\n  listen: "127.0.0.1:70000"\n', "api.listen", "'127.0.0.1:70000'", "from 1 to 65535"),
     ('sip:\n  passwrd: "abc"\n', "sip.passwrd", "'abc'", "password"),  # the list of known keys names the one meant
-    ("colour: blue\n", "colour", "'blue'", "a known key here (api, audit, devices, "),
+    ("colour: blue\n", "colour", "'blue'", "a known key here (api, audit, console, devices, "),
     ('sip:\n  keepalive_interval: "sixty"\n', "sip.keepalive_interval", "'sixty'", "an integer from 5 to 3600"),
     ("sip:\n  keepalive_interval: 1\n", "sip.keepalive_interval", "1", "an integer from 5 to 3600"),
     ('sip:\n  allowlist: "yes"\n', "sip.allowlist", "'yes'", "true or false"),
