@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gbgw.gb28181.app.api import ApiServices, make_app, make_metrics_app
 from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
+from gbgw.gb28181.app.api.events import EVENT_BUS
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
 from gbgw.gb28181.config import ConfigError, GatewayConfig, bind_error, load_config_file
@@ -34,6 +35,7 @@ from gbgw.gb28181.devices.side import DeviceSide
 from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe import systemd
+from gbgw.gb28181.observe.events import EventBus, EventSources, WebhookDelivery
 from gbgw.gb28181.observe.health import Health
 from gbgw.gb28181.observe.metrics import GatewayMetrics, industry_counts
 from gbgw.gb28181.observe.storage import StorageFileProblems, storage_health
@@ -148,12 +150,23 @@ class Gateway:
         self.live = LiveStreams(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay, cfg.media,
                                 self.metrics, media_source=cfg.media_source)
         self.history = HistorySessions(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay,
-                                       cfg.media, self.metrics)
+                                       cfg.media, self.metrics, media_source=cfg.media_source)
         self.devices.messages.add_media_status_listener(self.history.on_media_status)
         # Before the transport opens, so the first registrations are seen.
         self.events = EventSubscriptions(cfg.sip, self.registry, transport, self.devices.requests, self.tasks,
                                          self.clock)
         self.channel_ids = ChannelDirectory(self.registry)
+        self.devices.messages.add_subscription_end_listener(self.events.terminated)
+        # Live events (SSE, webhooks) hear the services' own hooks; nothing reaches back for them.
+        self.bus = EventBus(self.clock)
+        sources = EventSources(self.bus)
+        self.registry.add_status_listener(sources.device_status)
+        self.registry.add_channel_listener(sources.channel_changed)
+        self.diagnostics.failures.add_listener(sources.registration_failed)
+        self.devices.messages.add_alarm_listener(sources.alarm)
+        self.live.add_session_listener(sources.session)
+        self.webhooks = WebhookDelivery(self.bus, cfg.events.webhooks, queue=cfg.events.queue)
+        self.webhooks.start()
         self.router.handle("BYE", self._on_bye)
         # Before the device side opens: an alarm a device re-sends right after a restart must find the
         # upward outbox listening, or it would be answered without being queued for the uppers.
@@ -212,6 +225,7 @@ class Gateway:
             whep=self.whep,
         )
         app = make_app(api)
+        app[EVENT_BUS] = self.bus
         app[CONTROL] = ControlServices(DeviceControl(self.devices.requests), self.channel_ids, self.events,
                                        self.devices.subscriptions)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -253,6 +267,10 @@ class Gateway:
         )
 
     async def stop(self) -> None:
+        # First: open event streams end, instead of holding the API's cleanup.
+        if hasattr(self, "bus"):
+            self.bus.close()
+            await self.webhooks.close()
         for runner in (self._runner, self._metrics_runner):
             if runner is not None:
                 await runner.cleanup()

@@ -2,8 +2,8 @@
 
 Kept apart from the operational log on purpose: the operational log is tuned and rotated for debugging,
 while this file answers "what did the gateway let through, for whom, and when" for the people who
-supervise the boundary. Every record has ``ts`` (ISO 8601, local time), ``action`` and ``result``; the
-same secret filter as the main log runs over it.
+supervise the boundary. Every record has ``ts`` (ISO 8601, local time with its offset), ``action`` and
+``result``; the same secret filter as the main log runs over it.
 
 Writing never raises into the caller: ``record`` is called from the middle of SIP handlers and status
 listeners, and a full disk must neither break them nor lose the trail silently. A line that cannot be
@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from gbgw.gb28181.observe.health import ComponentHealth, HealthState
-from gbgw.gb28181.observe.logs import redact_event
+from gbgw.gb28181.observe.logs import redact_event, timestamper
 
 log = structlog.get_logger("gb28181.audit")
 
@@ -57,7 +57,7 @@ class AuditLog:
             wrapper_class=structlog.BoundLogger,
             processors=[
                 structlog.processors.EventRenamer("action"),
-                structlog.processors.TimeStamper(fmt="iso", utc=False, key="ts"),
+                timestamper("ts"),
                 redact_event,
                 structlog.processors.JSONRenderer(ensure_ascii=False),
             ],

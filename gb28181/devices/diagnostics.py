@@ -120,18 +120,25 @@ class RegistrationFailures:
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
         self._by_key: OrderedDict[tuple[str, str], FailedRegistration] = OrderedDict()
+        self._listeners: list[Callable[[FailedRegistration], None]] = []
+
+    def add_listener(self, listener: Callable[[FailedRegistration], None]) -> None:
+        """Called with each refusal as it is recorded (the live events)."""
+        self._listeners.append(listener)
 
     def record(self, device_id: str, peer: Peer, status: int, reason: str, now: float) -> None:
         key = (device_id, peer.host)
         entry = self._by_key.get(key)
         if entry is None:
-            self._by_key[key] = FailedRegistration(device_id, peer_text(peer), status, reason, now, now)
+            entry = self._by_key[key] = FailedRegistration(device_id, peer_text(peer), status, reason, now, now)
             if len(self._by_key) > self.capacity:
                 self._by_key.popitem(last=False)
-            return
-        self._by_key.move_to_end(key)
-        entry.source, entry.status, entry.reason, entry.last_at = peer_text(peer), status, reason, now
-        entry.count += 1
+        else:
+            self._by_key.move_to_end(key)
+            entry.source, entry.status, entry.reason, entry.last_at = peer_text(peer), status, reason, now
+            entry.count += 1
+        for listener in self._listeners:
+            listener(entry)
 
     def recent(self, device_id: str | None = None) -> list[FailedRegistration]:
         """Newest first."""

@@ -1,7 +1,10 @@
 """Device messages: the MESSAGE and NOTIFY requests devices send, from the keepalive to the alarm.
 
 - Keepalives are the bulk of all traffic: a regex on the raw body recognises them without an XML parse,
-  and their metric children are resolved once.
+  and their metric children are resolved once. One from a registered device in the plain form is
+  answered from its bytes, before any parse and without a server transaction
+  (:meth:`DeviceMessages.stateless_keepalive` says which requests take which path and why that is
+  RFC 3261-safe); every other one takes the full path.
 - A keepalive (or any MESSAGE) from a device that is unknown, whose registration expired, or that writes
   from another address than it registered from is answered ``403 Device not registered``. Cameras count a
   non-2xx keepalive answer as a failed keepalive and re-register after a few (Hikvision and Dahua after
@@ -38,6 +41,7 @@ from gbgw.registry.model import Alarm, MobilePosition
 from gbgw.registry.storage import Storage
 from gbgw.sip.endpoint import Peer
 from gbgw.sip.message import Request
+from gbgw.sip.stateless import read_simple
 from gbgw.sip.transaction import ServerTransaction
 from gbgw.sip.transport import SipTransport
 
@@ -46,10 +50,13 @@ log = structlog.get_logger("gb28181.access")
 MANSCDP_TYPE = "application/manscdp+xml"
 _KEEPALIVE_RE = re.compile(rb"<CmdType>\s*Keepalive\s*</CmdType>", re.IGNORECASE)
 _FROM_USER_RE = re.compile(r"sips?:([^@;>\s]+)@", re.IGNORECASE)
+_FROM_USER_BYTES_RE = re.compile(rb"sips?:([^@;>\s]+)@", re.IGNORECASE)
 
 AlarmListener = Callable[[Alarm], Awaitable[None]]
 MediaStatusListener = Callable[[str, manscdp.MediaStatusNotify, str], bool]
 """(device ID, the notification, the request's Call-ID) -> whether it was for one of the listener's sessions."""
+SubscriptionEndListener = Callable[[str, Request], None]
+"""(device ID, the NOTIFY with ``Subscription-State: terminated``): the listener finds its own by the dialog."""
 
 
 class DeviceMessages:
@@ -77,8 +84,13 @@ class DeviceMessages:
         # .labels() takes a lock and a dict lookup per call: resolved once for the hot path.
         self._keepalive_ok = metrics.keepalives.labels("ok")
         self._keepalive_refused = metrics.keepalives.labels("unregistered")
+        self._message_requests = metrics.sip_requests.labels("MESSAGE")
+        self._to_tag = transport.endpoint.local_tag.encode()
+        self._force_rport = transport.endpoint.config.force_rport
+        transport.answer_statelessly(self.stateless_keepalive)
         self._alarm_listeners: list[AlarmListener] = []
         self._media_status_listeners: list[MediaStatusListener] = []
+        self._subscription_end_listeners: list[SubscriptionEndListener] = []
 
     def on_message(self, txn: ServerTransaction) -> None:
         req = txn.request
@@ -112,6 +124,39 @@ class DeviceMessages:
         # Dispatched first: a catalog page's channels must be in the commit its 200 waits for.
         self._dispatch(sender, doc, now, req.call_id or "")
         reply_once_stored(self.registry, t, txn)
+
+    def stateless_keepalive(self, data: bytes, source: Peer, _now: float) -> bytes | None:
+        """The 200 to a keepalive from a registered device, straight from the bytes, or None.
+
+        Which path a request takes:
+        - stateless (here): a MESSAGE in the plain form :func:`~sip.stateless.read_simple` reads, whose
+          body is a keepalive (the regex), whose From user is a device registered and unexpired, writing
+          from the address it registered from. Its liveness is refreshed and its 200 built from the
+          request's own Via/From/To/Call-ID/CSeq; no Request object, no server transaction, nothing kept.
+          A retransmission (same branch) is answered again the same way and refreshes liveness again,
+          which is harmless: the answer is idempotent, so absorbing it in a transaction (RFC 3261
+          §17.2.2) would be an optimisation, not a duty, and §8.2.7 allows a stateless UAS.
+        - full (:meth:`on_message`): everything else, among it a keepalive from an unknown, expired or
+          moved device (its 403 is counted there), and any request in a form not read here.
+
+        Measured through the daemon (tests/bench/bench_devices.py, phase 3 against 3b): see the module
+        docstring of :mod:`sip.stateless` and the README's performance section for the figures.
+        """
+        if _KEEPALIVE_RE.search(data) is None:
+            return None
+        simple = read_simple(data, b"MESSAGE", force_rport=self._force_rport)
+        if simple is None or _KEEPALIVE_RE.search(simple.body) is None:
+            return None
+        match = _FROM_USER_BYTES_RE.search(simple.from_)
+        if match is None:
+            return None
+        device_id = match.group(1).decode("ascii", "replace")
+        device = self.registry.get(device_id)
+        if device is None or device.host != source.host or not self.registry.touch(device_id, self.clock()):
+            return None
+        self._message_requests.inc()
+        self._keepalive_ok.inc()
+        return simple.answer(source, self._to_tag)
 
     def _on_keepalive(self, txn: ServerTransaction) -> None:
         req = txn.request
@@ -178,6 +223,10 @@ class DeviceMessages:
     def add_alarm_listener(self, listener: Callable[[Alarm], Awaitable[None]]) -> None:
         """Called with each stored alarm before the device's MESSAGE is answered (the upward outbox)."""
         self._alarm_listeners.append(listener)
+
+    def add_subscription_end_listener(self, listener: SubscriptionEndListener) -> None:
+        """Called with each NOTIFY ending a subscription that is not the catalog's (alarm, position)."""
+        self._subscription_end_listeners.append(listener)
 
     def add_media_status_listener(self, listener: MediaStatusListener) -> None:
         """Called with each MediaStatus notification (history media's end of file)."""
@@ -265,6 +314,9 @@ class DeviceMessages:
         state = (req.get("Subscription-State") or "").split(";", 1)[0].strip().lower()
         if state == "terminated" and self.subscriptions.owns(sender, req):
             self.subscriptions.terminated(sender)
+        elif state == "terminated":
+            for listener in self._subscription_end_listeners:
+                listener(sender, req)
         self._dispatch(sender, doc, self.clock(), req.call_id or "")
         reply_once_stored(self.registry, t, txn)
 

@@ -243,10 +243,20 @@ class DeviceRequests:
             self._catalog_waiters.pop(key, None)
 
     def catalog_page(self, device_id: str, page: manscdp.CatalogResponse, now: float) -> None:
-        """One page of a device's catalog answer (asked for or not)."""
+        """One page of a device's catalog answer (asked for or not).
+
+        A page that does not complete the catalog is stored at once (merged, the catalog flagged
+        partial): its 200 waits for the commit, and a device that saw a page accepted does not send it
+        again, so storing only the completed catalog would lose every acknowledged page to a crash.
+        """
         done = self.catalogs.add(device_id, page, now)
         if done is not None:
             self._catalog_done(done)
+            return
+        device = self.registry.get(device_id)
+        if device is not None:
+            self.registry.merge_channels(
+                device.id, [channel_from_item(device.id, item) for item in page.items if item.device_id])
 
     def expire_catalogs(self, now: float) -> None:
         """Close the catalogs whose pages stopped coming (from the periodic tick)."""

@@ -53,7 +53,7 @@ from gbgw.sip.transport import SipTimeout
 
 if TYPE_CHECKING:
     from gbgw.gb28181 import manscdp
-    from gbgw.gb28181.config import MediaConfig, SipConfig
+    from gbgw.gb28181.config import MediaConfig, MediaSourceRule, SipConfig
     from gbgw.gb28181.observe.metrics import GatewayMetrics
     from gbgw.gb28181.tasks import BackgroundTasks
     from gbgw.registry.devices import DeviceRegistry
@@ -172,9 +172,13 @@ class HistorySessions:
         media: MediaConfig,
         metrics: GatewayMetrics,
         *,
+        media_source: Callable[[str], MediaSourceRule] | None = None,
         end_margin: float = 5.0,
         keep_ended: float = 300.0,
     ) -> None:
+        """``media_source(device_id)`` is where that device's media may come from, as for live video
+        (:class:`~gbgw.gb28181.media.live.LiveStreams`); without it every device gets
+        ``media.media_source``."""
         self.registry = registry
         self.sip = sip
         self.transport = transport
@@ -183,6 +187,7 @@ class HistorySessions:
         self.relay = relay
         self.media = media
         self.metrics = metrics
+        self._media_source = media_source or (lambda _device_id: media.media_source)
         self.end_margin = end_margin
         self.keep_ended = keep_ended
         self.sessions: dict[str, HistorySession] = {}
@@ -208,18 +213,21 @@ class HistorySessions:
         bind: tuple[str, PortRange] | None = None,
         accept_source: Callable[[str], bool] | None = None,
         on_end: Callable[[HistorySession], None] | None = None,
+        network_output: bool = True,
     ) -> HistorySession:
         """INVITE the device for ``channel_id`` over ``window`` and relay the media to ``host:port`` (a
         local port the receiver connects to for ``tcp-passive``); returns once media flows.
 
         ``bind`` and ``accept_source`` are the live path's (:meth:`LiveStreams.attach`): an upper's output
-        on its police-side address, and who may connect to a TCP-passive one."""
+        on its police-side address, and who may connect to a TCP-passive one. ``network_output=False``
+        opens no output: the caller adds its in-process one to ``session.ingest`` (``Ingest.add_sink``,
+        the WebRTC viewer) and stops the session when its receiver leaves."""
         try:
             out_transport = MediaTransport(transport)
         except ValueError:
             raise PlayError(Stage.BAD_REQUEST,
                             f"transport must be udp, tcp-active or tcp-passive, not {transport!r}") from None
-        if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
+        if network_output and out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
             raise PlayError(Stage.BAD_REQUEST, f"a {transport} output needs host and port")
         if scale is not None and scale not in SCALES:
             raise PlayError(Stage.BAD_REQUEST, f"scale must be one of {', '.join(f'{s:g}' for s in SCALES)}")
@@ -266,7 +274,8 @@ class HistorySessions:
         try:
             await self._invite(session, device)
             await self._first_media(session)
-            self._attach(session)
+            if network_output:
+                self._attach(session)
         except PlayError as exc:
             self._end(session, EndReason.MEDIA_ENDED, f"{exc.stage}: {exc.detail}", send_bye=True, failed=True)
             raise
@@ -351,8 +360,12 @@ class HistorySessions:
         transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
         port = self._read_answer(session, response.body, device)
         session.state = StreamState.CONNECTING
+        rule = self._media_source(device.id)
+        signalling = device.host
+        sdp_address = session.answer.address if session.answer is not None else None
         try:
-            await session.ingest.start(host=device.host, port=port)
+            await session.ingest.start(host=device.host, port=port,
+                                       accept_source=lambda ip: rule.permits(ip, signalling, sdp_address))
         except (OSError, TimeoutError, ValueError) as exc:
             self._count(Stage.BAD_ANSWER)
             raise PlayError(Stage.BAD_ANSWER, f"cannot reach the device's media port: {exc}") from None
@@ -369,6 +382,11 @@ class HistorySessions:
             self._count(Stage.BAD_ANSWER)
             raise PlayError(Stage.BAD_ANSWER, f"unusable SDP answer: {exc}") from None
         session.answer = answer
+        if answer.address and answer.address not in ("0.0.0.0", "::") and answer.address != device.host:
+            # An NVR's media server on another host, or a private address behind NAT: the device's
+            # media_source rule decides which one media is taken from.
+            log.info("SDP answer address differs from the device's", session=session.id, device=device.id,
+                     sdp=answer.address, signalling=device.host, media_source=str(self._media_source(device.id)))
         if answer.timing is None:
             # Hikvision answers t=0 0: it plays what was asked.
             log.info("device answered without a range; playing the range requested", session=session.id,
@@ -396,8 +414,11 @@ class HistorySessions:
         dropped = sum(stats.dropped.values())
         if dropped:
             self._count(Stage.BAD_MEDIA)
+            hint = ""
+            if stats.dropped.get("foreign source") or stats.dropped.get("foreign connection"):
+                hint = f"; media_source of device {session.device_id}: {self._media_source(session.device_id)}"
             raise PlayError(Stage.BAD_MEDIA, f"{dropped} packets arrived but none was the device's RTP "
-                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())})")
+                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())}){hint}")
         self._count(Stage.NO_MEDIA)
         if session.ended is not None:
             raise PlayError(Stage.NO_MEDIA, f"the device stream stopped before its first packet: {session.ended}")

@@ -8,8 +8,8 @@ from enum import StrEnum
 class WhepFailure(StrEnum):
     MALFORMED_OFFER = "malformed SDP offer"
     NO_H264 = "the offer has no H.264 (packetization-mode 1, Baseline or Constrained Baseline) to send"
-    H265_UNSUPPORTED = "cannot be previewed: H.265 in WebRTC not supported by this browser"
-    """Until the PyAV transcoding of H.265 to H.264 (``console.transcode_h265``) exists."""
+    H265_UNSUPPORTED = ("cannot be previewed: H.265 in WebRTC not supported by this browser, and "
+                        "console.transcode_h265 is off")
     TOO_MANY_VIEWERS = "too many viewers"
     STREAM_ENDED = "the device stream has ended"
     UNKNOWN_SESSION = "no such WHEP session"

@@ -4,7 +4,8 @@ One in-process relay output per ingest, whatever the number of viewers: the PS d
 per packet, and a viewer costs only aiortc's packetisation, SRTP and send. The feed keeps the frames
 since the last keyframe (a frame-level GOP cache, references to bytes already built) so a viewer
 joining a running stream starts on a keyframe at once; the first viewer gets the relay's own GOP
-cache, replayed when the output is added.
+cache, replayed when the output is added. With ``transcode_h265`` an H.265 stream goes through one
+`H265Transcoder` per feed and its H.264 output is what the tracks and the GOP cache get.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from gbgw.gb28181.webrtc.track import EncodedVideoTrack
+from gbgw.gb28181.webrtc.transcode import H265Transcoder
 from gbgw.rtp.elementary import StreamType
 from gbgw.rtp.psframes import EncodedFrame, PsFrameAssembler
 from gbgw.rtp.relay import Ingest, RelayOutput, StopReason
@@ -36,6 +38,7 @@ class FrameFeed:
         gop_limit: int,
         on_ended: FeedEndCallback,
         on_unsupported: CodecCallback,
+        transcode_h265: bool = False,
     ) -> None:
         """``on_ended``: the ingest stopped; ``on_unsupported``: the stream map named a video codec the
         viewers cannot be sent (H.265). Both are called outside the packet loop."""
@@ -51,6 +54,8 @@ class FrameFeed:
         self._caching = False
         self.unsupported: int | None = None
         """The video stream type that cannot be sent, once seen."""
+        self.transcode_h265 = transcode_h265
+        self.transcoder: H265Transcoder | None = None
         self.output: RelayOutput = ingest.add_sink(self._on_packet, on_close=self._output_closed)
 
     @property
@@ -71,6 +76,9 @@ class FrameFeed:
         """Leave the ingest (its idle timer starts if we were its last output)."""
         self.tracks.clear()
         self._gop.clear()
+        if self.transcoder is not None:
+            self.transcoder.close()
+            self.transcoder = None
         if not self.ingest.closed:
             self.ingest.remove_output(self.output)
 
@@ -81,10 +89,18 @@ class FrameFeed:
 
     def _on_frame(self, frame: EncodedFrame) -> None:
         if frame.stream_type == StreamType.H265:
+            if self.transcode_h265:
+                if self.transcoder is None:
+                    self.transcoder = H265Transcoder(self._loop, self._send)
+                self.transcoder.push(frame)
+                return
             if self.unsupported is None:
                 self.unsupported = frame.stream_type
                 self._loop.call_soon(self._on_unsupported, self, frame.stream_type)
             return
+        self._send(frame)
+
+    def _send(self, frame: EncodedFrame) -> None:
         if frame.keyframe:
             self._gop = [frame]
             self._gop_bytes = len(frame.data)

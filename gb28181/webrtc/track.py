@@ -6,6 +6,10 @@ codes and packetises them (RFC 6184 single NAL / STAP-A / FU-A, 1300-byte packet
 timestamp taken from the packet's pts in its time base. Packets are 90 kHz like the device's, so the
 camera's frame timing reaches the browser unchanged.
 
+A playback's viewer is stamped by arrival instead (``arrival_timing``): a recording's PTS jump back and
+forth on a seek, stop while paused and advance one frame per frame at any scale, and a browser's jitter
+buffer drops frames that go back in time and delays those that come faster than their timestamps say.
+
 A viewer must start on a keyframe: frames before the first one are dropped. A viewer that does not
 keep up (its sender blocked) loses its queue and waits for the next keyframe, rather than buffering
 seconds of video and falling behind live.
@@ -32,9 +36,10 @@ class EncodedVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, max_queue: int = 50) -> None:
+    def __init__(self, max_queue: int = 50, *, arrival_timing: bool = False) -> None:
         super().__init__()
         self.max_queue = max_queue
+        self.arrival_timing = arrival_timing
         self._queue: deque[EncodedFrame] = deque()
         self._ready = asyncio.Event()
         self._started = False
@@ -75,7 +80,11 @@ class EncodedVideoTrack(MediaStreamTrack):
             self._origin = frame.timestamp
             self.first_frame_at = time.monotonic()
         packet = av.Packet(frame.data)
-        packet.pts = (frame.timestamp - self._origin) & 0xFFFFFFFF
+        if self.arrival_timing:
+            assert self.first_frame_at is not None
+            packet.pts = round((time.monotonic() - self.first_frame_at) * 90000) & 0xFFFFFFFF
+        else:
+            packet.pts = (frame.timestamp - self._origin) & 0xFFFFFFFF
         packet.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
         self.bytes_sent += len(frame.data)

@@ -1,32 +1,24 @@
-"""The control routes beside a running gateway: the services the daemon is to build for them
-(``ControlServices``), mounted on a second API application over the gateway's own services, and a
-simulator of devices registered to it."""
+"""The control routes of a running gateway: the daemon's own control services (``ControlServices``) and
+API, and a simulator of devices registered to it."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from access_harness import PASSWORD, RunningGateway
-from aiohttp import web
 
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.devices import DeviceSimulator
-from gbgw.gb28181.app.api import make_app
 from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
-from gbgw.gb28181.app.api.common import SERVICES
-from gbgw.gb28181.devices.channel_ids import ChannelDirectory
-from gbgw.gb28181.devices.control import DeviceControl
-from gbgw.gb28181.devices.device_subscriptions import EventSubscriptions
-from gbgw.gb28181.observe.metrics import GatewayMetrics
+from gbgw.gb28181.manscdp import encode_body, notify_alarm
+from gbgw.sip.message import Request, Response
 
 
 @dataclass
 class ControlApi:
     gateway: RunningGateway
     services: ControlServices
-    runner: web.AppRunner
     url: str
     sims: list[DeviceSimulator]
 
@@ -56,28 +48,35 @@ class ControlApi:
     async def close(self) -> None:
         for sim in self.sims:
             await sim.stop()
-        await self.runner.cleanup()
 
 
 async def control_api(gw: RunningGateway) -> ControlApi:
-    """Build the control services from the gateway's parts, as the daemon wires them."""
-    g = gw.gateway
-    assert g.transport is not None and g._runner is not None
-    control = ControlServices(
-        control=DeviceControl(g.devices.requests),
-        channels=ChannelDirectory(g.registry),
-        events=EventSubscriptions(g.config.sip, g.registry, g.transport, g.devices.requests, g.tasks, g.clock),
-        catalog=g.devices.subscriptions,
-    )
-    # The second application counts its own metrics: a registry takes each metric name once.
-    app = make_app(dataclasses.replace(g._runner.app[SERVICES], metrics=GatewayMetrics()))
-    app[CONTROL] = control
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return ControlApi(gw, control, runner, f"http://127.0.0.1:{port}", [])
+    """The control services the daemon wired, reached through its API."""
+    runner = gw.gateway._runner
+    assert runner is not None
+    return ControlApi(gw, runner.app[CONTROL], gw.api_url, [])
 
 
-
+async def end_event_subscription(sim: DeviceSimulator, index: int, cmd_type: str = "Alarm") -> Response:
+    """The device ends its subscription of ``cmd_type`` itself: a NOTIFY in the subscription's dialog with
+    ``Subscription-State: terminated`` (RFC 6665 §4.2.2), as a camera being reconfigured sends."""
+    device = sim._devices[index]
+    dialog, _ = sim.event_subscriptions.pop((device.device_id, cmd_type))
+    device.sn += 1
+    cfg = sim.config
+    group = device.group
+    headers = [
+        ("Via", group.transport.via(cfg.transport)),
+        ("From", dialog.local),
+        ("To", dialog.remote),
+        ("Call-ID", dialog.call_id),
+        ("CSeq", f"{device.sn} NOTIFY"),
+        ("Contact", f"<sip:{device.device_id}@{group.contact_host}>"),
+        ("Event", dialog.event),
+        ("Subscription-State", "terminated;reason=noresource"),
+        ("Content-Type", "Application/MANSCDP+xml"),
+        ("Max-Forwards", "70"),
+    ]
+    body = encode_body(notify_alarm(device.sn, device.device_id, priority=1, method=2, time=sim._device_time(),
+                                    description="subscription ended"), cfg.encoding)
+    return await group.transport.send_request(Request("NOTIFY", dialog.target, headers, body), group.server)

@@ -1,30 +1,22 @@
-"""A gateway and a simulated NVR serving recordings, for the record search and playback tests.
-
-The recorded-video service (``HistorySessions``) is taken from the daemon when it wires one; otherwise the
-rig wires it here exactly as the daemon is to (BYE routing, the MediaStatus listener, the API services)
-and serves the API from its own port.
-"""
+"""A gateway and a simulated NVR serving recordings, for the record search and playback tests: the
+daemon's own recorded-video service (``HistorySessions``) and API."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from access_harness import PASSWORD, RunningGateway
-from aiohttp import web
 
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.conformance.simulator.media import MediaOptions
-from gbgw.gb28181.app.api import ApiServices, make_app
 from gbgw.gb28181.media.history import HistorySessions
-from gbgw.gb28181.observe.metrics import GatewayMetrics
-from gbgw.sip.transaction import ServerTransaction
 
 FPS = 25
 DEVICE = "34020000001320000001"
@@ -54,7 +46,6 @@ class PlaybackRig:
     simulator: DeviceSimulator
     history: HistorySessions
     api_url: str
-    _runner: web.AppRunner | None = field(default=None, repr=False)
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         async with self.gateway.http.request(method, self.api_url + path, json=body) as response:
@@ -80,39 +71,6 @@ class PlaybackRig:
 
     async def close(self) -> None:
         await self.simulator.stop(unregister=False, timeout=1)
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-async def _wire(gateway: RunningGateway) -> tuple[HistorySessions, str, web.AppRunner | None]:
-    gw = gateway.gateway
-    wired = getattr(gw, "history", None)
-    if isinstance(wired, HistorySessions):
-        return wired, gateway.api_url, None
-    assert gw.transport is not None
-    transport = gw.transport
-    cfg = gw.config
-    history = HistorySessions(gw.registry, cfg.sip, transport, gw.outgoing, gw.tasks, gw.relay, cfg.media,
-                              gw.metrics)
-
-    def on_bye(txn: ServerTransaction) -> None:
-        if not gw.live.on_bye(txn) and not history.on_bye(txn):
-            transport.reply(txn, 481)
-
-    gw.router.handle("BYE", on_bye)
-    gw.devices.messages.add_media_status_listener(history.on_media_status)
-    # A metrics registry of its own: the daemon's API already registered the API's collectors in the gateway's.
-    services = ApiServices(
-        registry=gw.registry, storage=gw.storage, metrics=GatewayMetrics(), requests=gw.devices.requests,
-        live=gw.live, cascade=gw.cascade, tasks=gw.tasks, clock=gw.clock, audit=gw.audit, config=cfg.api,
-        history=history,
-    )
-    runner = web.AppRunner(make_app(services), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return history, f"http://127.0.0.1:{port}", runner
 
 
 @pytest.fixture
@@ -127,12 +85,11 @@ async def playback_rig(
     async def make(gateway_config: dict[str, Any] | None = None, media: dict[str, Any] | None = None,
                    **simulator: Any) -> PlaybackRig:
         gateway = await gateway_factory(gateway_config or {})
-        history, api_url, runner = await _wire(gateway)
         sim = DeviceSimulator(SimulatorConfig(
             server_host="127.0.0.1", server_port=gateway.sip_port, password=PASSWORD,
             media=MediaOptions(file=clip, fps=FPS, **(media or {})), **simulator,
         ))
-        rig = PlaybackRig(gateway, sim, history, api_url, runner)
+        rig = PlaybackRig(gateway, sim, gateway.gateway.history, gateway.api_url)
         rigs.append(rig)
         await sim.start()
         await sim.wait_registered(timeout=5)

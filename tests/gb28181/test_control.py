@@ -5,10 +5,15 @@ duplicate channel IDs on two devices, and alarm subscriptions."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from access_harness import RunningGateway
-from control_harness import ControlApi, control_api
+from control_harness import ControlApi, control_api, end_event_subscription
+from media_harness import Sink
+from playback_harness import make_clip
+
+from gbgw.conformance.simulator.media import MediaOptions
 
 # Written out by hand from A.3 (byte 2 0F: version 0 and check nibble (A + 5 + 0) % 16; byte 3 address 1;
 # byte 8 the sum of bytes 1-7 mod 256), not computed by the codec under test.
@@ -209,6 +214,40 @@ async def test_duplicate_channel_ids_are_addressed_by_device(api: ControlApi) ->
     assert status == 409 and a in body["error"] and b in body["error"]
 
 
+async def test_duplicate_channel_ids_are_played_on_the_device_named(api: ControlApi, tmp_path: Path) -> None:
+    media = MediaOptions(file=make_clip(tmp_path), fps=25)
+    first = await api.simulator(channels=1, id_prefix="3402000000132", media=media)
+    second = await api.simulator(channels=1, id_prefix="3402000000118", media=media)
+    channel = first.config.channel_id(1, 1)
+    a, b = first.device_id(0), second.device_id(0)
+    sinks = [await Sink.open("udp"), await Sink.open("udp")]
+    try:
+        # The device that announced the channel last is the second: the first must still be reachable.
+        status, one = await api.call(f"/api/devices/{a}/channels/{channel}/play", body=sinks[0].request())
+        assert status == 200, one
+        assert one["device_id"] == a and one["channel_id"] == channel
+        assert (first.stats.calls, second.stats.calls) == (1, 0)
+        status, two = await api.call(f"/api/devices/{b}/channels/{channel}/play", body=sinks[1].request())
+        assert status == 200, two
+        assert two["device_id"] == b and (first.stats.calls, second.stats.calls) == (1, 1)
+        await sinks[0].first_packet()
+        await sinks[1].first_packet()
+        assert set(api.gateway.gateway.live.streams) == {(a, channel), (b, channel)}
+        for device_id in (a, b):
+            record = await api.gateway.device(device_id)
+            assert record["shared_channel_ids"] == [channel] and isinstance(record["warnings"], list)
+
+        status, joined = await api.call(f"/api/devices/{a}/channels/{channel}/play", body=sinks[1].request())
+        assert status == 200 and joined["device_id"] == a and first.stats.calls == 1
+        status, body = await api.call(f"/api/channels/{channel}/play", body=sinks[0].request())
+        assert status == 409 and a in body["error"] and b in body["error"]
+        status, body = await api.call(f"/api/devices/{a}/channels/34020000001310099999/play", body=sinks[0].request())
+        assert status == 404
+    finally:
+        for sink in sinks:
+            await sink.close()
+
+
 async def test_alarm_subscription_subscribed_refreshed_unsubscribed(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gateway = await gateway_factory({"sip": {"alarm_subscribe": True, "event_subscribe_expires": 120}})
     api = await control_api(gateway)
@@ -250,5 +289,11 @@ async def test_alarm_subscription_subscribed_refreshed_unsubscribed(gateway_fact
 
         status, body = await api.call(f"/api/devices/{device}/subscriptions/alarm")
         assert status == 200 and body["state"] == "active" and (device, "Alarm") in sim.event_subscriptions
+
+        answer = await end_event_subscription(sim, 0)
+        assert answer.status == 200
+        state = (await api.call(f"/api/devices/{device}/subscriptions", "GET"))[1]["alarm"]
+        assert state["state"] == "ended"
+        assert "device ended the event subscription" in gateway.log_text
     finally:
         await api.close()

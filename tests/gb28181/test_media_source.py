@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import test_cascade_media as cascade_media
 from media_harness import Sink
+from playback_harness import playback_rig, window  # noqa: F401 (fixture)
 from test_cascade_media import clip  # noqa: F401 (fixture)
 from test_live import CHANNEL, DEVICE, LiveRig, clips, media_config, rig_factory  # noqa: F401 (fixtures)
 
@@ -103,6 +104,32 @@ async def test_tcp_passive_device_connecting_from_its_media_host_follows_the_rul
     status, body, packets = await _play(admitted)
     assert status == 200 and packets > 0, body
     assert body["channel_id"] == CHANNEL
+
+
+@pytest.mark.usefixtures("media_elsewhere")
+@pytest.mark.parametrize(("kind", "media_source"), [("playback", None), ("playback", "sdp"), ("download", "sdp")])
+async def test_playback_and_download_legs_follow_the_devices_media_source(
+    playback_rig: Callable[..., Any], kind: str, media_source: str | None  # noqa: F811
+) -> None:
+    """Recorded video is its own device leg: the same rule applies to it as to live video."""
+    config: dict[str, Any] = media_config(first_packet_timeout=1.0 if media_source is None else 2.0)
+    if media_source is not None:
+        config["devices"] = [{"id": DEVICE, "media_source": media_source}]
+    rig = await playback_rig(config)
+    start, end = window(2)
+    sink = await Sink.open("udp")
+    try:
+        status, body = await rig.start(kind, {"start": start, "end": end, **sink.request()})
+        if media_source is None:
+            assert status == 502 and body["stage"] == "bad media", body
+            assert "foreign source" in body["error"] and "media_source" in body["error"], body
+            assert sink.rtp() == []
+        else:
+            assert status == 200, body
+            await sink.first_packet()
+            assert sink.rtp()
+    finally:
+        await sink.close()
 
 
 # -- an upper's TCP-passive output -------------------------------------------------------------------------

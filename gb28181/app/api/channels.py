@@ -9,21 +9,20 @@ from aiohttp import web
 
 from gbgw.gb28181.app.api.addressing import unambiguous_channel
 from gbgw.gb28181.app.api.common import (
-    ApiError,
+    Listing,
     decoded_id,
     device_or_404,
+    dumps,
     media_destination,
     read_body,
     route_doc,
     services,
+    ssrc_of,
 )
 from gbgw.gb28181.app.api.sessions import session_json
 from gbgw.registry.model import Channel
 
 routes = web.RouteTableDef()
-
-_SSRC_FORMAT = "ssrc must be a number (10 digits as in y=)"
-
 
 def channel_json(channel: Channel) -> dict[str, Any]:
     return {
@@ -54,14 +53,23 @@ class PlayRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The receiver's RTP port (udp, tcp-active)."""
     transport: Literal["udp", "tcp-active", "tcp-passive"] = "udp"
     ssrc: int | str | None = None
-    """The output's SSRC, a number (10 digits as in y=); the device leg's when not given."""
+    """The output's SSRC, a number up to 4294967295 (or its 10 digits as in y=); the device leg's when not
+    given."""
 
 
 @routes.get("/api/devices/{device_id}/channels")
-@route_doc("A device's channels, as its catalog reported them")
+@route_doc("A device's channels, as its catalog reported them (the filters and paging of /api/devices; "
+           "online: status ON)")
 async def list_channels(request: web.Request) -> web.Response:
+    listing = Listing.of(request)
     found = device_or_404(request)
-    return web.json_response([channel_json(c) for c in services(request).registry.channels(found.id)])
+    channels = (c for c in services(request).registry.channels(found.id)
+                if listing.wants(c.id, c.name, c.status == "ON"))
+    return web.json_response(listing.answer(channels, _channel_id, channel_json), dumps=dumps)
+
+
+def _channel_id(channel: Channel) -> str:
+    return channel.id
 
 
 @routes.post("/api/channels/{channel_id}/play")
@@ -75,19 +83,10 @@ async def play_channel(request: web.Request, device_id: str | None) -> web.Respo
     """Play ``{channel_id}`` of ``device_id`` (None: of the device that announced the channel last)."""
     body = await read_body(request, PlayRequest)
     host = None if body.host is None else media_destination(request, "host", body.host)
-    ssrc = None if body.ssrc is None else _ssrc(body.ssrc)
+    ssrc = ssrc_of(body.ssrc)
     session = await services(request).live.play(
         request.match_info["channel_id"], host=host, port=body.port, transport=body.transport, ssrc=ssrc,
         device_id=device_id,
     )
-    return web.json_response(session_json(session))
+    return web.json_response(session_json(session), dumps=dumps)
 
-
-def _ssrc(value: int | str) -> int:
-    try:
-        ssrc = int(value)
-    except ValueError:
-        raise ApiError(400, _SSRC_FORMAT) from None
-    if not 0 <= ssrc <= 9_999_999_999:
-        raise ApiError(400, _SSRC_FORMAT)
-    return ssrc

@@ -8,8 +8,13 @@ request a device or the media side could not serve, whose HTTP status comes from
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import heapq
 import ipaddress
-from collections.abc import Awaitable, Callable, Mapping
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -41,6 +46,10 @@ if TYPE_CHECKING:
     from gbgw.gb28181.webrtc import WhepViewers
 
 log = structlog.get_logger("gb28181.api")
+
+dumps = functools.partial(json.dumps, ensure_ascii=False)
+"""Every answer's JSON encoder (``web.json_response(..., dumps=dumps)``): UTF-8 as it is, since Chinese
+names escaped as ``\\uXXXX`` are six bytes a character and unreadable in curl and logs."""
 
 # A stage this table does not know is still a device that failed us: 502 Bad Gateway.
 UNKNOWN_STAGE_STATUS = 502
@@ -96,7 +105,7 @@ def error(status: int, message: str, stage: str | None = None, headers: Mapping[
     if stage is not None:
         body["stage"] = stage
     body.update(extra)
-    return web.json_response(body, status=status, headers=headers)
+    return web.json_response(body, status=status, headers=headers, dumps=dumps)
 
 
 def failure(exc: AccessError) -> web.Response:
@@ -232,6 +241,103 @@ def media_destination(request: web.Request, key: str, host: str) -> str:
         if isinstance(network, ipaddress.IPv4Network) and network.prefixlen < 31 and address == network.broadcast_address:
             raise ApiError(403, f"{key}: {address} is the broadcast address of {network}")
     return str(address)
+
+
+MAX_PAGE = 1000
+"""The most items one page holds: 1,000 device records are about 1 MB of JSON."""
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A list route's ``?online=&industry=&q=&limit=&cursor=``, read once and checked (400 otherwise).
+
+    ``industry``: 2-digit codes (digits 9-10 of the ID), comma-separated. ``q``: a case-insensitive part of
+    the ID or the name. Without ``limit`` the answer is the whole filtered list, as before pagination
+    existed; with it, ``{"items": [...], "next": cursor|null}`` in ID order.
+    """
+
+    online: bool | None = None
+    industries: frozenset[str] = frozenset()
+    q: str = ""
+    limit: int | None = None
+    after: str = ""
+    """The last ID the previous page held: the next starts after it, so inserts elsewhere shift nothing."""
+
+    @classmethod
+    def of(cls, request: web.Request) -> Listing:
+        query = request.query
+        online: bool | None = None
+        if "online" in query:
+            word = query["online"].lower()
+            if word not in _YES + _NO:
+                raise ApiError(400, f"online: {query['online']!r} is not true or false")
+            online = word in _YES
+        industries = frozenset(code.strip() for code in query.get("industry", "").split(",") if code.strip())
+        for code in industries:
+            if not (len(code) == 2 and code.isascii() and code.isdigit()):
+                raise ApiError(400, f"industry: {code!r} is not a 2-digit industry code (e.g. 01, 11)")
+        limit: int | None = None
+        if "limit" in query:
+            text = query["limit"]
+            if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PAGE):
+                raise ApiError(400, f"limit: {text!r} is not a whole number from 1 to {MAX_PAGE}")
+            limit = int(text)
+        after = ""
+        if "cursor" in query:
+            if limit is None:
+                raise ApiError(400, "cursor: only with limit (the cursor is the previous page's next)")
+            after = _cursor_id(query["cursor"])
+        return cls(online, industries, query.get("q", "").strip().casefold(), limit, after)
+
+    def wants(self, item_id: str, name: str | None, online: bool) -> bool:
+        if self.online is not None and online != self.online:
+            return False
+        if self.industries and item_id[8:10] not in self.industries:
+            return False
+        return not self.q or self.q in item_id.casefold() or self.q in (name or "").casefold()
+
+    def answer(self, items: Iterable[T], item_id: Callable[[T], str], render: Callable[[T], Any]) -> Any:
+        """The plain list without ``limit``; else one page in ID order and the cursor of the next."""
+        if self.limit is None:
+            return [render(item) for item in items]
+        after = self.after
+        # The page's smallest IDs above the cursor: O(n log limit), no sort of 100,000 devices per page.
+        page = heapq.nsmallest(self.limit + 1, (i for i in items if item_id(i) > after), key=item_id)
+        more = len(page) > self.limit
+        page = page[: self.limit]
+        return {"items": [render(item) for item in page],
+                "next": _cursor(item_id(page[-1])) if more else None}
+
+
+def _cursor(last_id: str) -> str:
+    # Opaque on purpose: clients pass it back and may not build their own, so its form can change.
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def _cursor_id(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(400, f"cursor: {cursor!r} is not a cursor this API handed out") from None
+
+
+MAX_SSRC = 0xFFFF_FFFF
+"""RTP's SSRC is 32 bits: a larger number (the 10 digits of ``y=`` reach 9,999,999,999) would wrap."""
+
+
+def ssrc_of(value: int | str | None) -> int | None:
+    """A request's ``ssrc`` (a number, or its 10-digit ``y=`` text) as the SSRC; 400 unless it fits RTP's
+    32 bits, so a receiver never gets a stream under an SSRC other than the one it asked for."""
+    if value is None:
+        return None
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ApiError(400, f"ssrc: {value!r} is not a number (write it as in y=, e.g. 0100000001)")
+    ssrc = int(value)
+    if not 0 <= ssrc <= MAX_SSRC:
+        raise ApiError(400, f"ssrc: {value!r} is outside RTP's 32 bits (0 to {MAX_SSRC})")
+    return ssrc
 
 
 def iso(ts: float) -> str | None:

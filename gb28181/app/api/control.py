@@ -24,6 +24,7 @@ from gbgw.gb28181.app.api.common import (
     ApiError,
     Role,
     device_or_404,
+    dumps,
     media_destination,
     read_body,
     route_doc,
@@ -63,8 +64,8 @@ def _answer(outcome: ControlResult, ptz: PtzCmd | None = None) -> web.Response:
     if not outcome.ok:
         body["error"] = f"{outcome.device_id} answered {outcome.command} with Result ERROR"
         body["stage"] = Stage.REQUEST_REJECTED.value
-        return web.json_response(body, status=Stage.REQUEST_REJECTED.http_status)
-    return web.json_response(body)
+        return web.json_response(body, status=Stage.REQUEST_REJECTED.http_status, dumps=dumps)
+    return web.json_response(body, dumps=dumps)
 
 
 def _code(build: Any) -> PtzCmd:
@@ -156,7 +157,7 @@ async def list_presets(request: web.Request) -> web.Response:
         "device_id": device.id,
         "channel_id": channel.id,
         "presets": [{"id": p.preset_id, "name": p.preset_name} for p in answer.items],
-    })
+    }, dumps=dumps)
 
 
 class CruiseBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -264,7 +265,7 @@ async def get_home_position(request: web.Request) -> web.Response:
         "device_id": device.id, "channel_id": channel.id, "result": answer.result,
         "home_position": None if home is None else {
             "enabled": bool(home.enabled), "reset_time": home.reset_time, "preset_index": home.preset_index},
-    })
+    }, dumps=dumps)
 
 
 @routes.post(f"{_CHANNEL}/keyframe")
@@ -332,7 +333,7 @@ async def ptz_position(request: web.Request) -> web.Response:
         "pan": answer.pan, "tilt": answer.tilt, "zoom": answer.zoom,
         "horizontal_field_angle": answer.horizontal_field_angle,
         "vertical_field_angle": answer.vertical_field_angle, "max_view_distance": answer.max_view_distance,
-    })
+    }, dumps=dumps)
 
 
 @routes.get(f"{_CHANNEL}/cruise-tracks")
@@ -344,7 +345,7 @@ async def cruise_tracks(request: web.Request) -> web.Response:
     return web.json_response({
         "device_id": device.id, "channel_id": channel.id, "result": answer.result,
         "tracks": [{"number": t.number, "name": t.name} for t in answer.tracks],
-    })
+    }, dumps=dumps)
 
 
 @routes.get(f"{_CHANNEL}/cruise-tracks/{{number}}")
@@ -360,7 +361,7 @@ async def cruise_track(request: web.Request) -> web.Response:
         "name": answer.name,
         "points": [{"preset_index": p.preset_index, "stay_time": p.stay_time, "speed": p.speed}
                    for p in answer.points],
-    })
+    }, dumps=dumps)
 
 
 class TargetTrackBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -440,7 +441,7 @@ async def get_config(request: web.Request) -> web.Response:
         # A device's own SIP password is never passed on.
         fields.pop("Password", None)
     return web.json_response({"device_id": device.id, "result": answer.result, "config_type": config_type,
-                              "sections": sections})
+                              "sections": sections}, dumps=dumps)
 
 
 @routes.put(f"{_DEVICE}/config/{{config_type}}")
@@ -468,7 +469,7 @@ async def sd_cards(request: web.Request) -> web.Response:
         "device_id": device.id, "result": answer.result,
         "cards": [{"id": c.id, "name": c.hdd_name, "status": c.status, "format_progress": c.format_progress,
                    "capacity_mb": c.capacity, "free_mb": c.free_space} for c in answer.cards],
-    })
+    }, dumps=dumps)
 
 
 @routes.post(f"{_DEVICE}/sd-cards/{{card}}/format")

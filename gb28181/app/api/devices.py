@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from gbgw.gb28181.app.api.addressing import CONTROL
-from gbgw.gb28181.app.api.common import decoded_id, device_or_404, iso, route_doc, services
+from gbgw.gb28181.app.api.common import Listing, decoded_id, device_or_404, dumps, iso, route_doc, services
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
 from gbgw.gb28181.media.stages import Stage
 from gbgw.registry.model import Device
@@ -51,18 +51,20 @@ def _shared_ids(request: web.Request, device_id: str) -> list[str]:
 
 
 @routes.get("/api/devices")
-@route_doc("Every device the registry knows (?online=true|false filters)")
+@route_doc("The registry's devices (?online=true|false&industry=01,11&q=text; with ?limit=, pages by ?cursor=)")
 async def list_devices(request: web.Request) -> web.Response:
+    listing = Listing.of(request)
     api = services(request)
     now = api.clock()
-    online = request.query.get("online")
-    devices = api.registry.devices()
-    if online is not None:
-        want = online.lower() in ("1", "true", "yes")
-        devices = [d for d in devices if d.online == want]
-    return web.json_response([
-        device_json(d, api.registry.is_registered(d.id, now), _shared_ids(request, d.id)) for d in devices
-    ])
+    devices = (d for d in api.registry.devices() if listing.wants(d.id, d.name, d.online))
+    return web.json_response(listing.answer(
+        devices, _device_id,
+        lambda d: device_json(d, api.registry.is_registered(d.id, now), _shared_ids(request, d.id)),
+    ), dumps=dumps)
+
+
+def _device_id(device: Device) -> str:
+    return device.id
 
 
 @routes.get("/api/devices/{device_id}")
@@ -71,7 +73,7 @@ async def get_device(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
     return web.json_response(
-        device_json(found, api.registry.is_registered(found.id, api.clock()), _shared_ids(request, found.id))
+        device_json(found, api.registry.is_registered(found.id, api.clock()), _shared_ids(request, found.id)), dumps=dumps
     )
 
 
@@ -84,7 +86,7 @@ async def refresh_catalog(request: web.Request) -> web.Response:
         if not found.online:
             raise AccessError(Stage.DEVICE_OFFLINE, f"{found.id} is not online")
         api.tasks.spawn(_refresh_in_background(api.requests, found.id))
-        return web.json_response({"device_id": found.id, "state": "requested"}, status=202)
+        return web.json_response({"device_id": found.id, "state": "requested"}, status=202, dumps=dumps)
     result = await api.requests.refresh_catalog(found.id)
     return web.json_response(
         {
@@ -93,7 +95,7 @@ async def refresh_catalog(request: web.Request) -> web.Response:
             "sum_num": result.sum_num,
             "received": len(result.items),
             "channel_count": found.channel_count,
-        }
+        }, dumps=dumps
     )
 
 
@@ -121,5 +123,5 @@ async def device_status(request: web.Request) -> web.Response:
             "record": status.record,
             "device_time": status.device_time,
             "alarms": [{"id": a.device_id, "state": a.duty_status} for a in status.alarm_status],
-        }
+        }, dumps=dumps
     )

@@ -14,8 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, iso, route_doc, services
-from gbgw.gb28181.app.api.reports import json_dumps
+from gbgw.gb28181.app.api.common import ApiError, dumps, iso, route_doc, services
 from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics, FailedRegistration, TraceEntry
 from gbgw.registry.model import DeviceWarning
 
@@ -92,7 +91,7 @@ async def device_trace(request: web.Request) -> web.Response:
             "failed_registrations": [failure_json(f, device is not None) for f in failures],
             "messages": [entry_json(e) for e in messages],
         },
-        dumps=json_dumps,
+        dumps=dumps,
     )
 
 
@@ -103,7 +102,7 @@ async def device_warnings(request: web.Request) -> web.Response:
     device = services(request).registry.get(device_id)
     if device is None:
         raise ApiError(404, f"no device {device_id}")
-    return web.json_response([warning_json(w) for w in device.warnings], dumps=json_dumps)
+    return web.json_response([warning_json(w) for w in device.warnings], dumps=dumps)
 
 
 @routes.get("/api/registrations/failed")
@@ -112,4 +111,4 @@ async def failed_registrations(request: web.Request) -> web.Response:
     diagnostics = _diagnostics(request)
     registry = services(request).registry
     found = diagnostics.failures.recent(request.query.get("device_id"))[: _limit(request)]
-    return web.json_response([failure_json(f, f.device_id in registry) for f in found], dumps=json_dumps)
+    return web.json_response([failure_json(f, f.device_id in registry) for f in found], dumps=dumps)

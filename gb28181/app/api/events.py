@@ -9,7 +9,7 @@ import json
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, device_or_404, iso, route_doc, services
+from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, iso, route_doc, services
 from gbgw.gb28181.observe.event_types import EventType
 from gbgw.gb28181.observe.events import EventBus, GatewayEvent
 
@@ -50,7 +50,7 @@ async def list_alarms(request: web.Request) -> web.Response:
                 "received_at": iso(a.received_at),
             }
             for a in alarms
-        ]
+        ], dumps=dumps
     )
 
 
@@ -78,7 +78,7 @@ async def list_positions(request: web.Request) -> web.Response:
                 "received_at": iso(p.received_at),
             }
             for p in positions
-        ]
+        ], dumps=dumps
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import Role, route_doc, services
+from gbgw.gb28181.app.api.common import Role, dumps, route_doc, services
 
 routes = web.RouteTableDef()
 
@@ -17,7 +17,7 @@ async def health(request: web.Request) -> web.Response:
     found = services(request)
     body = found.health.report().as_dict()
     body.update(devices=len(found.registry), online=found.registry.online_count)
-    return web.json_response(body)
+    return web.json_response(body, dumps=dumps)
 
 
 @routes.get("/metrics")

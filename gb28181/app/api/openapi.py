@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import RouteDoc, doc_of, route_doc
+from gbgw.gb28181.app.api.common import RouteDoc, doc_of, dumps, route_doc
 
 routes = web.RouteTableDef()
 
@@ -108,7 +108,7 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
 @routes.get("/api/openapi.json")
 @route_doc("This document: every route, its role and its body schema", public=True)
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DOCUMENT])
+    return web.json_response(request.app[DOCUMENT], dumps=dumps)
 
 
 @routes.get("/api/docs")

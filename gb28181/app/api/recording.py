@@ -16,10 +16,12 @@ from aiohttp import web
 from gbgw.gb28181.app.api.common import (
     ApiError,
     device_or_404,
+    dumps,
     media_destination,
     read_body,
     route_doc,
     services,
+    ssrc_of,
 )
 from gbgw.gb28181.media.history import ControlAction, HistorySession, HistorySessions
 from gbgw.gb28181.recording.offer import RecordingKind
@@ -29,7 +31,6 @@ from gbgw.gb28181.recording.times import TimeWindow
 routes = web.RouteTableDef()
 
 _HISTORY_ID = r"{session_id:(?:playback|download)-\d+}"
-_SSRC_FORMAT = "ssrc must be a number (10 digits as in y=)"
 
 
 class PlaybackRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,18 +96,6 @@ def _window(start: str, end: str) -> TimeWindow:
         raise ApiError(400, str(exc)) from None
 
 
-def _ssrc(value: int | str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        ssrc = int(value)
-    except ValueError:
-        raise ApiError(400, _SSRC_FORMAT) from None
-    if not 0 <= ssrc <= 9_999_999_999:
-        raise ApiError(400, _SSRC_FORMAT)
-    return ssrc
-
-
 def history_json(session: HistorySession) -> dict[str, Any]:
     output = session.output.stats if session.output is not None else None
     ingest = session.ingest.stats
@@ -161,7 +150,7 @@ async def search_records(request: web.Request) -> web.Response:
     result = await services(request).requests.search_records(
         device.id, request.match_info["channel_id"], window, record_type
     )
-    return web.json_response(result.to_json())
+    return web.json_response(result.to_json(), dumps=dumps)
 
 
 async def _start(request: web.Request, kind: RecordingKind, body: PlaybackRequest | DownloadRequest) -> web.Response:
@@ -171,11 +160,11 @@ async def _start(request: web.Request, kind: RecordingKind, body: PlaybackReques
     host = None if body.host is None else media_destination(request, "host", body.host)
     session = await history.start(
         kind, device.id, request.match_info["channel_id"], window, host=host, port=body.port,
-        transport=body.transport, ssrc=_ssrc(body.ssrc),
+        transport=body.transport, ssrc=ssrc_of(body.ssrc),
         scale=body.scale if isinstance(body, PlaybackRequest) else None,
         speed=body.speed if isinstance(body, DownloadRequest) else None,
     )
-    return web.json_response(history_json(session))
+    return web.json_response(history_json(session), dumps=dumps)
 
 
 @routes.post("/api/devices/{device_id}/channels/{channel_id}/playback")
@@ -197,7 +186,7 @@ async def get_history_session(request: web.Request) -> web.Response:
     session = _history(request).get(session_id)
     if session is None:
         raise ApiError(404, f"no session {session_id}")
-    return web.json_response(history_json(session))
+    return web.json_response(history_json(session), dumps=dumps)
 
 
 @routes.delete(f"/api/sessions/{_HISTORY_ID}")
@@ -206,7 +195,7 @@ async def delete_history_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     if not _history(request).stop(session_id):
         raise ApiError(404, f"no session {session_id}")
-    return web.json_response({"id": session_id, "state": "stopped"})
+    return web.json_response({"id": session_id, "state": "stopped"}, dumps=dumps)
 
 
 @routes.post("/api/sessions/{session_id}/control")
@@ -220,4 +209,4 @@ async def control(request: web.Request) -> web.Response:
         raise ApiError(404, f"no playback or download session {session_id}")
     session = await history.control(session_id, ControlAction(body.action), position=body.position,
                                     scale=body.scale)
-    return web.json_response(history_json(session))
+    return web.json_response(history_json(session), dumps=dumps)

@@ -9,16 +9,14 @@ With ``Accept: text/csv`` it is one row per device, for a spreadsheet.
 from __future__ import annotations
 
 import csv
-import functools
 import io
-import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, iso, route_doc, services
+from gbgw.gb28181.app.api.common import ApiError, dumps, iso, route_doc, services
 from gbgw.gb28181.ids import industry_name
 from gbgw.gb28181.observe.availability import (
     DeviceAvailability,
@@ -30,9 +28,6 @@ from gbgw.gb28181.observe.availability import (
 )
 
 routes = web.RouteTableDef()
-
-json_dumps = functools.partial(json.dumps, ensure_ascii=False)
-"""JSON as UTF-8 text: Chinese device names readable in the answer, not ``\\u901a...``."""
 
 DEFAULT_PERIOD = 86400.0
 CSV_COLUMNS = (
@@ -120,7 +115,7 @@ async def availability_report(request: web.Request) -> web.StreamResponse:
             "online_fraction": _round(_overall(groups)),
             "groups": [_group_json(g, grouping, name_of) for g in groups],
         },
-        dumps=json_dumps,
+        dumps=dumps,
     )
 
 

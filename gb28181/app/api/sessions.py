@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gbgw.gb28181.app.api.common import ApiError, route_doc, services
+from gbgw.gb28181.app.api.common import ApiError, dumps, route_doc, services
 from gbgw.gb28181.media.live import Session
 
 routes = web.RouteTableDef()
@@ -49,7 +49,7 @@ def session_json(session: Session) -> dict[str, Any]:
 @routes.get("/api/sessions")
 @route_doc("Every receiver of a live stream, API viewers and uppers alike")
 async def list_sessions(request: web.Request) -> web.Response:
-    return web.json_response([session_json(s) for s in list(services(request).live.sessions.values())])
+    return web.json_response([session_json(s) for s in list(services(request).live.sessions.values())], dumps=dumps)
 
 
 @routes.get("/api/sessions/{session_id}")
@@ -59,7 +59,7 @@ async def get_session(request: web.Request) -> web.Response:
     session = services(request).live.sessions.get(session_id)
     if session is None:
         raise ApiError(404, f"no session {session_id}")
-    return web.json_response(session_json(session))
+    return web.json_response(session_json(session), dumps=dumps)
 
 
 @routes.delete("/api/sessions/{session_id}")
@@ -68,4 +68,4 @@ async def delete_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     if not services(request).live.stop(session_id):
         raise ApiError(404, f"no session {session_id}")
-    return web.json_response({"id": session_id, "state": "stopped"})
+    return web.json_response({"id": session_id, "state": "stopped"}, dumps=dumps)

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from gbgw.gb28181.app.api.addressing import control_services
-from gbgw.gb28181.app.api.common import ApiError, device_or_404, iso, read_body, route_doc
+from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, iso, read_body, route_doc
 from gbgw.gb28181.devices.device_subscriptions import EventKind, EventSubscription
 
 routes = web.RouteTableDef()
@@ -46,7 +46,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
         "device_id": device.id,
         "catalog": None if catalog is None else {"state": "active", "expires_at": iso(catalog.expires_at)},
         **{kind.value: _event_json(events.get(kind)) for kind in EventKind},
-    })
+    }, dumps=dumps)
 
 
 class SubscribeBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,7 +61,7 @@ async def subscribe(request: web.Request) -> web.Response:
     kind = _kind(request)
     body = await read_body(request, SubscribeBody)
     sub = await control_services(request).events.subscribe(device.id, kind, body.interval)
-    return web.json_response({"device_id": device.id, "kind": kind.value, **(_event_json(sub) or {})})
+    return web.json_response({"device_id": device.id, "kind": kind.value, **(_event_json(sub) or {})}, dumps=dumps)
 
 
 @routes.delete("/api/devices/{device_id}/subscriptions/{kind}")
@@ -72,4 +72,4 @@ async def unsubscribe(request: web.Request) -> web.Response:
     sub = await control_services(request).events.unsubscribe(device.id, kind)
     if sub is None:
         raise ApiError(404, f"device {device.id} has no {kind.value} subscription")
-    return web.json_response({"device_id": device.id, "kind": kind.value, **(_event_json(sub) or {})})
+    return web.json_response({"device_id": device.id, "kind": kind.value, **(_event_json(sub) or {})}, dumps=dumps)
