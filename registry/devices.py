@@ -73,6 +73,8 @@ _UPDATABLE = frozenset({
     "stream_transport", "keepalive_interval", "charset",
 })
 # Values shared by thousands of devices (same vendor, firmware, NAT address): one copy each.
+# TLS devices are reached over their own connection as TCP ones are (sip.tls_listen).
+SIGNALLING_TRANSPORTS = ("UDP", "TCP", "TLS")
 _INTERNED = ("manufacturer", "model", "firmware", "transport", "host", "stream_transport", "charset")
 
 
@@ -412,8 +414,8 @@ class DeviceRegistry:
         """
         if expires <= 0:
             raise ValueError(f"expires must be positive, got {expires}; use unregister()")
-        if transport not in ("UDP", "TCP"):
-            raise ValueError(f"transport must be 'UDP' or 'TCP', got {transport!r}")
+        if transport not in SIGNALLING_TRANSPORTS:
+            raise ValueError(f"transport must be 'UDP', 'TCP' or 'TLS', got {transport!r}")
         device = self._devices.get(device_id)
         if device is None:
             device = self._devices[device_id] = Device(id=device_id)
@@ -470,8 +472,8 @@ class DeviceRegistry:
         refused = changes.keys() - _UPDATABLE
         if refused:
             raise TypeError(f"cannot update {', '.join(sorted(refused))} of a device directly")
-        if changes.get("transport", "UDP") not in ("UDP", "TCP"):
-            raise ValueError(f"transport must be 'UDP' or 'TCP', got {changes['transport']!r}")
+        if changes.get("transport", "UDP") not in SIGNALLING_TRANSPORTS:
+            raise ValueError(f"transport must be 'UDP', 'TCP' or 'TLS', got {changes['transport']!r}")
         for name, value in changes.items():
             setattr(device, name, value)
         _intern_fields(device)
@@ -606,6 +608,35 @@ class DeviceRegistry:
         self._dirty_devices.add(device_id)
         self._dirty_catalogs.add(device_id)
         self._dirty_channels.pop(device_id, None)
+        self._changed.set()
+
+    def merge_channels(self, device_id: str, channels: Iterable[Channel]) -> None:
+        """Add or update channels of a catalog still arriving (one page of it); the registry takes them.
+
+        The page's 200 tells the device it was accepted, so its channels must be stored before the whole
+        catalog is (a crash half way would otherwise lose every page acknowledged so far). Only these
+        channels go into the next commit: an NVR paging 2,000 channels two at a time would otherwise
+        rewrite its catalog a thousand times. The catalog is flagged partial until the complete answer
+        replaces it (`replace_channels`), which also drops what the device no longer announces.
+        """
+        device = self._devices[device_id]
+        owned = [_own_channel(channel, device) for channel in channels]
+        if not owned:
+            return
+        catalog = self._catalogs.setdefault(device_id, {})
+        dirty = self._dirty_channels.setdefault(device_id, set())
+        for channel in owned:
+            before = catalog.get(channel.id)
+            catalog[channel.id] = channel
+            self._channel_owner[channel.id] = device_id
+            dirty.add(channel.id)
+            if before is None:
+                self._channel_changed(device_id, "ADD", channel)
+            elif before != channel:
+                self._channel_changed(device_id, "UPDATE", channel)
+        device.channel_count = len(catalog)
+        device.catalog_partial = True
+        self._dirty_devices.add(device_id)
         self._changed.set()
 
     def apply_channel_event(self, device_id: str, event: str, channel: Channel) -> bool:

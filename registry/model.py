@@ -21,7 +21,7 @@ class Device:
     model: str = ""
     firmware: str = ""
     transport: str = "UDP"
-    """Signalling transport the device registered over: "UDP" or "TCP"."""
+    """Signalling transport the device registered over: "UDP", "TCP" or "TLS"."""
     host: str = ""
     """Where to send requests: the source address of the REGISTER, not its Contact (NAT)."""
     port: int = 0
