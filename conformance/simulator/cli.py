@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fault", action="append", choices=sorted(FAULTS), default=[], metavar="NAME",
         help="break the standard on purpose, for testing conformance tools (repeatable): "
              + "; ".join(f"{name}: {what}" for name, what in FAULTS.items()))
+    add("--alarm-interval", type=float, default=d.alarm_interval,
+        help="seconds between the alarms each device raises (NOTIFY while subscribed, else MESSAGE); 0 none")
     add_media_arguments(parser)
 
 
@@ -115,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         user_agent=args.user_agent,
         media=replace(media_options_from_args(args), faults=faults),
         faults=faults,
+        alarm_interval=args.alarm_interval,
     )
 
 

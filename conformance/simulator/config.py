@@ -28,6 +28,7 @@ FAULTS = {
     "guard-result": "accept guard commands (SetGuard/ResetGuard) with 200 but never send their Result",
     "ssrc": "answer the offered y= but send RTP with another SSRC",
     "no-psm": "send PS without the program stream map",
+    "no-media-status": "never announce the end of a played-back or downloaded range (no MediaStatus 121)",
 }
 """Deliberate breaks of the standard, one item each, for testing conformance tools against a device that
 fails in a known way (``--fault``)."""
@@ -81,6 +82,9 @@ class SimulatorConfig:
     media: MediaOptions = field(default_factory=MediaOptions)
     faults: frozenset[str] = frozenset()
     """Names from `FAULTS`; the media ones are also given to `MediaOptions.faults`."""
+    alarm_interval: float = 0.0
+    """Seconds between the alarms every registered device raises (a NOTIFY in its alarm subscription while
+    there is one, else a MESSAGE), as a camera watching a busy scene does; 0 raises none."""
 
     def __post_init__(self) -> None:
         unknown = sorted(self.faults - FAULTS.keys())
@@ -108,8 +112,8 @@ class SimulatorConfig:
             raise ValueError("expires, keepalive interval and keepalive misses must be positive")
         if self.devices_per_socket < 1 or self.catalog_page_size < 1 or self.record_page_size < 1:
             raise ValueError("devices per socket and catalog and record page sizes must be at least 1")
-        if self.record_window < 0:
-            raise ValueError("the record window must not be negative")
+        if self.record_window < 0 or self.alarm_interval < 0:
+            raise ValueError("the record window and the alarm interval must not be negative")
         if self.records < 0 or not 0 <= self.presets <= 255:
             raise ValueError("records must be at least 0, presets 0 to 255")
         if self.register_rate <= 0 or self.retry_interval <= 0 or self.t1 <= 0:

@@ -36,9 +36,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import aiohttp
 import structlog
 
 from gbgw.conformance.simulator import answers
+from gbgw.conformance.simulator.broadcast import AudioReceiver
 from gbgw.conformance.simulator.camera import CameraState
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.media import MediaCall, MediaSource, OfferError
@@ -213,6 +215,12 @@ class DeviceSimulator:
         self._keepalive_body = answers.keepalive_template(config.encoding)
         self._source: MediaSource | None = None
         self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
+        self.broadcasts: dict[str, AudioReceiver] = {}
+        self.snapshot_image = b""
+        """The JPEG a SnapShotConfig uploads (none: the capture is answered OK and nothing is uploaded)."""
+        self.snapshot_uploads: list[tuple[str, int]] = []
+        """(channel, HTTP status) of every snapshot upload."""
+        """By the Call-ID of the audio INVITE the device sent after a Notify/Broadcast."""
         self.controls: deque[ManscdpDocument] = deque(maxlen=1000)
         """The last DeviceControl and DeviceConfig commands received, oldest first."""
         self.ptz_log: deque[tuple[str, str]] = deque(maxlen=1000)
@@ -244,6 +252,19 @@ class DeviceSimulator:
         self._pacer = self._loop.create_task(self._pace_registrations())
         for device in self._devices:
             self._enqueue(device)
+        if cfg.alarm_interval:
+            self._spawn(self._raise_alarms(cfg.alarm_interval))
+
+    async def _raise_alarms(self, interval: float) -> None:
+        # The first camera's motion detection raises them, named by its channel as NVRs report them.
+        channel = 1 if self.config.channels else 0
+        while True:
+            await asyncio.sleep(interval)
+            for index, device in enumerate(self._devices):
+                if device.registered:
+                    with contextlib.suppress(SipError):
+                        if await self.notify_alarm(index, channel=channel, description="simulated alarm") is None:
+                            await self.send_alarm(index, channel=channel, description="simulated alarm")
 
     async def stop(self, unregister: bool = True, timeout: float | None = None) -> None:
         """Stop all activity: hang up every call (BYE, waiting up to `timeout` or 5 s for the answers);
@@ -729,6 +750,10 @@ class DeviceSimulator:
         if addressed is None:
             return
         device, channel, doc = addressed
+        if doc.root == "Notify" and doc.cmd_type == "Broadcast":
+            self._reply(group, txn, 200)
+            self._spawn(self._broadcast(device, doc))
+            return
         if doc.root == "Control":
             # Kept for whoever checks what arrived, applied to the camera's state, and answered.
             self.controls.append(doc)
@@ -737,9 +762,15 @@ class DeviceSimulator:
             if code is not None:
                 self.ptz_log.append((doc.device_id, code))
                 log.info("PTZCmd received", device=doc.device_id, ptz_cmd=code)
-            ok = self.camera(doc.device_id).apply(doc, frozenset({device.device_id,
-                                                                  self.config.alarm_input_id(device.number)}))
+            # Guard and alarm reset are taken for the device, its alarm input and its cameras: real IPCs
+            # and NVRs arm a camera channel's own alarms (motion detection) when a platform addresses it.
+            ok = self.camera(doc.device_id).apply(doc, self._alarm_targets(device))
             self._reply(group, txn, 200)
+            snap = doc.element.find("SnapShotConfig")
+            if snap is not None and ok and self.snapshot_image:
+                self._spawn(self._upload_snapshots(doc.device_id, snap.findtext("UploadURL") or "",
+                                                   int(snap.findtext("SnapNum") or "1"),
+                                                   float(snap.findtext("Interval") or "1")))
             silenced = "guard-result" in self.config.faults and doc.element.find("GuardCmd") is not None
             if (doc.sn is not None and doc.cmd_type not in self.config.unanswered and not silenced
                     and answers.control_answered(doc)):
@@ -831,6 +862,11 @@ class DeviceSimulator:
             dialog = _Dialog(target, local=response.get("To") or "", remote=request.get("From") or "",
                              call_id=request.call_id or "", event=event)
             self._spawn(self._notify_catalog(device, channel, dialog, expires, doc.sn))
+
+    def _alarm_targets(self, device: _Device) -> frozenset[str]:
+        cfg = self.config
+        channels = (cfg.channel_id(device.number, c) for c in range(1, cfg.channels + 1))
+        return frozenset({device.device_id, cfg.alarm_input_id(device.number), *channels})
 
     def camera(self, target_id: str) -> CameraState:
         """The state of a channel or device of ours (made on first use, with `presets` presets)."""
@@ -952,6 +988,11 @@ class DeviceSimulator:
 
     def _on_bye(self, group: _Group, txn: ServerTransaction) -> None:
         self.stats.byes_received += 1
+        receiver = self.broadcasts.get(txn.request.call_id or "")
+        if receiver is not None and receiver.ended is None:
+            receiver.close("BYE received")
+            self._reply(group, txn, 200)
+            return
         entry = self._calls.pop(txn.request.call_id or "", None)
         if entry is None:
             self._reply(group, txn, 481)
@@ -969,6 +1010,58 @@ class DeviceSimulator:
         headers = [("Content-Type", "Application/MANSRTSP")] if body else []
         self._reply(group, txn, status, headers=headers, body=body)
 
+    async def _upload_snapshots(self, channel_id: str, url: str, count: int, interval: float) -> None:
+        """POST the image ``count`` times, ``interval`` seconds apart, as a 2022 camera uploads captures."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for index in range(count):
+                if index:
+                    await asyncio.sleep(interval)
+                try:
+                    async with http.post(url, data=self.snapshot_image,
+                                         headers={"Content-Type": "image/jpeg"}) as response:
+                        self.snapshot_uploads.append((channel_id, response.status))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    log.info("snapshot upload failed", channel=channel_id, reason=str(exc))
+                    self.snapshot_uploads.append((channel_id, 0))
+
+    async def _broadcast(self, device: _Device, doc: ManscdpDocument) -> None:
+        """Accept a voice broadcast like a camera with a speaker: Result OK, then INVITE the audio source
+        (SourceID) from the target channel for G.711, and keep what arrives."""
+        source, target = doc.text("SourceID") or "", doc.text("TargetID") or device.device_id
+        if doc.sn is not None:
+            await self._report_quietly(device, response_result("Broadcast", doc.sn, target, ok=True))
+        cfg = self.config
+        group = device.group
+        receiver = await AudioReceiver.open(cfg.bind)
+        call_id = self._new_call_id()
+        self.broadcasts[call_id] = receiver
+        device.sn += 1
+        headers = [
+            ("Via", group.transport.via(cfg.transport)),
+            ("From", f"<sip:{target}@{cfg.domain}>;tag={self._new_tag()}"),
+            ("To", f"<sip:{source}@{cfg.domain}>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{device.sn} INVITE"),
+            ("Contact", f"<sip:{target}@{group.contact_host}>"),
+            ("Subject", f"{target}:0{cfg.domain[3:8]}0001,{source}:0"),
+            ("Content-Type", "APPLICATION/SDP"),
+            ("Max-Forwards", "70"),
+            ("User-Agent", cfg.user_agent),
+        ]
+        body = receiver.offer(target, cfg.bind, f"0{cfg.domain[3:8]}0001")
+        invite = Request("INVITE", f"sip:{source}@{cfg.domain}", headers, body)
+        try:
+            response = await group.transport.send_request(invite, group.server)
+        except SipError as exc:
+            receiver.close(f"INVITE failed: {exc.reason}")
+            return
+        if response.status >= 300:
+            receiver.close(f"INVITE answered {response.status}")
+            return
+        dialog = Dialog.from_uac(invite, response, group.server)
+        group.transport.send_ack(dialog.create_ack(invite.cseq.seq, via=group.transport.via(cfg.transport)),
+                                 group.server)
+
     def _call_finished(self, call: MediaCall) -> None:
         """The media duration (live) or the recorded range (history) has passed: a camera hangs up, an
         NVR says end of file and waits for the platform's BYE."""
@@ -980,7 +1073,7 @@ class DeviceSimulator:
     async def _media_status(self, call_id: str) -> None:
         entry = self._calls.get(call_id)
         way = self.config.media.media_status
-        if entry is None or way == "none":
+        if entry is None or way == "none" or "no-media-status" in self.config.faults:
             return
         group, dialog, call = entry
         located = self.config.locate(call.channel_id)

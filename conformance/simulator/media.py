@@ -215,6 +215,8 @@ class MediaCall:
         self.position = 0
         """The next frame to send, counted from the start of the range."""
         self._changed = asyncio.Event()
+        self.offered_stream: dict[str, str] = {}
+        """The sub-stream attributes of the offer (streamnumber, stream, streamprofile, streamMode), as sent."""
 
     @property
     def history(self) -> bool:
@@ -280,6 +282,10 @@ class MediaCall:
         speed = float(video.downloadspeed or 1) if kind == "download" else 1.0
         call = cls(call_id, channel_id, source, options, role, (address, video.port), sent_ssrc & 0xFFFFFFFF, sock,
                    kind=kind, range_seconds=range_seconds, speed=max(speed, 1.0))
+        call.offered_stream = {
+            a.name: a.value or "" for a in video.attributes
+            if a.name.lower() in ("streamnumber", "stream", "streamprofile", "streammode")
+        }
         tcp = role != "udp"
         attributes: list[tuple[str, str | None]] = []
         if kind == "download" and source is not None:

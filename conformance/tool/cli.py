@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--media-seconds", type=float, default=4.0, help="seconds of live stream to check (default 4)")
     add("--no-wrong-password-round", action="store_true",
         help="do not refuse the first correct digest answer with 403")
+    add("--expect-alarm", action="store_true",
+        help="the operator triggers an alarm: the alarm and event notification rows wait --action-wait for it")
+    add("--action-wait", type=float, default=60.0,
+        help="seconds the alarm rows wait with --expect-alarm (default 60)")
+    add("--history-seconds", type=float, default=4.0,
+        help="seconds of recorded video the playback and download rows ask for (default 4)")
     upper = modes.add_parser("upper", help="test a lower platform's 上联 side: the tool is the upper platform")
     add = upper.add_argument
     add("--listen", required=True, type=_address, metavar="IP:PORT", help="where the platform registers")
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.report:
             if path.suffix.lower() not in (".json", ".xml", ".html", ".htm"):
                 raise ValueError(f"--report {path}: the suffix must be .json, .xml or .html")
-        if min(args.timeout, args.item_timeout, args.register_wait, args.keepalive_interval, args.media_seconds) <= 0:
-            raise ValueError("timeouts, intervals and --media-seconds must be positive")
+        if min(args.timeout, args.item_timeout, args.register_wait, args.keepalive_interval, args.media_seconds,
+               args.action_wait, args.history_seconds) <= 0:
+            raise ValueError("timeouts, intervals, --media-seconds and --history-seconds must be positive")
     except ValueError as exc:
         print(f"gb28181-conformance: {exc}", file=sys.stderr)
         return 2
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         device_type=args.type, unattended=args.unattended, item_timeout=args.item_timeout,
         register_wait=args.register_wait, keepalive_interval=args.keepalive_interval,
         keepalive_tolerance=args.keepalive_tolerance, media_seconds=args.media_seconds,
+        expect_alarm=args.expect_alarm, action_wait=args.action_wait, history_seconds=args.history_seconds,
     )
     try:
         report = asyncio.run(run_device(
@@ -178,7 +186,7 @@ def _platform_main(args: argparse.Namespace) -> int:
         register_wait=args.register_wait, keepalive_interval=args.keepalive_interval,
         keepalive_tolerance=args.keepalive_tolerance, media_seconds=args.media_seconds,
         keepalive_count=args.keepalive_count, action_wait=args.action_wait,
-        forbid=tuple(getattr(args, "forbid_cidr", ())),
+        forbid=tuple(getattr(args, "forbid_cidr", ())), expect_alarm=True,
     )
     try:
         if args.mode == "upper":

@@ -8,7 +8,6 @@ A check returns a `Verdict`; evidence is the message that broke it (or, for a pa
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -19,12 +18,14 @@ from ipaddress import IPv4Network, IPv6Network
 from gbgw.conformance.tool.platform import Exchange, Platform, Received, body_text
 from gbgw.conformance.tool.report import Outcome
 from gbgw.conformance.tool.sheet import AnyCheck, Check
-from gbgw.conformance.tool.stream import RtpSink, StreamCheck, ffprobe_video
 from gbgw.gb28181.manscdp import (
+    HomePosition,
     ManscdpDocument,
     PtzCmd,
     control_alarm_reset,
     control_guard,
+    control_home_position,
+    control_iframe,
     control_ptz,
     control_record,
     parse_time,
@@ -35,7 +36,7 @@ from gbgw.gb28181.manscdp import (
     query_preset,
     query_record_info,
 )
-from gbgw.sip.sdp import SdpError, SessionDescription
+from gbgw.gb28181.manscdp import device_config as build_device_config
 
 
 @dataclass(slots=True)
@@ -72,6 +73,11 @@ class DeviceOptions:
     operator) can start, such as an alarm from a camera behind it."""
     forbid: tuple[IPv4Network | IPv6Network, ...] = ()
     """Upper mode: addresses of the device network that nothing the platform sends may name."""
+    expect_alarm: bool = False
+    """Device mode: the operator triggers an alarm (``--expect-alarm``), so the alarm and event
+    notification rows wait ``action_wait`` for one; without it they report what arrived, else manual."""
+    history_seconds: float = 4.0
+    """Seconds of recorded video the playback and download rows ask for."""
 
 
 class Operator:
@@ -117,6 +123,10 @@ class DeviceRun:
     operator: Operator
     channels: list[str] = field(default_factory=list)
     """Camera channel IDs from the catalog (types 131/132)."""
+    alarm_inputs: list[str] = field(default_factory=list)
+    """Alarm input IDs from the catalog (type 134): where guard and alarm reset go when there is one."""
+    preset: int | None = None
+    """The preset the preset-set row stored, for the call and delete rows."""
     subscriptions: dict[str, str] = field(default_factory=dict)
     """Upper mode: the Call-ID of the tool's live subscription per CmdType (the subscribe rows start
     them, the notification rows read them)."""
@@ -128,6 +138,12 @@ class DeviceRun:
     def target(self) -> str:
         """Where DeviceInfo, DeviceStatus, ConfigDownload, guard and alarm commands go."""
         return self.channel if self.via_platform else self.device_id
+
+    @property
+    def alarm_target(self) -> str:
+        """Where guard and alarm reset go: the standard addresses them to the device or an alarm input
+        (A.2.3 a), so a catalogued alarm input first; through a platform that shares none, the camera."""
+        return self.alarm_inputs[0] if self.alarm_inputs else self.target
 
     @property
     def device_id(self) -> str:
@@ -352,6 +368,8 @@ async def catalog(run: DeviceRun) -> Verdict:
                                   body_text(answer.body))
                 if gb_id[10:13] in ("131", "132"):
                     run.channels.append(gb_id)
+                elif gb_id[10:13] == "134":
+                    run.alarm_inputs.append(gb_id)
     return passed(f"{len(seen)} items in {len(exchange.answers)} pages, cameras {run.channels}",
                   *_evidence(exchange))
 
@@ -540,72 +558,123 @@ async def record_stop(run: DeviceRun) -> Verdict:
 @check(Check.GUARD_SET)
 async def guard_set(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: GuardCmd SetGuard is answered with a Response whose Result is OK."""
-    return await _result(run, run.target, control_guard(run.platform.next_sn(), run.target, guard=True),
+    return await _result(run, run.alarm_target, control_guard(run.platform.next_sn(), run.alarm_target, guard=True),
                          "GuardCmd SetGuard")
 
 
 @check(Check.GUARD_RESET)
 async def guard_reset(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: GuardCmd ResetGuard is answered with a Response whose Result is OK."""
-    return await _result(run, run.target, control_guard(run.platform.next_sn(), run.target, guard=False),
+    return await _result(run, run.alarm_target, control_guard(run.platform.next_sn(), run.alarm_target, guard=False),
                          "GuardCmd ResetGuard")
 
 
 @check(Check.ALARM_RESET)
 async def alarm_reset(run: DeviceRun) -> Verdict:
     """§9.3.1, A.2.3 a: AlarmCmd ResetAlarm is answered with a Response whose Result is OK."""
-    return await _result(run, run.target, control_alarm_reset(run.platform.next_sn(), run.target),
+    return await _result(run, run.alarm_target, control_alarm_reset(run.platform.next_sn(), run.alarm_target),
                          "AlarmCmd ResetAlarm")
 
 
-# -- live video -------------------------------------------------------------------------------------------
+# -- presets, home position, keyframe, configuration ------------------------------------------------------
 
 
-@check(Check.LIVE_UDP, lambda o: o.media_seconds + 3 * o.item_timeout + 20)
-async def live_udp(run: DeviceRun) -> Verdict:
-    """§9.2.2, Annex C/F: a Play INVITE over RTP/AVP (UDP) is answered 200 with an SDP whose y= is the
-    offered SSRC, and the stream is PS over RTP with that SSRC: 90 kHz timestamps that never go back,
-    pack headers, a program stream map, PES, a keyframe within 2 s, decodable by ffprobe."""
-    platform = run.platform
-    loop = asyncio.get_running_loop()
-    ssrc_text = f"0{platform.domain[3:8]}{random.randrange(10_000):04d}"
-    stream = StreamCheck(int(ssrc_text))
-    transport, _ = await loop.create_datagram_endpoint(lambda: RtpSink(stream), local_addr=(platform.transport.host, 0))
-    try:
-        port = transport.get_extra_info("sockname")[1]
-        offer = SessionDescription.offer("Play", platform.platform_id, platform.transport.host, port, "RTP/AVP",
-                                         ((96, "PS", 90000), (98, "H264", 90000), (97, "MPEG4", 90000)),
-                                         ssrc_text).serialize()
-        request, response = await platform.invite(run.channel, offer, ssrc_text, run.options.item_timeout)
-        sent = f"sent:\n{body_text(request.serialize())}"
-        if response is None or response.status >= 300:
-            return failed("§9.2.2", f"INVITE answered {response.status if response else 'never'}", sent,
-                          f"received:\n{body_text(response.serialize())}" if response else "")
-        answer_text = f"received:\n{body_text(response.serialize())}"
-        try:
-            answer = SessionDescription.parse(response.body)
-        except SdpError as exc:
-            await platform.bye(request.call_id or "", run.options.item_timeout)
-            return failed("§9.2.2 / RFC 4566", f"unreadable SDP answer: {exc.reason}", answer_text)
-        await asyncio.sleep(run.options.media_seconds)
-        bye = await platform.bye(request.call_id or "", run.options.item_timeout)
-    finally:
-        transport.close()
-    problems = []
-    if answer.ssrc is None:
-        problems.append("Annex F: the SDP answer has no y=")
-    elif answer.ssrc != ssrc_text:
-        problems.append(f"Annex F: the SDP answer's y={answer.ssrc} is not the offered {ssrc_text}")
-    problems += [f"{f.clause}: {f.message}" for f in stream.findings()]
-    if bye is None or bye >= 300:
-        problems.append(f"§9.2.2: BYE answered {bye or 'never'}")
-    evidence = [answer_text, stream.describe(), f"first packet: {stream.first_bytes.hex()}"]
-    if not problems and stream.payload:
-        codec = await asyncio.to_thread(ffprobe_video, bytes(stream.payload))
-        if codec == "":
-            problems.append("Annex C: ffprobe finds no video stream in the PS")
-        evidence.append(f"ffprobe: {codec if codec is not None else 'not installed'}")
-    if problems:
-        clause = problems[0].partition(": ")[0]
-        return failed(clause, "; ".join(problems), *evidence)
-    return passed(stream.describe(), *evidence)
+async def _preset_ids(run: DeviceRun) -> tuple[set[int] | None, list[str]]:
+    """The channel's preset numbers (None when PresetQuery got no answer) and the exchange as evidence."""
+    exchange = await run.platform.exchange(run.channel, query_preset(run.platform.next_sn(), run.channel),
+                                           run.options.item_timeout, _complete("PresetList"))
+    if _no_answer(exchange, "PresetQuery") is not None:
+        return None, _evidence(exchange)
+    ids = {_int(i.findtext("PresetID")) or 0 for a in exchange.answers for i in a.doc.element.findall("PresetList/Item")}
+    return ids, _evidence(exchange)
+
+
+async def _preset(run: DeviceRun, action: str, index: int, question: str) -> Verdict:
+    return await _ptz(run, PtzCmd.preset(action, index), f"preset {action} {index}", question)
+
+
+@check(Check.PRESET_SET)
+async def preset_set(run: DeviceRun) -> Verdict:
+    """§9.3.1, A.3.4: a PTZCmd "set preset" to an unused index is accepted with 200, and the device's
+    PresetQuery lists that index afterwards."""
+    before, _ = await _preset_ids(run)
+    index = next((n for n in range(200, 0, -1) if before is None or n not in before), 200)
+    verdict = await _preset(run, "set", index, f"Was preset {index} stored (the camera's menu lists it)?")
+    if verdict.outcome is not Outcome.PASS:
+        return verdict
+    run.preset = index
+    after, evidence = await _preset_ids(run)
+    if after is not None and index not in after:
+        return failed("A.3.4 / A.2.6 j", f"preset {index} was set but PresetQuery does not list it",
+                      *verdict.evidence, *evidence)
+    listed = "listed by PresetQuery" if after is not None else "PresetQuery unanswered"
+    return passed(f"{verdict.detail}; {listed}", *verdict.evidence, *evidence)
+
+
+@check(Check.PRESET_CALL)
+async def preset_call(run: DeviceRun) -> Verdict:
+    """§9.3.1, A.3.4: a PTZCmd "call preset" of a stored preset is accepted with 200 and, attended, the
+    camera turns to it."""
+    index = run.preset
+    if index is None:
+        ids, _ = await _preset_ids(run)
+        index = min(ids) if ids else 1
+    return await _preset(run, "call", index, f"Did the camera turn to preset {index}?")
+
+
+@check(Check.PRESET_DELETE)
+async def preset_delete(run: DeviceRun) -> Verdict:
+    """§9.3.1, A.3.4: a PTZCmd "delete preset" is accepted with 200, and PresetQuery no longer lists it."""
+    if run.preset is None:
+        return Verdict(Outcome.SKIP, "no preset was stored by the preset-set row to delete (run it too)")
+    index = run.preset
+    verdict = await _preset(run, "delete", index, f"Is preset {index} gone from the camera's menu?")
+    if verdict.outcome is not Outcome.PASS:
+        return verdict
+    after, evidence = await _preset_ids(run)
+    if after is not None and index in after:
+        return failed("A.3.4 / A.2.6 j", f"preset {index} was deleted but PresetQuery still lists it",
+                      *verdict.evidence, *evidence)
+    run.preset = None
+    return passed(f"{verdict.detail}; gone from PresetQuery", *verdict.evidence, *evidence)
+
+
+@check(Check.HOME_POSITION, lambda o: 6 * o.item_timeout + 5)
+async def home_position(run: DeviceRun) -> Verdict:
+    """§9.3.1, A.2.3 a: HomePosition (enabled, a reset time, a stored preset) is answered with a Response
+    whose Result is OK; then disabled again, also Result OK."""
+    ids, _ = await _preset_ids(run)
+    index = min(ids) if ids else 1
+    sn = run.platform.next_sn()
+    enable = await _result(run, run.channel, control_home_position(sn, run.channel, HomePosition(1, 30, index)),
+                           f"HomePosition (preset {index})")
+    if enable.outcome is not Outcome.PASS:
+        return enable
+    disable = await _result(run, run.channel, control_home_position(run.platform.next_sn(), run.channel,
+                                                                    HomePosition(0, 0, 0)), "HomePosition off")
+    if disable.outcome is not Outcome.PASS:
+        return disable
+    return passed(f"home position on preset {index} and off: Result OK", *enable.evidence, *disable.evidence)
+
+
+@check(Check.IFRAME)
+async def iframe(run: DeviceRun) -> Verdict:
+    """§9.3.1, A.2.3 a: IFameCmd Send (the standard's spelling) is accepted with 200; the standard gives
+    it no Response."""
+    exchange = await run.platform.exchange(run.channel, control_iframe(run.platform.next_sn(), run.channel),
+                                           run.options.item_timeout, None)
+    if exchange.status is None or exchange.status >= 300:
+        return failed("§9.3.1", f"the IFameCmd MESSAGE was answered {exchange.status or 'never'}", *_evidence(exchange))
+    return passed("IFameCmd answered 200", *_evidence(exchange))
+
+
+@check(Check.DEVICE_CONFIG, lambda o: 6 * o.item_timeout + 5)
+async def device_config(run: DeviceRun) -> Verdict:
+    """§9.3.2, A.2.3 b: DeviceConfig BasicParam (the device name it reported, so nothing changes) is
+    answered with a Response whose Result is OK."""
+    sn = run.platform.next_sn()
+    current = await run.platform.exchange(run.target, query_config_download(sn, run.target, "BasicParam"),
+                                          run.options.item_timeout, lambda a: True)
+    name = (current.answers[0].doc.text("BasicParam/Name") if current.answers else None) or "gb28181-conformance"
+    doc = build_device_config(run.platform.next_sn(), run.target, {"BasicParam": {"Name": name}})
+    return await _result(run, run.target, doc, "DeviceConfig BasicParam")

@@ -221,6 +221,12 @@ class LowerSide:
             if (request.get("Event") or "").split(";")[0].strip().lower() == "catalog":
                 self._subscriptions[request.call_id or ""] = Dialog.from_uas(request, tag, self._contact(),
                                                                              peer=txn.remote)
+        elif request.method == "INFO" and (call := self.calls.get(request.call_id or "")) is not None:
+            # MANSRTSP playback control: the call answers it as a simulated NVR would.
+            status, body = call.control(request.body)
+            inbound.status = status
+            self.transport.reply(txn, status, headers=[("Content-Type", "Application/MANSRTSP")] if body else [],
+                                 body=body)
         else:
             inbound.status = 200 if request.method in ("OPTIONS", "INFO", "NOTIFY") else 405
             self.transport.reply(txn, inbound.status)

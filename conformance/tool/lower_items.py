@@ -19,6 +19,7 @@ from gbgw.conformance.tool.lower import Inbound, LowerSide
 from gbgw.conformance.tool.platform import body_text
 from gbgw.conformance.tool.report import Outcome
 from gbgw.conformance.tool.sheet import AnyCheck, PlatformCheck
+from gbgw.gb28181.manscdp import ManscdpError, Move, PtzCmd
 from gbgw.sip.digest import DigestAlgorithm, DigestError, parse_challenge
 from gbgw.sip.sdp import SdpError, SessionDescription
 
@@ -248,7 +249,7 @@ async def live(run: LowerRun) -> Verdict:
     ACKs the tool's 200 (the tool then streams PS), and ends the call with BYE."""
     if run.side.source is None:
         return Verdict(Outcome.SKIP, "give --media FILE (H.264) to answer a Play INVITE")
-    inbound = await _awaited(run, lambda i: i.request.method == "INVITE", "Play a channel of the tool's device.")
+    inbound = await _awaited(run, _invite("play"), "Play a channel of the tool's device.")
     if inbound is None:
         return _manual(run, "INVITE")
     evidence = [_text(inbound)]
@@ -283,6 +284,177 @@ async def live(run: LowerRun) -> Verdict:
                          "Stop the play on the platform.")
     ended = "ended with BYE" if bye is not None else f"still up after {run.options.action_wait:g} s"
     return passed(f"INVITE y={ssrc} to {inbound.request.request_uri.user}, ACKed, PS streamed, {ended}", *evidence)
+
+
+def _invite(session: str) -> Callable[[Inbound], bool]:
+    """An INVITE whose SDP names ``session`` (s=Play, Playback, Download)."""
+    def match(inbound: Inbound) -> bool:
+        if inbound.request.method != "INVITE":
+            return False
+        try:
+            offer = SessionDescription.parse(inbound.request.body)
+        except SdpError:
+            return session == "play"
+        return (offer.session_name or "").strip().lower() == session
+    return match
+
+
+@lower_check(PlatformCheck.L_PLAYBACK)
+async def playback(run: LowerRun) -> Verdict:
+    """§9.8, Annex B: the platform INVITEs a channel for playback (s=Playback, u=channel:type, t=START
+    END with START before END, PS on 96, a 10-digit y= starting with 1, no wildcard address), ACKs the
+    tool's 200 (the tool streams the range), sends its MANSRTSP controls as INFO in the dialog, each
+    readable (the tool answers them 200), and ends the call with BYE."""
+    if run.side.source is None:
+        return Verdict(Outcome.SKIP, "give --media FILE (H.264) to answer a Playback INVITE")
+    inbound = await _awaited(run, _invite("playback"), "Play back a recording of a channel of the tool's device.")
+    if inbound is None:
+        return _manual(run, "Playback INVITE")
+    evidence = [_text(inbound)]
+    offer = SessionDescription.parse(inbound.request.body)
+    problems = []
+    video = next((m for m in offer.media if m.kind.lower() == "video"), None)
+    if video is None or 96 not in video.formats or video.rtpmap.get(96, ("",))[0].upper() != "PS":
+        problems.append("no PS on payload type 96")
+    elif offer.address_of(video) in ("", "0.0.0.0", "::"):
+        problems.append(f"the media address is {offer.address_of(video)!r}")
+    ssrc = offer.ssrc or ""
+    if not (len(ssrc) == 10 and ssrc.isdigit() and ssrc[0] == "1"):
+        problems.append(f"y={ssrc!r} is not a 10-digit history SSRC starting with 1")
+    if not offer.uri:
+        problems.append("no u= naming the channel")
+    start, end = offer.timing or (0, 0)
+    if not 0 < start < end:
+        problems.append(f"t={start} {end} is not a range")
+    if problems:
+        return failed("§9.8 / Annex F", "; ".join(problems), *evidence)
+    if inbound.status != 200:
+        return failed("§9.8", f"the tool could not answer the offer ({inbound.status})", *evidence)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + run.options.item_timeout
+    while not inbound.acked and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if not inbound.acked:
+        return failed("RFC 3261 §13.2.2.4", "the platform never ACKed the 200", *evidence)
+    call_id = inbound.request.call_id
+    bye = await _awaited(run, lambda i: i.request.method == "BYE" and i.request.call_id == call_id,
+                         "Stop the playback on the platform.")
+    infos = [i for i in run.side.inbox if i.request.method == "INFO" and i.request.call_id == call_id]
+    refused = [i for i in infos if i.status != 200]
+    if refused:
+        return failed("Annex B", f"{len(refused)} of the platform's MANSRTSP INFOs were unreadable or refused",
+                      *evidence, *(_text(i) for i in refused))
+    ended = "ended with BYE" if bye is not None else f"still up after {run.options.action_wait:g} s"
+    return passed(f"Playback INVITE y={ssrc} t={start} {end}, ACKed, {len(infos)} MANSRTSP INFO(s) answered 200, "
+                  f"{ended}", *evidence, *(_text(i) for i in infos))
+
+
+# -- controls the platform sends --------------------------------------------------------------------------
+
+
+def _control(tag: str, value: Callable[[str], bool]) -> Callable[[Inbound], bool]:
+    def match(inbound: Inbound) -> bool:
+        doc = inbound.doc
+        if doc is None or doc.root != "Control":
+            return False
+        text = doc.text(tag)
+        return text is not None and value(text)
+    return match
+
+
+def _ptz_is(stop: bool) -> Callable[[str], bool]:
+    def judge(code: str) -> bool:
+        try:
+            command = PtzCmd.parse(code).command()
+        except ManscdpError:
+            return not stop
+        return isinstance(command, Move) and command.is_stop == stop
+    return judge
+
+
+async def _controlled(run: LowerRun, match: Callable[[Inbound], bool], what: str, prompt: str,
+                      *, answered: bool) -> Verdict:
+    """The platform sends the control ``match`` finds with an SN to a channel or the device of the tool;
+    a control the standard answers gets the tool's Response, which the platform must accept with 2xx."""
+    inbound = await _awaited(run, match, prompt)
+    if inbound is None or inbound.doc is None:
+        return _manual(run, what)
+    doc = inbound.doc
+    if doc.sn is None:
+        return failed("A.2.3", f"the {what} has no SN", _text(inbound))
+    if inbound.status != 200:
+        return failed("A.2.3", f"the {what} names {doc.device_id!r}, not the tool's device or channels",
+                      _text(inbound))
+    if not answered:
+        return passed(f"{what} SN {doc.sn} to {doc.device_id}", _text(inbound))
+    await _followups(run, inbound, 1)
+    if not inbound.followups or any(s is None or not 200 <= s < 300 for s in inbound.followups):
+        return failed("§9.3.1", f"the platform answered the tool's {what} Response with "
+                      f"{inbound.followups or 'nothing'}", _text(inbound))
+    return passed(f"{what} SN {doc.sn} to {doc.device_id}; the Response (Result OK) taken with 2xx", _text(inbound))
+
+
+@lower_check(PlatformCheck.L_PTZ)
+async def ptz(run: LowerRun) -> Verdict:
+    """§9.3.1, A.3: the platform sends a PTZCmd move whose bytes are valid (A5, version and check nibbles,
+    checksum byte 8) to a channel of the tool; the standard gives it no Response."""
+    verdict = await _controlled(run, _control("PTZCmd", _ptz_is(False)), "PTZ move", "Turn a camera of the tool.",
+                                answered=False)
+    return _ptz_valid(verdict, run)
+
+
+@lower_check(PlatformCheck.L_PTZ_STOP)
+async def ptz_stop(run: LowerRun) -> Verdict:
+    """§9.3.1, A.3: the platform sends the PTZ stop command (a valid PTZCmd with no movement)."""
+    return await _controlled(run, _control("PTZCmd", _ptz_is(True)), "PTZ stop", "Stop the camera's movement.",
+                             answered=False)
+
+
+def _ptz_valid(verdict: Verdict, run: LowerRun) -> Verdict:
+    if verdict.outcome is not Outcome.PASS:
+        return verdict
+    inbound = next(i for i in run.side.inbox if _control("PTZCmd", _ptz_is(False))(i))
+    code = inbound.doc.text("PTZCmd") if inbound.doc is not None else ""
+    try:
+        PtzCmd.parse(code or "")
+    except ManscdpError as exc:
+        return failed("A.3.1 (PTZCmd bytes)", f"PTZCmd {code} is invalid: {exc}", _text(inbound))
+    return passed(f"{verdict.detail}: PTZCmd {code} valid", *verdict.evidence)
+
+
+@lower_check(PlatformCheck.L_RECORD_START)
+async def record_start(run: LowerRun) -> Verdict:
+    """§9.3.1, A.2.3 a: the platform sends RecordCmd Record and accepts the tool's Result."""
+    return await _controlled(run, _control("RecordCmd", lambda v: v == "Record"), "RecordCmd Record",
+                             "Start manual recording of a camera of the tool.", answered=True)
+
+
+@lower_check(PlatformCheck.L_RECORD_STOP)
+async def record_stop(run: LowerRun) -> Verdict:
+    """§9.3.1, A.2.3 a: the platform sends RecordCmd StopRecord and accepts the tool's Result."""
+    return await _controlled(run, _control("RecordCmd", lambda v: v == "StopRecord"), "RecordCmd StopRecord",
+                             "Stop manual recording of a camera of the tool.", answered=True)
+
+
+@lower_check(PlatformCheck.L_GUARD_SET)
+async def guard_set(run: LowerRun) -> Verdict:
+    """§9.3.1, A.2.3 a: the platform sends GuardCmd SetGuard and accepts the tool's Result."""
+    return await _controlled(run, _control("GuardCmd", lambda v: v == "SetGuard"), "GuardCmd SetGuard",
+                             "Arm the tool's device.", answered=True)
+
+
+@lower_check(PlatformCheck.L_GUARD_RESET)
+async def guard_reset(run: LowerRun) -> Verdict:
+    """§9.3.1, A.2.3 a: the platform sends GuardCmd ResetGuard and accepts the tool's Result."""
+    return await _controlled(run, _control("GuardCmd", lambda v: v == "ResetGuard"), "GuardCmd ResetGuard",
+                             "Disarm the tool's device.", answered=True)
+
+
+@lower_check(PlatformCheck.L_ALARM_RESET)
+async def alarm_reset(run: LowerRun) -> Verdict:
+    """§9.3.1, A.2.3 a: the platform sends AlarmCmd ResetAlarm and accepts the tool's Result."""
+    return await _controlled(run, _control("AlarmCmd", lambda v: v == "ResetAlarm"), "AlarmCmd ResetAlarm",
+                             "Reset the alarm of the tool's device.", answered=True)
 
 
 # -- what the tool reports ---------------------------------------------------------------------------------

@@ -236,6 +236,20 @@ class Platform:
             return None
         return response.status
 
+    async def info(self, call_id: str, body: bytes, timeout: float) -> int | None:
+        """A MANSRTSP INFO (Annex B) in a call's dialog; the final status, None when none came."""
+        dialog = self._dialogs.get(call_id)
+        if dialog is None:
+            return None
+        peer = self._device_peer()
+        request = dialog.create_request("INFO", via=self.transport.via(peer.transport), body=body,
+                                        content_type="Application/MANSRTSP")
+        try:
+            response = await asyncio.wait_for(self.transport.send_request(request, peer), timeout)
+        except (TimeoutError, SipError):
+            return None
+        return response.status
+
     async def subscribe(
         self, target_id: str, doc: ManscdpDocument, event: str, expires: int, timeout: float
     ) -> tuple[Request, Response | None]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from gbgw.conformance.tool import upper_items  # noqa: F401  (registers the 上联 checks in CHECKS)
+from gbgw.conformance.tool import media_items, upper_items  # noqa: F401  (they register checks in CHECKS)
 from gbgw.conformance.tool.device_items import (
     BUDGETS,
     CHECKS,

@@ -18,7 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +104,15 @@ def run(folder: Path, clip: Path) -> dict[str, dict[str, Any]]:
         simulator = subprocess.Popen(
             [sys.executable, "-m", "gbgw.gb28181", "simulate", "--server", f"127.0.0.1:{sip}", "--password",
              PASSWORD, "--channels", "2", "--media", str(clip), "--duration", "90", "--stats-interval", "0",
-             "--log-level", "error", "--keepalive-interval", "5"],
+             "--log-level", "error", "--keepalive-interval", "5", "--alarm-interval", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lower_tool = _tool(["lower", "--target", f"127.0.0.1:{sip}", "--id", LOWER_ID, "--domain", DOMAIN,
                             "--password", PASSWORD, "--platform-id", GATEWAY_ID, "--media", str(clip),
                             "--keepalive-interval", "1", "--keepalive-count", "2", "--item-timeout", "3",
-                            "--action-wait", "6", "--timeout", "80"], lower_report)
+                            "--action-wait", "15", "--timeout", "90"], lower_report)
         driver = threading.Thread(target=_drive_lower, args=(base,), daemon=True)
         driver.start()
-        outputs = {"upper": upper_tool.communicate(timeout=100)[0], "lower": lower_tool.communicate(timeout=100)[0]}
+        outputs = {"upper": upper_tool.communicate(timeout=100)[0], "lower": lower_tool.communicate(timeout=110)[0]}
     finally:
         for process in (upper_tool, lower_tool, simulator, gateway):
             if process is not None and process.poll() is None:
@@ -128,19 +130,55 @@ def run(folder: Path, clip: Path) -> dict[str, dict[str, Any]]:
 
 
 def _drive_lower(base: str) -> None:
-    """What an operator would do on the gateway for the 下联 rows: ask the status, play a channel and
-    stop it (the catalog query, DeviceInfo and the catalog subscription the gateway does by itself)."""
+    """What an operator would do on the gateway for the 下联 rows, through its HTTP API: ask the status,
+    presets, recordings and configuration, turn and stop a camera, start and stop its recording, arm,
+    disarm and reset the device's alarm, play a channel live and play back a recorded range with pause
+    and resume (the catalog query, DeviceInfo and the catalog subscription the gateway does by itself).
+    Each row of the tool finds its request whenever it came, so the order here is free; a refused call
+    shows as that row's failure or manual result, not as a stop of the others."""
     if not _wait(lambda: _api(base, f"/api/devices/{LOWER_ID}").get("online"), 20):
         return
     time.sleep(1.0)
+    device = f"/api/devices/{LOWER_ID}"
+    channel = f"{device}/channels/{LOWER_ID[:10]}131{int(LOWER_ID[13:]) * 3 - 2:07d}"
+    now = datetime.now().astimezone().replace(microsecond=0)
+    start, end = now - timedelta(hours=1), now - timedelta(hours=1) + timedelta(seconds=4)
+    window = urllib.parse.urlencode({"start": start.isoformat(), "end": end.isoformat()})
+    calls: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", f"{device}/status", None),
+        ("GET", f"{channel}/presets", None),
+        ("GET", f"{channel}/records?{window}", None),
+        ("GET", f"{device}/config/BasicParam", None),
+        ("POST", f"{channel}/ptz", {"command": "up"}),
+        ("POST", f"{channel}/ptz", {"command": "stop"}),
+        ("POST", f"{channel}/record", {"recording": True}),
+        ("POST", f"{channel}/record", {"recording": False}),
+        ("POST", f"{device}/guard", {"armed": True}),
+        ("POST", f"{device}/guard", {"armed": False}),
+        ("POST", f"{device}/alarm-reset", {}),
+    ]
+    for method, path, body in calls:
+        _try(base, path, method, body)
+    live = _try(base, f"/api/channels/{channel.rsplit('/', 1)[1]}/play", "POST",
+                {"host": "127.0.0.1", "port": free_port()})
+    time.sleep(2.0)
+    if live:
+        _try(base, f"/api/sessions/{live['id']}", "DELETE")
+    history = _try(base, f"{channel}/playback", "POST", {"start": start.isoformat(), "end": end.isoformat(),
+                                                          "host": "127.0.0.1", "port": free_port()})
+    if history:
+        time.sleep(1.0)
+        for action in ("pause", "resume"):
+            _try(base, f"/api/sessions/{history['id']}/control", "POST", {"action": action})
+            time.sleep(0.5)
+        _try(base, f"/api/sessions/{history['id']}", "DELETE")
+
+
+def _try(base: str, path: str, method: str = "GET", body: dict[str, Any] | None = None) -> Any:
     try:
-        _api(base, f"/api/devices/{LOWER_ID}/status")
-        channel = f"{LOWER_ID[:10]}131{int(LOWER_ID[13:]) * 3 - 2:07d}"
-        session = _api(base, f"/api/channels/{channel}/play", "POST", {"host": "127.0.0.1", "port": free_port()})
-        time.sleep(2.0)
-        _api(base, f"/api/sessions/{session['id']}", "DELETE")
+        return _api(base, path, method, body)
     except OSError:
-        return
+        return None
 
 
 def table(reports: dict[str, dict[str, Any]]) -> str:

@@ -33,6 +33,51 @@ class Check(enum.StrEnum):
     DEVICE_INFO = "device-info"
     DEVICE_STATUS = "device-status"
     CONFIG_DOWNLOAD = "config-download"
+    PRESET_SET = "preset-set"
+    PRESET_CALL = "preset-call"
+    PRESET_DELETE = "preset-delete"
+    HOME_POSITION = "home-position"
+    IFRAME = "iframe"
+    PLAYBACK = "playback"
+    DOWNLOAD = "download"
+    DEVICE_CONFIG = "device-config"
+
+
+class PlatformCheck(enum.StrEnum):
+    """Checks of the upper and lower modes that the device rows have no equivalent of."""
+
+    UPPER_CATALOG = "upper-catalog"
+    ALARM = "alarm"
+    EVENT_SUBSCRIBE = "event-subscribe"
+    EVENT_UNSUBSCRIBE = "event-unsubscribe"
+    EVENT_NOTIFY = "event-notify"
+    CATALOG_SUBSCRIBE = "catalog-subscribe"
+    CATALOG_NOTIFY = "catalog-notify"
+    L_REGISTER = "lower-register"
+    L_UNREGISTER = "lower-unregister"
+    L_TIME_SYNC = "lower-time-sync"
+    L_KEEPALIVE = "lower-keepalive"
+    L_CATALOG = "lower-catalog"
+    L_LIVE = "lower-live"
+    L_PTZ = "lower-ptz"
+    L_PTZ_STOP = "lower-ptz-stop"
+    L_PRESET_QUERY = "lower-preset-query"
+    L_RECORD_INFO = "lower-record-info"
+    L_RECORD_START = "lower-record-start"
+    L_RECORD_STOP = "lower-record-stop"
+    L_GUARD_SET = "lower-guard-set"
+    L_GUARD_RESET = "lower-guard-reset"
+    L_ALARM = "lower-alarm"
+    L_ALARM_RESET = "lower-alarm-reset"
+    L_DEVICE_INFO = "lower-device-info"
+    L_DEVICE_STATUS = "lower-device-status"
+    L_CONFIG_DOWNLOAD = "lower-config-download"
+    L_CATALOG_SUBSCRIBE = "lower-catalog-subscribe"
+    L_CATALOG_NOTIFY = "lower-catalog-notify"
+    L_PLAYBACK = "lower-playback"
+
+
+AnyCheck = Check | PlatformCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +88,7 @@ class Row:
 
 
 # The 2016 device rows in sheet order (the IPC row names; NVR rows read "DVR/NVR 设备..." instead).
-_ROWS_2016: tuple[tuple[str, str, Check | None], ...] = (
+_ROWS_2016: tuple[tuple[str, str, AnyCheck | None], ...] = (
     ("IPC 设备注册", "DVR/NVR 设备注册", Check.REGISTER),
     ("IPC 设备注销", "DVR/NVR 设备注销", Check.UNREGISTER),
     ("IPC 设备校时", "DVR/NVR 设备校时", Check.TIME_SYNC),
@@ -52,29 +97,29 @@ _ROWS_2016: tuple[tuple[str, str, Check | None], ...] = (
     ("IPC 设备实时点播", "DVR/NVR 实时点播", Check.LIVE_UDP),
     ("IPC 设备遥控", "DVR/NVR 设备遥控", Check.PTZ),
     ("IPC 设备遥控取消", "DVR/NVR 设备遥控取消", Check.PTZ_STOP),
-    ("IPC 预置位设置", "DVR/NVR 预置位设置", None),
+    ("IPC 预置位设置", "DVR/NVR 预置位设置", Check.PRESET_SET),
     ("IPC 预置位查询", "DVR/NVR 预置位查询", Check.PRESET_QUERY),
-    ("IPC 调用预置位", "DVR/NVR 调用预置位", None),
-    ("IPC 删除预置位", "DVR/NVR 删除预置位", None),
-    ("IPC 看守位控制", "DVR/NVR 看守位控制", None),
-    ("IPC 强制关键帧命令", "DVR/NVR 强制关键帧命令", None),
+    ("IPC 调用预置位", "DVR/NVR 调用预置位", Check.PRESET_CALL),
+    ("IPC 删除预置位", "DVR/NVR 删除预置位", Check.PRESET_DELETE),
+    ("IPC 看守位控制", "DVR/NVR 看守位控制", Check.HOME_POSITION),
+    ("IPC 强制关键帧命令", "DVR/NVR 强制关键帧命令", Check.IFRAME),
     ("IPC 设备录像文件检索", "DVR/NVR 设备录像文件检索", Check.RECORD_INFO),
-    ("IPC 设备视音频文件回放及回放控制", "DVR/NVR 设备视音频文件回放及回放控制", None),
+    ("IPC 设备视音频文件回放及回放控制", "DVR/NVR 设备视音频文件回放及回放控制", Check.PLAYBACK),
     ("IPC 设备开始手动录像", "DVR/NVR 设备开始手动录像", Check.RECORD_START),
     ("IPC 设备停止手动录像", "DVR/NVR 设备停止手动录像", Check.RECORD_STOP),
     ("IPC 设备布防", "DVR/NVR 设备布防", Check.GUARD_SET),
     ("IPC 设备撤防", "DVR/NVR 设备撤防", Check.GUARD_RESET),
-    ("IPC 设备报警", "DVR/NVR 设备报警", None),
+    ("IPC 设备报警", "DVR/NVR 设备报警", PlatformCheck.ALARM),
     ("IPC 设备报警复位", "DVR/NVR 设备报警复位", Check.ALARM_RESET),
     ("IPC 设备信息查询", "DVR/NVR 设备信息查询", Check.DEVICE_INFO),
     ("IPC 设备状态查询", "DVR/NVR 设备状态查询", Check.DEVICE_STATUS),
-    ("IPC 设备视音频文件下载", "DVR/NVR 设备视音频文件下载", None),
+    ("IPC 设备视音频文件下载", "DVR/NVR 设备视音频文件下载", Check.DOWNLOAD),
     ("IPC 设备远程启动", "DVR/NVR 设备远程启动", None),
     ("IPC 设备配置获取", "DVR/NVR 设备配置获取", Check.CONFIG_DOWNLOAD),
-    ("IPC 设备配置", "DVR/NVR 设备配置", None),
-    ("IPC 事件订阅", "DVR/NVR 事件订阅", None),
-    ("IPC 取消事件订阅", "DVR/NVR 取消事件订阅", None),
-    ("IPC 事件通知", "DVR/NVR 事件通知", None),
+    ("IPC 设备配置", "DVR/NVR 设备配置", Check.DEVICE_CONFIG),
+    ("IPC 事件订阅", "DVR/NVR 事件订阅", PlatformCheck.EVENT_SUBSCRIBE),
+    ("IPC 取消事件订阅", "DVR/NVR 取消事件订阅", PlatformCheck.EVENT_UNSUBSCRIBE),
+    ("IPC 事件通知", "DVR/NVR 事件通知", PlatformCheck.EVENT_NOTIFY),
 )
 
 _IPC_2022 = (
@@ -98,7 +143,7 @@ _NVR_2022 = (
     "NVR 设备巡航轨迹查询", "NVR 事件订阅/取消订阅", "NVR 事件通知", "NVR 设备软件升级", "NVR 设备图像抓拍",
 )
 # 2022 rows are matched to checks by what their name ends with (after the "IPC "/"NVR " prefix).
-_CHECKS_2022 = {
+_CHECKS_2022: dict[str, AnyCheck] = {
     "设备注册": Check.REGISTER, "设备注销": Check.UNREGISTER, "设备校时": Check.TIME_SYNC,
     "心跳": Check.KEEPALIVE, "设备心跳": Check.KEEPALIVE, "设备目录查询": Check.CATALOG,
     "设备实时点播": Check.LIVE_UDP, "实时点播": Check.LIVE_UDP, "设备遥控": Check.PTZ,
@@ -106,6 +151,11 @@ _CHECKS_2022 = {
     "设备停止手动录像": Check.RECORD_STOP, "设备录像文件检索": Check.RECORD_INFO, "设备布防": Check.GUARD_SET,
     "设备撤防": Check.GUARD_RESET, "设备报警复位": Check.ALARM_RESET, "设备信息查询": Check.DEVICE_INFO,
     "设备状态查询": Check.DEVICE_STATUS, "设备配置获取": Check.CONFIG_DOWNLOAD,
+    "预置位设置": Check.PRESET_SET, "调用预置位": Check.PRESET_CALL, "删除预置位": Check.PRESET_DELETE,
+    "看守位控制": Check.HOME_POSITION, "强制关键帧命令": Check.IFRAME,
+    "设备视音频文件回放及回放控制": Check.PLAYBACK, "设备视音频文件下载": Check.DOWNLOAD,
+    "设备配置": Check.DEVICE_CONFIG, "设备报警": PlatformCheck.ALARM,
+    "事件订阅/取消订阅": PlatformCheck.EVENT_SUBSCRIBE, "事件通知": PlatformCheck.EVENT_NOTIFY,
 }
 FIRST_2016 = {"nvr": 71, "ipc": 102}
 FIRST_2022 = {"ipc": 89, "nvr": 130}
@@ -149,39 +199,6 @@ def select(all_rows: list[Row], spec: str | None) -> list[Row]:
 # -- the platform rows: 上联 (the tool is the upper platform) and 下联 (the tool is the lower side) ----------
 
 
-class PlatformCheck(enum.StrEnum):
-    """Checks of the upper and lower modes that the device rows have no equivalent of."""
-
-    UPPER_CATALOG = "upper-catalog"
-    ALARM = "alarm"
-    EVENT_SUBSCRIBE = "event-subscribe"
-    EVENT_NOTIFY = "event-notify"
-    CATALOG_SUBSCRIBE = "catalog-subscribe"
-    CATALOG_NOTIFY = "catalog-notify"
-    L_REGISTER = "lower-register"
-    L_UNREGISTER = "lower-unregister"
-    L_TIME_SYNC = "lower-time-sync"
-    L_KEEPALIVE = "lower-keepalive"
-    L_CATALOG = "lower-catalog"
-    L_LIVE = "lower-live"
-    L_PTZ = "lower-ptz"
-    L_PTZ_STOP = "lower-ptz-stop"
-    L_PRESET_QUERY = "lower-preset-query"
-    L_RECORD_INFO = "lower-record-info"
-    L_RECORD_START = "lower-record-start"
-    L_RECORD_STOP = "lower-record-stop"
-    L_GUARD_SET = "lower-guard-set"
-    L_GUARD_RESET = "lower-guard-reset"
-    L_ALARM = "lower-alarm"
-    L_ALARM_RESET = "lower-alarm-reset"
-    L_DEVICE_INFO = "lower-device-info"
-    L_DEVICE_STATUS = "lower-device-status"
-    L_CONFIG_DOWNLOAD = "lower-config-download"
-    L_CATALOG_SUBSCRIBE = "lower-catalog-subscribe"
-    L_CATALOG_NOTIFY = "lower-catalog-notify"
-
-
-AnyCheck = Check | PlatformCheck
 
 
 # The 2016 platform rows #1-35 (上联) and #36-70 (下联) share one list of subjects; the sheet writes
@@ -196,14 +213,14 @@ _PLATFORM_2016: tuple[tuple[str, AnyCheck | None, AnyCheck | None], ...] = (
     ("实时点播", Check.LIVE_UDP, _P.L_LIVE),
     ("遥控", Check.PTZ, _P.L_PTZ),
     ("遥控取消", Check.PTZ_STOP, _P.L_PTZ_STOP),
-    ("预置位设置", None, None),
+    ("预置位设置", Check.PRESET_SET, None),
     ("预置位查询", Check.PRESET_QUERY, _P.L_PRESET_QUERY),
-    ("调用预置位", None, None),
-    ("删除预置位", None, None),
-    ("看守位控制", None, None),
-    ("强制关键帧命令", None, None),
+    ("调用预置位", Check.PRESET_CALL, None),
+    ("删除预置位", Check.PRESET_DELETE, None),
+    ("看守位控制", Check.HOME_POSITION, None),
+    ("强制关键帧命令", Check.IFRAME, None),
     ("录像文件检索", Check.RECORD_INFO, _P.L_RECORD_INFO),
-    ("视音频文件回放及回放控制", None, None),
+    ("视音频文件回放及回放控制", Check.PLAYBACK, _P.L_PLAYBACK),
     ("开始手动录像", Check.RECORD_START, _P.L_RECORD_START),
     ("停止手动录像", Check.RECORD_STOP, _P.L_RECORD_STOP),
     ("布防", Check.GUARD_SET, _P.L_GUARD_SET),
@@ -212,14 +229,14 @@ _PLATFORM_2016: tuple[tuple[str, AnyCheck | None, AnyCheck | None], ...] = (
     ("报警复位", Check.ALARM_RESET, _P.L_ALARM_RESET),
     ("设备信息查询", Check.DEVICE_INFO, _P.L_DEVICE_INFO),
     ("设备状态查询", Check.DEVICE_STATUS, _P.L_DEVICE_STATUS),
-    ("视音频文件下载", None, None),
+    ("视音频文件下载", Check.DOWNLOAD, None),
     ("设备远程启动", None, None),
     ("注册心跳状态检测", None, None),
     ("媒体流保活机制检测", None, None),
     ("设备配置获取", Check.CONFIG_DOWNLOAD, _P.L_CONFIG_DOWNLOAD),
-    ("设备配置", None, None),
+    ("设备配置", Check.DEVICE_CONFIG, None),
     ("事件订阅", _P.EVENT_SUBSCRIBE, None),
-    ("取消事件订阅", None, None),
+    ("取消事件订阅", _P.EVENT_UNSUBSCRIBE, None),
     ("事件通知", _P.EVENT_NOTIFY, None),
     ("语音广播和语音对讲", None, None),
     ("目录订阅/取消订阅与通知", _P.CATALOG_SUBSCRIBE, _P.L_CATALOG_SUBSCRIBE),
@@ -237,30 +254,30 @@ _PLATFORM_2022: tuple[tuple[str, AnyCheck | None, AnyCheck | None], ...] = (
     ("遥控取消", Check.PTZ_STOP, _P.L_PTZ_STOP),
     ("PTZ 精准位置控制", None, None),
     ("PTZ 精准状态查询", None, None),
-    ("预置位设置", None, None),
+    ("预置位设置", Check.PRESET_SET, None),
     ("预置位查询", Check.PRESET_QUERY, _P.L_PRESET_QUERY),
-    ("调用预置位", None, None),
-    ("删除预置位", None, None),
-    ("看守位控制", None, None),
+    ("调用预置位", Check.PRESET_CALL, None),
+    ("删除预置位", Check.PRESET_DELETE, None),
+    ("看守位控制", Check.HOME_POSITION, None),
     ("看守位信息查询", None, None),
     ("存储卡状态查询", None, None),
     ("目标跟踪", None, None),
-    ("强制关键帧命令", None, None),
+    ("强制关键帧命令", Check.IFRAME, None),
     ("开始手动录像", Check.RECORD_START, _P.L_RECORD_START),
     ("停止手动录像", Check.RECORD_STOP, _P.L_RECORD_STOP),
     ("录像文件检索", Check.RECORD_INFO, _P.L_RECORD_INFO),
-    ("视音频文件回放及回放控制", None, None),
+    ("视音频文件回放及回放控制", Check.PLAYBACK, _P.L_PLAYBACK),
     ("布防", Check.GUARD_SET, _P.L_GUARD_SET),
     ("撤防", Check.GUARD_RESET, _P.L_GUARD_RESET),
     ("报警", _P.ALARM, _P.L_ALARM),
     ("报警复位", Check.ALARM_RESET, _P.L_ALARM_RESET),
     ("设备信息查询", Check.DEVICE_INFO, _P.L_DEVICE_INFO),
     ("设备状态查询", Check.DEVICE_STATUS, _P.L_DEVICE_STATUS),
-    ("视音频文件下载", None, None),
+    ("视音频文件下载", Check.DOWNLOAD, None),
     ("设备远程启动", None, None),
     ("注册心跳状态检测", None, None),
     ("媒体流保活机制检测", None, None),
-    ("设备配置", None, None),
+    ("设备配置", Check.DEVICE_CONFIG, None),
     ("设备配置获取", Check.CONFIG_DOWNLOAD, _P.L_CONFIG_DOWNLOAD),
     ("巡航轨迹列表查询", None, None),
     ("巡航轨迹查询", None, None),

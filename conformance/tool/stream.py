@@ -11,6 +11,7 @@ FFmpeg can find a video stream in the PS, when ffprobe is installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gbgw.rtp.framing import Rfc4571Deframer
 from gbgw.rtp.packet import RtpError, RtpPacket
 from gbgw.rtp.ps import PACK_START, PsDemuxer, starts_keyframe
 
@@ -172,3 +174,45 @@ def ffprobe_video(payload: bytes, timeout: float = 15.0) -> str | None:
         except subprocess.TimeoutExpired:
             return ""
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+
+
+class TcpRtpReceiver:
+    """Feeds a `StreamCheck` from RTP over TCP (RFC 4571 framing), in either role of RFC 4145: `listen`
+    for an offer with ``a=setup:passive`` (the device connects to the tool), `connect` for
+    ``a=setup:active`` (the tool connects to the port the device answers)."""
+
+    def __init__(self, check: StreamCheck) -> None:
+        self.check = check
+        self.connected = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def listen(self, host: str) -> int:
+        self._server = await asyncio.start_server(self._read, host, 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def connect(self, host: str, port: int, timeout: float) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connected = True
+        self._writers.append(writer)
+        loop = asyncio.get_running_loop()
+        deframer = Rfc4571Deframer()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                now = loop.time()
+                for packet in deframer.feed(data):
+                    self.check.feed(packet, now)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()

@@ -66,6 +66,8 @@ def _item_problem(item: ET.Element, run: DeviceRun) -> str | None:
             return f"item {gb_id} lacks {', '.join(missing)} [A.2.6 (catalog item)]"
         if gb_id[10:13] in ("131", "132") and gb_id not in run.channels:
             run.channels.append(gb_id)
+        elif gb_id[10:13] == "134" and gb_id not in run.alarm_inputs:
+            run.alarm_inputs.append(gb_id)
     return None
 
 
@@ -107,10 +109,10 @@ async def upper_catalog(run: DeviceRun) -> Verdict:
 
 async def _arrived(run: DeviceRun, find: Callable[[], list[Received]], question: str) -> list[Received]:
     """Wait up to ``action_wait`` for ``find()`` (re-read as things arrive) to find something; the
-    operator is asked to trigger it when attended."""
+    operator is asked to trigger it when attended. Without ``expect_alarm`` only what already came."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + run.options.action_wait
-    if not run.options.unattended:
+    deadline = loop.time() + (run.options.action_wait if run.options.expect_alarm else 0.0)
+    if not run.options.unattended and run.options.expect_alarm:
         print(f"\n{question}", flush=True)
     while True:
         found = find()
@@ -139,15 +141,21 @@ def _alarm_problem(received: Received) -> str | None:
     return None
 
 
+def _no_alarm(run: DeviceRun, what: str) -> str:
+    if not run.options.expect_alarm:
+        return f"{what}: run with --expect-alarm and trigger one on the camera"
+    return f"{what} in {run.options.action_wait:g} s: trigger one on the camera and run this row again"
+
+
 @check(PlatformCheck.ALARM, lambda o: o.action_wait + 5)
 async def alarm(run: DeviceRun) -> Verdict:
-    """§9.4, A.2.5 b: an alarm of a camera behind the platform reaches the upper as a Notify Alarm with
-    its SN, a 20-digit DeviceID, AlarmPriority, AlarmMethod and AlarmTime. Only a camera can raise an
-    alarm: the row waits ``--action-wait`` for one and is manual when none comes."""
-    found = await _arrived(run, lambda: _alarms(run), "Trigger an alarm on a camera behind the platform under test.")
+    """§9.4, A.2.5 b: an alarm of the camera (device mode) or of a camera behind the platform (upper
+    mode) arrives as a Notify Alarm with its SN, a 20-digit DeviceID, AlarmPriority, AlarmMethod and
+    AlarmTime. Only a camera can raise an alarm: the row waits ``--action-wait`` for one (device mode:
+    with ``--expect-alarm``) and is manual when none comes."""
+    found = await _arrived(run, lambda: _alarms(run), "Trigger an alarm on the camera (or one behind the platform).")
     if not found:
-        return Verdict(Outcome.MANUAL, f"no alarm arrived in {run.options.action_wait:g} s: trigger one on a "
-                       "camera behind the platform and run this row again")
+        return Verdict(Outcome.MANUAL, _no_alarm(run, "no alarm arrived"))
     problem = _alarm_problem(found[0])
     if problem is not None:
         return failed("A.2.5 b", problem, body_text(found[0].body))
@@ -177,26 +185,46 @@ async def _subscribe(run: DeviceRun, cmd_type: str) -> tuple[Verdict | None, str
 
 @check(PlatformCheck.EVENT_SUBSCRIBE)
 async def event_subscribe(run: DeviceRun) -> Verdict:
-    """§9.11.1, A.2.4 e: an Alarm SUBSCRIBE (priorities 1-4, every method) to the platform is accepted
-    with a 2xx carrying Expires; the subscription stays for the event notification row."""
+    """§9.11.1, A.2.4 e: an Alarm SUBSCRIBE (priorities 1-4, every method) to the device or platform is
+    accepted with a 2xx carrying Expires; the subscription stays for the event notification row."""
     problem, _, evidence = await _subscribe(run, "Alarm")
     return problem or passed("Alarm subscription accepted", *evidence)
 
 
+@check(PlatformCheck.EVENT_UNSUBSCRIBE)
+async def event_unsubscribe(run: DeviceRun) -> Verdict:
+    """§9.11.1, RFC 6665 §4.1.2.3: the Alarm subscription is ended with a SUBSCRIBE Expires: 0 in its
+    dialog, answered 2xx (the tool subscribes first when the subscription row did not run)."""
+    call_id = run.subscriptions.get("Alarm", "")
+    evidence: list[str] = []
+    if not call_id:
+        problem, call_id, evidence = await _subscribe(run, "Alarm")
+        if problem is not None:
+            return Verdict(Outcome.SKIP, f"the Alarm subscription failed: {problem.detail}", problem.evidence)
+    doc = query_alarm(run.platform.next_sn(), run.device_id, start_priority=1, end_priority=4, method="1/2/3/4/5")
+    response = await run.platform.unsubscribe(call_id, doc, "presence", run.options.item_timeout)
+    run.subscriptions.pop("Alarm", None)
+    if response is None or not 200 <= response.status < 300:
+        return failed("RFC 6665 §4.1.2.3 / §9.11.1", "the Alarm unsubscribe (Expires: 0) was answered "
+                      f"{response.status if response is not None else 'never'}", *evidence)
+    return passed("Alarm subscription ended with Expires: 0", *evidence,
+                  f"received:\n{body_text(response.serialize())}")
+
+
 @check(PlatformCheck.EVENT_NOTIFY, lambda o: o.action_wait + 15)
 async def event_notify(run: DeviceRun) -> Verdict:
-    """§9.11.1: once subscribed, an alarm of a camera behind the platform arrives as a NOTIFY in the
-    subscription's dialog, a Notify Alarm with its mandatory fields. Waits ``--action-wait`` for one."""
+    """§9.11.1: once subscribed, an alarm of the camera (or of one behind the platform) arrives as a
+    NOTIFY in the subscription's dialog, a Notify Alarm with its mandatory fields. Waits
+    ``--action-wait`` for one (device mode: with ``--expect-alarm``)."""
     call_id = run.subscriptions.get("Alarm", "")
     if not call_id:
         problem, call_id, _ = await _subscribe(run, "Alarm")
         if problem is not None:
             return Verdict(Outcome.SKIP, f"the Alarm subscription failed: {problem.detail}")
     found = await _arrived(run, lambda: [n for n in _alarms(run, "NOTIFY") if n.call_id == call_id],
-                           "Trigger an alarm on a camera behind the platform under test.")
+                           "Trigger an alarm on the camera (or one behind the platform).")
     if not found:
-        return Verdict(Outcome.MANUAL, f"no alarm NOTIFY in {run.options.action_wait:g} s: trigger an alarm "
-                       "on a camera behind the platform and run this row again")
+        return Verdict(Outcome.MANUAL, _no_alarm(run, "no alarm NOTIFY arrived in the subscription"))
     wrong = _alarm_problem(found[0])
     if wrong is not None:
         return failed("A.2.5 b", wrong, body_text(found[0].body))

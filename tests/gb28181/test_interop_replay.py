@@ -443,8 +443,12 @@ async def test_hikvision_nvr_split_catalog(tmp_path: Path, complete: bool) -> No
         await answer_query(dev, "Catalog", [page, *(derived if complete else [])])
 
         async def settled() -> dict[str, Any] | None:
+            # Pages are stored as they arrive: the catalog is settled once its assembly ended (complete, or
+            # partial after the gap timeout), not at the first stored page.
             device = await gw.api.ok(f"/api/devices/{nvr}")
-            return device if device["channel_count"] else None
+            result = "complete" if complete else "partial"
+            assembled = f'gb_catalogs_total{{result="{result}"}}' in await gw.api.metrics()
+            return device if device["channel_count"] and assembled else None
 
         device = await wait_until(settled, timeout=4, what="the catalog to be stored")
         channels = await channels_by_id(gw, nvr)
