@@ -172,6 +172,9 @@ class SipConfig:
     tls_key: str = ""
     timezone: str = field(default_factory=host_timezone)
     """IANA zone of the devices' wall clocks: GB/T 28181 times (Date, RecordInfo, playback t=) carry no offset."""
+    time_source: str = "host"
+    """Where the Date given to registering devices comes from: ``host`` (this machine's clock) or ``upstream``
+    (this clock plus the offset measured from the upper platforms' REGISTER 200 Date)."""
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -232,6 +235,11 @@ def _plain_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+TIME_SOURCES = ("host", "upstream")
+SUBSTREAM_FORMS = ("streamnumber", "stream", "streamprofile", "streamMode")
+"""The SDP attributes a sub-stream is asked for with (gb28181.media.substreams says which devices read which)."""
+
+
 @dataclass(slots=True)
 class MediaConfig:
     ip: str = "127.0.0.1"
@@ -244,6 +252,8 @@ class MediaConfig:
     stream_transport: str = "udp"
     media_source: MediaSourceRule = MediaSourceRule()
     """Default for devices and upstreams that do not set their own ``media_source``."""
+    substream_attributes: tuple[str, ...] = SUBSTREAM_FORMS
+    """The SDP forms a sub-stream choice is offered in (``gb28181.media.substreams``)."""
 
 
 @dataclass(slots=True)
@@ -326,6 +336,9 @@ class ConsoleConfig:
     max_viewers: int = 16
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs for browsers behind NAT; none on a LAN."""
+    transcode_h265: bool = False
+    """H.265 channels transcoded to H.264 for the preview (PyAV: about 0.3 of a core per 720p25 stream,
+    0.6 per 1080p25); off, the console says why such a channel cannot be previewed."""
 
     def host(self, api: ApiConfig) -> str:
         return self.address or api.listen.host
@@ -739,6 +752,7 @@ def _read_sip(sec: _Section) -> SipConfig:
         tls_cert=sec.get("tls_cert", d.tls_cert, _string(re.compile(r".+"), "a path to a PEM certificate file")),
         tls_key=sec.get("tls_key", d.tls_key, _string(re.compile(r".+"), "a path to a PEM private key file")),
         timezone=sec.get("timezone", d.timezone, _timezone),
+        time_source=sec.get("time_source", d.time_source, _choice(TIME_SOURCES)),
     )
     if sec.ok("tls_listen", "tls_cert", "tls_key", "listen"):
         _check_sip_tls(sec, cfg)
@@ -851,9 +865,16 @@ def _read_media(sec: _Section) -> MediaConfig:
         ssrc_check=sec.get("ssrc_check", d.ssrc_check, _bool),
         stream_transport=sec.get("stream_transport", d.stream_transport, _choice(STREAM_TRANSPORTS)),
         media_source=sec.get("media_source", d.media_source, _media_source),
+        substream_attributes=sec.get("substream_attributes", d.substream_attributes, _substream_forms),
     )
     sec.finish()
     return cfg
+
+
+def _substream_forms(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(v in SUBSTREAM_FORMS for v in value):
+        raise ConfigError(key, value, "a non-empty list of " + ", ".join(SUBSTREAM_FORMS))
+    return tuple(value)
 
 
 def _ice_servers(key: str, value: Any) -> tuple[str, ...]:
@@ -869,6 +890,7 @@ def _read_console(sec: _Section) -> ConsoleConfig:
         address=sec.get("address", d.address, _media_ip),
         max_viewers=sec.get("max_viewers", d.max_viewers, _number(int, 1, 1000)),
         ice_servers=sec.get("ice_servers", d.ice_servers, _ice_servers),
+        transcode_h265=sec.get("transcode_h265", d.transcode_h265, _bool),
     )
     sec.finish()
     return cfg

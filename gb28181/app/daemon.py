@@ -1,8 +1,8 @@
 """The daemon: wires storage, registry, the device-side SIP transport, the API and the periodic work.
 
 ``run`` stays in the foreground (systemd and containers supervise it). SIGTERM/SIGINT stop it cleanly,
-flushing the registry; SIGHUP re-reads the configuration file and applies the credentials (global password,
-per-device entries, allowlist) without touching registrations.
+flushing the registry; SIGHUP reopens the audit log, re-reads the configuration file, applies what can change
+live (``Gateway.reload``) without touching registrations or streams, and names every other changed key.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiohttp import web
 from gbgw.gb28181.app.api import ApiServices, make_app, make_metrics_app
 from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
 from gbgw.gb28181.app.api.events import EVENT_BUS
+from gbgw.gb28181.app.reload import compare
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
 from gbgw.gb28181.config import ConfigError, GatewayConfig, bind_error, load_config_file
@@ -34,7 +35,7 @@ from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.side import DeviceSide
 from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
-from gbgw.gb28181.observe import systemd
+from gbgw.gb28181.observe import logs, systemd
 from gbgw.gb28181.observe.events import EventBus, EventSources, WebhookDelivery
 from gbgw.gb28181.observe.health import Health
 from gbgw.gb28181.observe.metrics import GatewayMetrics, industry_counts
@@ -307,26 +308,42 @@ class Gateway:
         log.info("gateway stopped")
 
     def reload(self, config: GatewayConfig) -> None:
-        """Apply new credentials; addresses, storage and timers need a restart and are left alone."""
+        """Apply what can change live (``reload.LIVE``: log level, credentials, allowlist, devices, media
+        destinations, the audit path, each upstream's share rules and ID/name mappings); name every other
+        changed key as needing a restart, and leave it at its running value.
+
+        The running configuration is updated in place: the registrar and the API read it on every request,
+        and each upstream link's SharePolicy is updated in the object its features hold."""
         old = self.config
-        changed = [
-            key
-            for key, before, after in (
-                ("sip.listen", old.sip.listen, config.sip.listen),
-                ("api.listen", old.api.listen, config.api.listen),
-                ("storage", old.storage, config.storage),
-            )
-            if before != after
-        ]
-        if changed:
-            log.warning("reload: these settings need a restart to change", keys=changed)
+        change = compare(old, config)
+        # First, so the debug lines of this very reload already follow a new level.
+        logs.set_level(config.log.level)
+        old.log.level = config.log.level
         old.sip.password = config.sip.password
         old.sip.allowlist = config.sip.allowlist
         old.devices = config.devices
+        old.api.media_destinations = config.api.media_destinations
         if config.audit.path != old.audit.path:
             self.audit.reopen(config.audit.path)
             old.audit.path = config.audit.path
-        log.info("configuration reloaded", devices=len(config.devices), allowlist=config.sip.allowlist)
+        incoming = {upstream.name: upstream for upstream in config.upstreams}
+        for upstream in old.upstreams:
+            new = incoming.get(upstream.name)
+            if new is None:
+                continue
+            upstream.share = new.share
+            upstream.channel_ids = new.channel_ids
+            upstream.channel_id_rule = new.channel_id_rule
+            upstream.channel_names = new.channel_names
+            link = self.cascade.links.get(upstream.name)
+            if link is not None:
+                link.policy.update(upstream)
+        for key in change.live:
+            log.debug("reload: applied", key=key)
+        if change.restart:
+            log.warning("reload: these settings need a restart to change", keys=change.restart)
+        log.info("configuration reloaded", applied=change.live, devices=len(config.devices),
+                 allowlist=config.sip.allowlist)
 
     def _browser_viewers(self) -> WhepViewers | None:
         """The console's WebRTC viewers, when the ``console`` extra (aiortc) is installed; without it the
@@ -338,7 +355,7 @@ class Gateway:
         cfg = self.config
         viewers = WhepViewers(asyncio.get_running_loop(), WebrtcConfig(
             addresses=[cfg.console.host(cfg.api)], max_viewers=cfg.console.max_viewers,
-            ice_servers=list(cfg.console.ice_servers)))
+            ice_servers=list(cfg.console.ice_servers), transcode_h265=cfg.console.transcode_h265))
         self.metrics.bind_webrtc(lambda: len(viewers))
         return viewers
 

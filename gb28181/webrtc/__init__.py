@@ -10,14 +10,16 @@ encoder's ``pack`` instead of ``encode`` for anything that is not an `av.Frame`)
 The answer names a profile the browser offered and aiortc supports (42001f or 42e01f, see `offer`);
 cameras' High-profile streams pass through under it and decode, because browsers take the decoder
 configuration from the in-band SPS. H.265 cannot be sent (no H.265 in Chromium's WebRTC, and aiortc
-has no H.265 packetiser): the offer is refused with `WhepFailure.H265_UNSUPPORTED`, or a viewer that
-already joined is ended with `ViewerEnd.CODEC_UNSUPPORTED`. Transcoding H.265 to H.264 with PyAV
-(``console.transcode_h265``) is not built yet; it would sit between the feed and the tracks. Audio
-(G.711) is not sent yet: the assembler already returns its access units.
+has no H.265 packetiser): with ``console.transcode_h265`` the feed runs it through `transcode`
+(PyAV hevc + libx264, one thread per stream); without, the offer is refused with
+`WhepFailure.H265_UNSUPPORTED`, or a viewer that already joined is ended with
+`ViewerEnd.CODEC_UNSUPPORTED`. A playback viewer (``?start=&end=``) watches its own playback session's
+ingest, stamped by arrival (`EncodedVideoTrack`). Audio (G.711) is not sent yet: the assembler already
+returns its access units, but no simulated device streams audio to prove a track end to end.
 
 Modules, one job each: `errors` (`WhepFailure` and its HTTP status), `offer` (sans-IO offer
 checks), `ice` (host candidates on ``console.address`` only), `track` (the passthrough track),
-`feed` (one stream's frames and frame-level GOP cache), `sessions` (`WhepViewers`, `WhepSession`).
+`feed` (one stream's frames and frame-level GOP cache), `transcode` (H.265 to H.264), `sessions` (`WhepViewers`, `WhepSession`).
 Needs the ``console`` extra (aiortc, PyAV).
 """
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,6 +52,9 @@ class WebrtcConfig:
     """A viewer whose ICE/DTLS has not connected by then is dropped (it holds a slot and the stream)."""
     gop_limit: int = 8 << 20
     """Bytes of frames kept since the last keyframe for viewers who join a running stream."""
+    transcode_h265: bool = False
+    """``console.transcode_h265``: H.265 streams become H.264 (PyAV, a fraction of a core each,
+    `gbgw.gb28181.webrtc.transcode`); off, their viewers are refused with the reason."""
 
 
 class ViewerState(StrEnum):
@@ -64,7 +68,7 @@ class ViewerEnd(StrEnum):
     CONNECTION_FAILED = "ICE/DTLS connection failed or closed"
     CONNECT_TIMEOUT = "ICE/DTLS did not connect in time"
     STREAM_ENDED = "the device stream ended"
-    CODEC_UNSUPPORTED = "the stream's codec cannot be sent (H.265)"
+    CODEC_UNSUPPORTED = "the stream's codec cannot be sent (H.265, console.transcode_h265 off)"
     SHUTDOWN = "gateway shutting down"
 
 
@@ -90,17 +94,26 @@ class ViewerStats:
     start_latency: float | None
     """Seconds from the offer to the first frame taken by the sender."""
     ended: str | None
+    playback: str | None
+    """The playback session (``/api/sessions/{id}``) this viewer watches; None for live."""
+
+
+ViewerEnded = Callable[["WhepSession"], None]
 
 
 class WhepSession:
     """One viewer: its peer connection, its track and the feed it is attached to."""
 
-    __slots__ = ("_timer", "channel", "created", "ended", "feed", "id", "pc", "state", "track")
+    __slots__ = ("_timer", "channel", "created", "ended", "feed", "id", "on_end", "pc", "playback", "state",
+                 "track")
 
     def __init__(
-        self, session_id: str, channel: str, pc: RTCPeerConnection, track: EncodedVideoTrack, feed: FrameFeed
+        self, session_id: str, channel: str, pc: RTCPeerConnection, track: EncodedVideoTrack, feed: FrameFeed,
+        *, playback: str | None = None, on_end: ViewerEnded | None = None,
     ) -> None:
         self.id = session_id
+        self.playback = playback
+        self.on_end = on_end
         self.channel = channel
         self.pc = pc
         self.track = track
@@ -132,6 +145,7 @@ class WhepSession:
             track.bytes_sent * 8 / span / 1000 if span > 0 else 0.0,
             self.start_latency,
             None if self.ended is None else self.ended.value,
+            self.playback,
         )
 
 
@@ -169,8 +183,15 @@ class WhepViewers:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    async def offer(self, ingest: Ingest, sdp_offer: str, *, channel: str = "") -> WhepAnswer:
-        """Answer ``sdp_offer`` with a viewer of ``ingest``'s stream; raises `WhepError`."""
+    async def offer(
+        self, ingest: Ingest, sdp_offer: str, *, channel: str = "", playback: str | None = None,
+        on_end: ViewerEnded | None = None,
+    ) -> WhepAnswer:
+        """Answer ``sdp_offer`` with a viewer of ``ingest``'s stream; raises `WhepError`.
+
+        ``playback``: the ingest is that playback session's own (its frames are stamped by arrival, see
+        `EncodedVideoTrack`); ``on_end(session)`` is called once when the viewer ends, whatever ends it,
+        and not when the offer fails (the caller knows then)."""
         summary = check_offer(sdp_offer)
         if len(self.sessions) >= self.config.max_viewers:
             raise WhepError(WhepFailure.TOO_MANY_VIEWERS, f"console.max_viewers is {self.config.max_viewers}")
@@ -184,17 +205,18 @@ class WhepViewers:
                 gop_limit=self.config.gop_limit,
                 on_ended=self._feed_ended,
                 on_unsupported=self._feed_unsupported,
+                transcode_h265=self.config.transcode_h265,
             )
             self._feeds[ingest.id] = feed
-        if feed.video_type == StreamType.H265 or feed.unsupported is not None:
+        if not self.config.transcode_h265 and (feed.video_type == StreamType.H265 or feed.unsupported is not None):
             self._release_feed(feed)
             raise WhepError(WhepFailure.H265_UNSUPPORTED)
 
         pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[RTCIceServer(url) for url in self.config.ice_servers])
         )
-        track = EncodedVideoTrack()
-        session = WhepSession(secrets.token_urlsafe(12), channel, pc, track, feed)
+        track = EncodedVideoTrack(arrival_timing=playback is not None)
+        session = WhepSession(secrets.token_urlsafe(12), channel, pc, track, feed, playback=playback)
         # Counted before the first await, so concurrent offers cannot exceed max_viewers.
         self.sessions[session.id] = session
         try:
@@ -222,6 +244,7 @@ class WhepViewers:
             # Closed while the answer was being made (the stream ended, shutdown).
             await pc.close()
             raise WhepError(WhepFailure.STREAM_ENDED)
+        session.on_end = on_end
         pc.on("connectionstatechange", lambda: self._connection_changed(session))
         session._timer = self._loop.call_later(self.config.connect_timeout, self._connect_expired, session)
         feed.attach(track)
@@ -277,6 +300,8 @@ class WhepViewers:
             reason=reason.value,
             frames=session.track.frames_sent,
         )
+        if session.on_end is not None:
+            session.on_end(session)
         await session.pc.close()
 
     def _spawn_end(self, session: WhepSession, reason: ViewerEnd) -> None:

@@ -1,8 +1,8 @@
 """H.265 to H.264 for browsers that have no H.265 in WebRTC (Chromium): PyAV's hevc decoder and libx264.
 
 Only with ``console.transcode_h265: true``, since it costs a core's worth of CPU for a large stream
-(``tests/bench/bench_webrtc.py --h265``, ffmpeg-made testsrc2 clips, a keyframe a second): a 720p25
-stream costs about 0.21 of one core, a 1080p25 one about 0.36, decoding included, on the 2-core test VM. One transcoder per device stream,
+(``tests/bench/bench_webrtc.py --h265``, ffmpeg-made 10 s testsrc2 clips, a keyframe a second): a 720p25
+stream costs about 0.27 of one core, a 1080p25 one about 0.63, decoding included, on the 2-core test VM. One transcoder per device stream,
 whatever the number of viewers, in a thread of its own: decoding and encoding release the GIL, and the
 event loop that relays every other stream never waits for a picture.
 
@@ -15,6 +15,7 @@ the camera put one, so the feed's GOP cache and a viewer's start on a keyframe k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -118,10 +119,8 @@ class H265Transcoder:
                 self._queue.put_nowait(None)
                 return
             except queue.Full:
-                try:
+                with contextlib.suppress(queue.Empty):
                     self._queue.get_nowait()
-                except queue.Empty:
-                    pass
 
     def _run(self) -> None:
         while (frame := self._queue.get()) is not None:

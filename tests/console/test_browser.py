@@ -1,7 +1,8 @@
 """The console in a real browser: headless Debian Chromium driven by Playwright opens ``/``, logs in with a
 token, finds the simulated camera and its Chinese channel names, previews a channel over WebRTC (WHEP) and
 sees the <video> element decode frames of a High-profile H.264 stream, presses PTZ left and the camera
-receives the PTZCmd. A screenshot is saved beside the test's temporary files.
+receives the PTZCmd, then finds the recordings on the playback timeline, plays one (WHEP on a playback
+session) and seeks in it. A screenshot is saved beside the test's temporary files.
 
 Click -> first decoded frame is measured in the page (``requestVideoFrameCallback``) and printed, cold
 (the click INVITEs the camera) and with the channel already streaming.
@@ -135,6 +136,34 @@ async def test_the_console_logs_in_previews_a_channel_and_moves_its_ptz(
     await rig.gateway.wait_for(lambda: _has(sim.ptz_log, (CHANNEL, stop)), 5, "the PTZ stop")
     assert [code for _, code in sim.ptz_log][-2:] == [left, stop]
 
+    # Playback: the timeline shows what RecordInfo found (the simulator splits any range into 3 recordings);
+    # a click plays from there, a second click further on seeks in the same session.
+    await page.click("#pb-search")
+    await page.wait_for_selector("#timeline .record")
+    assert await page.locator("#timeline .record").count() == 3
+    box = await page.locator("#timeline").bounding_box()
+    assert box is not None
+    await page.evaluate("document.getElementById('video').dataset.firstFrameMs = 'stale'")
+    await page.mouse.click(box["x"] + box["width"] * 0.05, box["y"] + box["height"] / 2)
+    await page.wait_for_function("() => !['stale', ''].includes(document.getElementById('video').dataset.firstFrameMs || '')",
+                                 timeout=10000)
+    assert "playback" in await page.inner_text("#preview-status")
+    viewers = (await rig.call("/api/webrtc/viewers"))[1]
+    assert len(viewers) == 1 and viewers[0]["playback"], viewers
+    playback = viewers[0]["playback"]
+    before = await decoded_frames(page)
+    await page.wait_for_function("() => document.getElementById('pb-position').dataset.position !== undefined")
+    start_position = float(await page.get_attribute("#pb-position", "data-position") or "0")
+    assert start_position < 60
+    await page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    # 20 % of the hour searched past the start of the playback: 720 s in.
+    await page.wait_for_function("() => Number(document.getElementById('pb-position').dataset.position) >= 700",
+                                 timeout=5000)
+    session = (await rig.call(f"/api/sessions/{playback}"))[1]
+    assert session["state"] == "streaming" and 700 <= session["position"] < 760, session
+    await page.wait_for_timeout(1500)
+    assert await decoded_frames(page) - before >= 25
+
     await page.wait_for_timeout(300)
     shot = tmp_path / "console.png"
     await page.screenshot(path=str(shot))
@@ -143,6 +172,8 @@ async def test_the_console_logs_in_previews_a_channel_and_moves_its_ptz(
     # Nothing from elsewhere: no CDN, no font or script from outside the gateway.
     assert all(url.startswith(rig.url) for url in requested), [u for u in requested if not u.startswith(rig.url)]
     assert len(rig.viewers) == 1
+    # Live updates come over fetch() with the token in a header, not as a URL parameter.
+    assert rig.url + "/api/events" in requested
 
 
 async def _has(log: Any, entry: tuple[str, str]) -> bool:

@@ -32,4 +32,6 @@ async def test_the_console_is_public_and_serves_only_its_own_files(
     # The page is public; what it shows is not.
     assert (await gw.api("/api/devices"))[0] == 401
     assert set(console.FILES) == {"index.html", "app.js", "app.css"}
-    assert sum(len(body) for body, _ in console.FILES.values()) < 20_000
+    # Small enough to read in one sitting: login, tree, channels, live and playback, PTZ and presets, alarms,
+    # upstreams, sessions and live events, no library.
+    assert sum(len(body) for body, _ in console.FILES.values()) < 28_000

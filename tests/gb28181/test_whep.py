@@ -1,7 +1,10 @@
 """WHEP over HTTP against a real gateway: an aiortc client offers recvonly to
 ``/api/devices/{d}/channels/{c}/whep``, a simulated camera streams real H.264 (High profile) as PS over RTP,
 the client decodes what the gateway passed through. DELETE ends the viewer and, after ``idle_timeout``,
-the device leg. And the refusals: malformed offer 400, too many viewers 503, no token 401.
+the device leg. A recorded range (``?start=&end=``) plays the same way on a playback session of its own,
+seeks through the session's control API, and stops with the viewer. An H.265 camera is refused with the
+reason, or transcoded to H.264 with ``console.transcode_h265``. And the refusals: malformed offer 400, too
+many viewers 503, no token 401.
 
 Preview start times are printed (run with -s), not asserted: they depend on the machine.
 """
@@ -11,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -225,3 +230,104 @@ async def test_refusals_name_their_reason_and_wake_no_camera(
             await player.close()
     finally:
         await pc.close()
+
+
+def _range(seconds: float, ago: float = 3600.0) -> str:
+    """``?start=&end=`` of a recorded range ``ago`` seconds back, as ISO 8601 with the local offset."""
+    start = (datetime.now().astimezone() - timedelta(seconds=ago)).replace(microsecond=0)
+    return f"?start={quote(start.isoformat())}&end={quote((start + timedelta(seconds=seconds)).isoformat())}"
+
+
+async def test_a_whep_client_plays_back_a_recorded_range_seeks_and_delete_stops_the_playback(
+    rig_factory: Callable[..., Awaitable[ConsoleRig]],
+) -> None:
+    rig = await rig_factory()
+    sim = rig.simulators[0]
+    pc = await client_offer()
+    player = Player(pc)
+    started = time.monotonic()
+    status, headers, answer = await rig.offer(pc.localDescription.sdp, path=rig.whep_path() + _range(60))
+    assert status == 201, answer
+    playback = headers["X-Playback-Session"]
+    assert playback.startswith("playback-")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        first = await player.first_frame()
+        print(f"\nWHEP playback offer -> first decoded frame (INVITE s=Playback included): "
+              f"{(first - started) * 1000:.0f} ms")
+        await asyncio.sleep(COLLECT)
+        window = [f for f in player.frames if f[0] - first <= COLLECT]
+        assert len(window) >= 0.9 * COLLECT * FPS, len(window)
+        assert {(w, h) for _, w, h in player.frames} == {(WIDTH, HEIGHT)}
+        status, viewers = await rig.call("/api/webrtc/viewers")
+        assert [v["playback"] for v in viewers] == [playback]
+
+        status, session = await rig.call(f"/api/sessions/{playback}")
+        assert status == 200 and session["kind"] == "playback" and session["receiver"] is None
+        assert session["position"] < 10
+        status, session = await rig.call(f"/api/sessions/{playback}/control", "POST",
+                                         json={"action": "seek", "position": 40})
+        assert status == 200, session
+        assert 40 <= session["position"] < 41
+        before = len(player.frames)
+        await asyncio.sleep(1.0)
+        # Frames after the seek decode too: their PTS jumped 40 s, the viewer's stamps did not.
+        assert len(player.frames) - before >= 0.8 * FPS
+        status, session = await rig.call(f"/api/sessions/{playback}")
+        assert session["position"] >= 40.5 and session["state"] == "streaming"
+
+        async with rig.gateway.http.delete(rig.url + headers["Location"], headers=rig.auth()) as r:
+            assert r.status == 200
+        status, session = await rig.call(f"/api/sessions/{playback}")
+        assert session["state"] == "ended" and session["reason"] == "stopped"
+        await rig.gateway.wait_for(lambda: _true(not sim.calls), 3, "the playback's BYE")
+    finally:
+        await player.close()
+
+
+async def test_a_playback_range_is_checked_before_the_device_is_invited(
+    rig_factory: Callable[..., Awaitable[ConsoleRig]],
+) -> None:
+    rig = await rig_factory()
+    pc = await client_offer()
+    try:
+        for query, reason in (("?start=2025-01-01T10:00:00%2B08:00", "both start and end"),
+                              ("?start=yesterday&end=today", "not an ISO 8601 time"),
+                              ("?start=2025-01-01T10:00:00&end=2025-01-01T11:00:00", "has no offset")):
+            status, _, body = await rig.offer(pc.localDescription.sdp, path=rig.whep_path() + query)
+            assert status == 400 and reason in body, (status, body)
+        assert not rig.simulators[0].calls
+    finally:
+        await pc.close()
+
+
+@pytest.mark.parametrize("transcode", [False, True])
+async def test_an_h265_channel_is_refused_with_the_reason_or_transcoded_to_h264(
+    gateway_factory: Callable[..., Awaitable[RunningGateway]], tmp_path: Path, transcode: bool,
+) -> None:
+    clip = make_clip(tmp_path, 2, codec="h265")
+    config = merge_config(TOKEN_CONFIG, {"media": {"ports": "31000-31999", "idle_timeout": IDLE},
+                                         "console": {"transcode_h265": transcode}})
+    rig = await console_rig(await gateway_factory(config), TOKENS["operator"])
+    await rig.camera(MediaOptions(file=clip, fps=FPS, codec="h265"))
+    try:
+        pc = await client_offer()
+        player = Player(pc)
+        status, _, answer = await rig.offer(pc.localDescription.sdp)
+        try:
+            if not transcode:
+                assert status == 406, answer
+                assert "H.265 in WebRTC not supported" in answer and "console.transcode_h265" in answer
+                return
+            assert status == 201, answer
+            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            first = await player.first_frame(12)
+            await asyncio.sleep(2.0)
+            window = [f for f in player.frames if f[0] - first <= 2.0]
+            print(f"\nH.265 transcoded to H.264: {len(window)} frames decoded in 2 s")
+            assert len(window) >= 0.8 * 2.0 * FPS
+            assert {(w, h) for _, w, h in player.frames} == {(WIDTH, HEIGHT)}
+        finally:
+            await player.close()
+    finally:
+        await rig.close()

@@ -1,12 +1,9 @@
-"""The console and WHEP routes beside a running gateway, wired as the daemon is to wire them: one
-`WhepViewers` from the gateway's ``console`` config, passed in `ApiServices`, on a second API application
-over the gateway's own services (and its control services, for PTZ), and simulated cameras streaming
-real H.264 (ffmpeg-made, libx264's default High profile) as PS over RTP."""
+"""The console and WHEP routes of a running gateway: the daemon's own API application and its
+`WhepViewers` (``gateway.whep``, from the ``console`` config), and simulated cameras streaming real H.264
+(ffmpeg-made, libx264's default High profile) or H.265 as PS over RTP."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import hashlib
 import shutil
 import subprocess
@@ -15,16 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from access_harness import PASSWORD, RunningGateway
-from aiohttp import web
 
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.devices import DeviceSimulator
 from gbgw.conformance.simulator.media import MediaOptions
-from gbgw.gb28181.app.api import make_app
-from gbgw.gb28181.app.api.addressing import CONTROL
-from gbgw.gb28181.app.api.common import SERVICES
 from gbgw.gb28181.observe.metrics import GatewayMetrics
-from gbgw.gb28181.webrtc import WebrtcConfig, WhepViewers
+from gbgw.gb28181.webrtc import WhepViewers
 
 FPS = 25
 WIDTH, HEIGHT = 640, 360
@@ -37,15 +30,17 @@ TOKEN_CONFIG = {"api": {"tokens": [{"name": f"{role}-holder", "role": role,
                                    for role, token in TOKENS.items()]}}
 
 
-def make_clip(folder: Path, seconds: int = 4) -> Path:
+def make_clip(folder: Path, seconds: int = 4, *, codec: str = "h264", size: str = f"{WIDTH}x{HEIGHT}") -> Path:
     """Test pattern in 4:2:0 (what cameras send; libx264 makes High 4:4:4 from testsrc's RGB otherwise),
-    libx264's default profile (High), one keyframe per second, no B-frames."""
-    path = folder / "clip.h264"
+    libx264's default profile (High) or libx265's Main, one keyframe per second, no B-frames."""
+    path = folder / f"clip-{size}.{codec}"
+    encoder = (["-c:v", "libx264", "-bf", "0"] if codec == "h264"
+               else ["-c:v", "libx265", "-x265-params", "log-level=error:bframes=0"])
     subprocess.run(
         ["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
-         f"testsrc=size={WIDTH}x{HEIGHT}:rate={FPS}", "-t", str(seconds), "-pix_fmt", "yuv420p",
-         "-c:v", "libx264", "-g", str(FPS), "-bf", "0", "-f", "h264", str(path)],
-        check=True, timeout=60,
+         f"testsrc=size={size}:rate={FPS}", "-t", str(seconds), "-pix_fmt", "yuv420p",
+         *encoder, "-g", str(FPS), "-f", "h264" if codec == "h264" else "hevc", str(path)],
+        check=True, timeout=120,
     )  # fmt: skip
     return path
 
@@ -66,7 +61,6 @@ class ConsoleRig:
     gateway: RunningGateway
     viewers: WhepViewers
     metrics: GatewayMetrics
-    runner: web.AppRunner
     url: str
     token: str | None
     simulators: list[DeviceSimulator] = field(default_factory=list)
@@ -111,25 +105,10 @@ class ConsoleRig:
         await self.viewers.close_all()
         for sim in self.simulators:
             await sim.stop(unregister=False, timeout=1)
-        await self.runner.cleanup()
 
 
 async def console_rig(gw: RunningGateway, token: str | None = None) -> ConsoleRig:
-    g = gw.gateway
-    cfg = g.config
-    assert g._runner is not None
-    # As the daemon wires it: one WhepViewers from the console config, in ApiServices.
-    viewers = WhepViewers(asyncio.get_running_loop(), WebrtcConfig(
-        addresses=[cfg.console.host(cfg.api)], max_viewers=cfg.console.max_viewers,
-        ice_servers=list(cfg.console.ice_servers)))
-    # The second application counts its own metrics: a registry takes each metric name once.
-    metrics = GatewayMetrics()
-    metrics.bind_webrtc(lambda: len(viewers))
-    app = make_app(dataclasses.replace(g._runner.app[SERVICES], metrics=metrics, whep=viewers))
-    app[CONTROL] = g._runner.app[CONTROL]
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return ConsoleRig(gw, viewers, metrics, runner, f"http://127.0.0.1:{port}", token)
+    """The daemon's API and its viewers; needs the console extra (aiortc), else ``gateway.whep`` is None."""
+    viewers = gw.gateway.whep
+    assert viewers is not None, "the daemon wires WhepViewers only with aiortc installed"
+    return ConsoleRig(gw, viewers, gw.gateway.metrics, gw.api_url, token)

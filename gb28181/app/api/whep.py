@@ -5,6 +5,12 @@ candidate in it (no trickle, so no PATCH), and a ``Location`` to ``DELETE`` when
 the channel's device stream, the same device leg `/play` and the uppers use, INVITEd now if none runs;
 a running one starts the viewer on its cached keyframe.
 
+With ``?start=ISO&end=ISO`` the viewer watches a recorded range instead: a playback session of its own
+(``HistorySessions``, the same device leg ``POST .../playback`` opens, with no network output: the viewer
+is its in-process receiver), answered with an ``X-Playback-Session`` header naming it; pause, resume, seek
+and scale are ``POST /api/sessions/{id}/control``. Ending the viewer stops the playback (BYE), and a
+playback that ends (end of file, device BYE) ends its viewer.
+
 The offer is checked and the viewer limit applied before the device is INVITEd: a malformed or surplus
 request never wakes a camera. aiortc is the optional ``console`` extra, imported only when a WHEP route
 is called (the rest of the API runs without it).
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -22,14 +29,18 @@ from prometheus_client import Histogram
 
 from gbgw.gb28181.app.api.addressing import channel_or_404
 from gbgw.gb28181.app.api.common import ApiError, route_doc, services
+from gbgw.gb28181.recording.offer import RecordingKind
+from gbgw.gb28181.recording.times import TimeWindow
 
 if TYPE_CHECKING:
-    from gbgw.gb28181.webrtc import WhepViewers
+    from gbgw.gb28181.media.history import HistorySessions
+    from gbgw.gb28181.webrtc import WhepAnswer, WhepSession, WhepViewers
 
 routes = web.RouteTableDef()
 
 _WHEP = "/api/devices/{device_id}/channels/{channel_id}/whep"
 SDP = "application/sdp"
+PLAYBACK_HEADER = "X-Playback-Session"
 MAX_OFFER = 64 << 10
 """A browser's offer is 3-6 kB; anything this large is not one."""
 
@@ -49,6 +60,8 @@ class WebrtcViewer(msgspec.Struct):
     start_latency: float | None
     """Seconds from the offer to the first frame taken by the sender."""
     ended: str | None
+    playback: str | None
+    """The playback session this viewer watches (control it at /api/sessions/{id}/control); None: live."""
 
 
 def _viewers(request: web.Request) -> WhepViewers:
@@ -59,8 +72,9 @@ def _viewers(request: web.Request) -> WhepViewers:
 
 
 @routes.post(_WHEP)
-@route_doc("Watch the channel live over WebRTC (WHEP): the body is the SDP offer (application/sdp); 201 "
-           "answers the SDP answer and a Location to DELETE")
+@route_doc("Watch the channel over WebRTC (WHEP): the body is the SDP offer (application/sdp); 201 answers "
+           "the SDP answer and a Location to DELETE. Live, or a recorded range with ?start=&end= (ISO 8601 "
+           "with offset; the X-Playback-Session header names the session to control)")
 async def offer(request: web.Request) -> web.StreamResponse:
     from gbgw.gb28181.webrtc import WhepError, WhepFailure, check_offer
 
@@ -76,22 +90,75 @@ async def offer(request: web.Request) -> web.StreamResponse:
         sdp = raw.decode()
     except UnicodeDecodeError:
         raise ApiError(400, f"{WhepFailure.MALFORMED_OFFER.value}: not UTF-8") from None
+    start, end = request.query.get("start"), request.query.get("end")
+    if (start is None) != (end is None):
+        raise ApiError(400, "a playback needs both start and end (ISO 8601 with offset)")
+    window = _range(start, end) if start is not None and end is not None else None
     started = time.monotonic()
     try:
         check_offer(sdp)
         if len(viewers) >= viewers.config.max_viewers:
             raise WhepError(WhepFailure.TOO_MANY_VIEWERS, f"console.max_viewers is {viewers.config.max_viewers}")
-        stream = await api.live.open_stream(channel.id, channel.device_id)
-        try:
-            answer = await viewers.offer(stream.ingest, sdp, channel=channel.id)
-        except BaseException:
-            api.live.release(stream)
-            raise
+        if window is not None:
+            answer, playback = await _playback(viewers, _history(request), channel.device_id, channel.id,
+                                               window, sdp)
+        else:
+            playback = None
+            stream = await api.live.open_stream(channel.id, channel.device_id)
+            try:
+                answer = await viewers.offer(stream.ingest, sdp, channel=channel.id)
+            except BaseException:
+                api.live.release(stream)
+                raise
     except WhepError as exc:
         raise ApiError(exc.status, exc.reason) from None
     api.tasks.spawn(_first_frame(viewers, answer.session_id, started, api.metrics.webrtc_preview_start))
-    return web.Response(status=201, body=answer.sdp.encode(), content_type=SDP,
-                        headers={"Location": f"{request.path}/{answer.session_id}"})
+    headers = {"Location": f"{request.path}/{answer.session_id}"}
+    if playback is not None:
+        headers[PLAYBACK_HEADER] = playback
+    return web.Response(status=201, body=answer.sdp.encode(), content_type=SDP, headers=headers)
+
+
+def _range(start: str, end: str) -> TimeWindow:
+    """As ``POST .../playback`` reads its range: ISO 8601 with an offset, end after start."""
+    times = []
+    for key, text in (("start", start), ("end", end)):
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ApiError(400, f"{key}: {text!r} is not an ISO 8601 time") from None
+        if value.utcoffset() is None:
+            raise ApiError(400, f"{key}: {text!r} has no offset (write e.g. 2025-04-22T10:00:00+08:00)")
+        times.append(value)
+    try:
+        return TimeWindow(times[0], times[1])
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _history(request: web.Request) -> HistorySessions:
+    history = services(request).history
+    if history is None:
+        raise ApiError(503, "recorded video is not available on this gateway")
+    return history
+
+
+async def _playback(viewers: WhepViewers, history: HistorySessions, device_id: str, channel_id: str,
+                    window: TimeWindow, sdp: str) -> tuple[WhepAnswer, str]:
+    """A playback session of its own, its ingest handed to a new viewer; stopped with the viewer."""
+    session = await history.start(RecordingKind.PLAYBACK, device_id, channel_id, window, host=None, port=None,
+                                  transport="udp", network_output=False)
+
+    def viewer_ended(_viewer: WhepSession) -> None:
+        history.stop(session.id)
+
+    try:
+        answer = await viewers.offer(session.ingest, sdp, channel=channel_id, playback=session.id,
+                                     on_end=viewer_ended)
+    except BaseException:
+        history.stop(session.id)
+        raise
+    return answer, session.id
 
 
 async def _first_frame(viewers: WhepViewers, session_id: str, started: float, histogram: Histogram) -> None:

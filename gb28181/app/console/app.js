@@ -1,15 +1,18 @@
 // The gateway's web console: plain DOM, no framework, no build step. Every datum comes from the HTTP API
 // with the token typed at login (kept in sessionStorage: gone when the tab closes). Device-reported text
-// (names, alarm descriptions) is untrusted and only ever set as textContent.
+// (names, alarm descriptions) is untrusted and only ever set as textContent. Live updates come from
+// /api/events read with fetch() (EventSource cannot send the Authorization header, and a token in a URL
+// ends up in logs); without it the page polls.
 
 const TOKEN_KEY = "gbgw.token";
-const REFRESH_MS = 10000;
+const POLL_MS = 5000;
 const PTZ_SPEED = 0x80;
 // The catalog's PTZType (A.2.1): 1 dome, 2 half dome, 3 fixed, 4 remote-controlled fixed.
 const PTZ_TYPES = { 1: "dome", 2: "half dome", 3: "fixed", 4: "remote-controlled" };
 
 const $ = (id) => document.getElementById(id);
-const state = { devices: [], device: null, channels: [], channel: null, viewer: null };
+const state = { devices: [], device: null, channels: [], channel: null, viewer: null, records: [], range: null,
+  events: false };
 
 class Unauthorized extends Error {}
 
@@ -61,6 +64,8 @@ async function start() {
   $("login").hidden = true;
   $("console").hidden = false;
   loadAlarms();
+  loadPanels();
+  if (!state.events) followEvents();
 }
 
 $("login").addEventListener("submit", (event) => {
@@ -152,10 +157,16 @@ async function stopPreview() {
   if (viewer.location) await api(viewer.location, { method: "DELETE" }).catch(() => {});
 }
 
-async function preview(channel) {
-  await stopPreview();
+function preview(channel) {
   state.channel = channel;
   renderChannels();
+  loadPresets(channel);
+  return watch(channel, null);
+}
+
+// ``range``: {start, end} Date objects of a recording to play back; null: live.
+async function watch(channel, range) {
+  await stopPreview();
   const video = $("video");
   const clicked = performance.now();
   video.dataset.firstFrameMs = "";
@@ -164,7 +175,7 @@ async function preview(channel) {
   status.textContent = `${channel.name || channel.id}: connecting…`;
   $("ptz").title = ptzType ? `the catalog says: ${ptzType} camera` : "";
   const pc = new RTCPeerConnection({ iceServers: [] });
-  const viewer = { pc, location: null, channel };
+  const viewer = { pc, location: null, channel, playback: null, range };
   state.viewer = viewer;
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addEventListener("track", (event) => {
@@ -175,7 +186,7 @@ async function preview(channel) {
     if (state.viewer !== viewer) return;
     const ms = Math.round(performance.now() - clicked);
     video.dataset.firstFrameMs = String(ms);
-    status.textContent = `${channel.name || channel.id}: live (first frame after ${ms} ms)`;
+    status.textContent = `${channel.name || channel.id}: ${range ? "playback" : "live"} (first frame after ${ms} ms)`;
   });
   pc.addEventListener("connectionstatechange", () => {
     if (state.viewer === viewer && ["failed", "closed"].includes(pc.connectionState)) {
@@ -184,7 +195,8 @@ async function preview(channel) {
   });
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
-  const whep = `/api/devices/${channel.device_id}/channels/${channel.id}/whep`;
+  const query = range ? `?start=${encodeURIComponent(iso(range.start))}&end=${encodeURIComponent(iso(range.end))}` : "";
+  const whep = `/api/devices/${channel.device_id}/channels/${channel.id}/whep${query}`;
   const response = await api(whep, { method: "POST", headers: { "Content-Type": "application/sdp" },
     body: pc.localDescription.sdp });
   if (response.status !== 201) {
@@ -195,12 +207,105 @@ async function preview(channel) {
     return;
   }
   viewer.location = response.headers.get("Location");
+  viewer.playback = response.headers.get("X-Playback-Session");
   if (state.viewer !== viewer) {
     await api(viewer.location, { method: "DELETE" }).catch(() => {});
     return;
   }
   await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+  if (viewer.playback) followPosition(viewer);
 }
+
+// -- playback: a timeline of the recordings found (RecordInfo), click to play from there, click to seek ------
+
+function iso(date) {
+  // The local time with its offset, as the API wants it (2025-04-22T10:00:00+08:00).
+  const pad = (n) => String(Math.trunc(Math.abs(n))).padStart(2, "0");
+  const offset = -date.getTimezoneOffset();
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:`
+    + `${pad(date.getMinutes())}:${pad(date.getSeconds())}${offset >= 0 ? "+" : "-"}${pad(offset / 60)}:${pad(offset % 60)}`;
+}
+
+function localInput(date) {
+  return iso(date).slice(0, 19);
+}
+
+async function searchRecords() {
+  const channel = state.channel;
+  if (!channel) return;
+  const start = new Date($("pb-start").value), end = new Date($("pb-end").value);
+  state.range = { start, end };
+  const query = `start=${encodeURIComponent(iso(start))}&end=${encodeURIComponent(iso(end))}`;
+  const found = await json(`/api/devices/${channel.device_id}/channels/${channel.id}/records?${query}`)
+    .catch((error) => ({ records: [], error: error.message }));
+  state.records = found.records.filter((r) => r.start && r.end)
+    .map((r) => ({ start: new Date(r.start), end: new Date(r.end) }));
+  const span = end - start;
+  $("timeline").replaceChildren(...state.records.map((r, index) => {
+    const bar = element("div", { class: "record", "data-record": String(index),
+      title: `${r.start.toLocaleString()} – ${r.end.toLocaleString()}` });
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes.
+    bar.style.left = `${(100 * (r.start - start)) / span}%`;
+    bar.style.width = `${(100 * (r.end - r.start)) / span}%`;
+    return bar;
+  }), element("div", { class: "cursor", id: "pb-cursor", hidden: "" }));
+  $("pb-position").textContent = found.error || `${state.records.length} recordings`;
+}
+
+async function clickTimeline(event) {
+  const { range, channel, viewer } = state;
+  if (!range || !channel) return;
+  const box = $("timeline").getBoundingClientRect();
+  const at = new Date(range.start.getTime() + ((event.clientX - box.left) / box.width) * (range.end - range.start));
+  if (viewer && viewer.playback && at >= viewer.range.start && at < viewer.range.end) {
+    return control(viewer, { action: "seek", position: (at - viewer.range.start) / 1000 });
+  }
+  const record = state.records.find((r) => at >= r.start && at < r.end);
+  if (record) await watch(channel, { start: new Date(Math.floor(at / 1000) * 1000), end: record.end });
+}
+
+async function control(viewer, body) {
+  const response = await api(`/api/sessions/${viewer.playback}/control`, { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const answer = await response.json();
+  if (!response.ok) $("pb-position").textContent = `${body.action}: ${answer.error}`;
+  else showPosition(viewer, answer);
+}
+
+function showPosition(viewer, session) {
+  const at = new Date(viewer.range.start.getTime() + session.position * 1000);
+  $("pb-position").textContent = `${at.toLocaleTimeString()} ×${session.scale}${session.paused ? " paused" : ""}`
+    + (session.state === "ended" ? ` ended: ${session.reason}` : "");
+  $("pb-position").dataset.position = String(session.position);
+  $("pb-pause").textContent = session.paused ? "Resume" : "Pause";
+  const cursor = $("pb-cursor"), range = state.range;
+  if (cursor && range) {
+    cursor.hidden = false;
+    cursor.style.left = `${(100 * (at - range.start)) / (range.end - range.start)}%`;
+  }
+}
+
+async function followPosition(viewer) {
+  while (state.viewer === viewer) {
+    const session = await json(`/api/sessions/${viewer.playback}`).catch(() => null);
+    if (session && state.viewer === viewer) showPosition(viewer, session);
+    if (!session || session.state === "ended") return;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+$("pb-search").addEventListener("click", searchRecords);
+$("timeline").addEventListener("click", clickTimeline);
+$("pb-pause").addEventListener("click", () => {
+  const viewer = state.viewer;
+  if (viewer && viewer.playback) control(viewer, { action: $("pb-pause").textContent === "Pause" ? "pause" : "resume" });
+});
+$("pb-speed").addEventListener("change", () => {
+  const viewer = state.viewer;
+  if (viewer && viewer.playback) control(viewer, { action: "scale", scale: Number($("pb-speed").value) });
+});
+$("pb-end").value = localInput(new Date());
+$("pb-start").value = localInput(new Date(Date.now() - 3600 * 1000));
 
 // -- PTZ: move while the button is held, stop on release ------------------------------------------------
 
@@ -218,6 +323,79 @@ for (const button of document.querySelectorAll("#ptz button")) {
   button.addEventListener("pointerup", () => ptz("stop"));
 }
 
+// -- presets of a PTZ channel (PresetQuery), call one or set the current position ---------------------------
+
+async function loadPresets(channel) {
+  $("presets").hidden = !channel.ptz_type || channel.ptz_type === 3;
+  if ($("presets").hidden) return;
+  const base = `/api/devices/${channel.device_id}/channels/${channel.id}/presets`;
+  const found = await json(base).catch(() => ({ presets: [] }));
+  if (state.channel !== channel) return;
+  $("preset-list").replaceChildren(...found.presets.map((p) => element("li", {}, element("button", {
+    type: "button", "data-preset": p.id, onclick: () => preset(channel, p.id, "call") }, `${p.id} ${p.name || ""}`))));
+}
+
+async function preset(channel, index, action) {
+  const response = await api(`/api/devices/${channel.device_id}/channels/${channel.id}/presets/${index}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action }) });
+  if (!response.ok) $("preview-status").textContent = `preset ${action}: ${(await response.json()).error}`;
+  else if (action === "set") loadPresets(channel);
+}
+
+$("preset-set").addEventListener("click", () => state.channel && preset(state.channel, $("preset-index").value, "set"));
+
+// -- upstreams and what they are shared; sessions with loss and bitrate -------------------------------------
+
+async function loadPanels() {
+  const [upstreams, sessions, viewers] = await Promise.all(["/api/upstreams", "/api/sessions",
+    "/api/webrtc/viewers"].map((path) => json(path).catch(() => [])));
+  $("upstream-list").replaceChildren(...(upstreams.length ? upstreams.map((u) => element("li", {},
+    element("span", { class: u.online ? "dot on" : "dot" }), `${u.name} ${u.id}`,
+    element("small", {}, `${u.shared_channels} channels shared, ${u.sessions} streams${u.reason ? `, ${u.reason}` : ""}`)))
+    : [element("li", {}, "No upstreams.")]));
+  const kbps = (bytes, seconds) => (seconds > 0 ? Math.round((bytes * 8) / seconds / 1000) : 0);
+  $("session-list").replaceChildren(...sessions.map((s) => element("li", { "data-session": s.id },
+    `${s.channel_id} → ${s.receiver || s.owner}`, element("small", {}, `${s.state}, ${kbps(s.bytes_out, s.age)} kbit/s, `
+      + `lost ${s.device.lost} of ${s.device.packets_in}`))),
+  ...viewers.map((v) => element("li", { "data-viewer": v.id }, `${v.channel} → WebRTC${v.playback ? " playback" : ""}`,
+    element("small", {}, `${v.state}, ${Math.round(v.bitrate_kbps)} kbit/s, ${v.frames_dropped} frames dropped`))));
+}
+
+// Server-Sent Events over fetch(): the token goes in the header. Read until the gateway closes it; then, or
+// when it cannot be read, poll.
+async function followEvents() {
+  state.events = true;
+  try {
+    const response = await api("/api/events", { headers: { Accept: "text/event-stream" } });
+    if (!response.ok || !response.body) throw new Error(`${response.status}`);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const type = buffer.slice(0, end).split("\n").find((line) => line.startsWith("event: "));
+        buffer = buffer.slice(end + 2);
+        if (type) onEvent(type.slice(7));
+      }
+    }
+  } catch (error) {
+    if (error instanceof Unauthorized) return showLogin(error.message);
+  } finally {
+    state.events = false;
+  }
+  setTimeout(() => !$("console").hidden && followEvents(), POLL_MS);
+}
+
+function onEvent(type) {
+  document.body.dataset.lastEvent = type;
+  if (type.startsWith("device.") || type === "catalog.changed") loadDevices().catch(() => {});
+  if (type === "alarm") loadAlarms().catch(() => {});
+  if (type.startsWith("session.")) loadPanels().catch(() => {});
+}
+
 // -- alarms -----------------------------------------------------------------------------------------------
 
 async function loadAlarms() {
@@ -230,8 +408,11 @@ async function loadAlarms() {
 
 setInterval(() => {
   if ($("console").hidden) return;
+  // Bitrates move without an event.
+  loadPanels().catch(() => {});
+  if (state.events) return;
   loadDevices().catch(() => {});
   loadAlarms().catch(() => {});
-}, REFRESH_MS);
+}, POLL_MS);
 
 start();
