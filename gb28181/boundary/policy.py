@@ -7,19 +7,30 @@ channel's own (device-side) ID, so mapping IDs for the upper never changes what 
 
 from __future__ import annotations
 
-from gbgw.gb28181.config import ShareRule, UpstreamConfig
+from gbgw.gb28181.config import IdRule, ShareRule, UpstreamConfig
 
 
 class SharePolicy:
     """The ``share``, ``channel_ids``, ``channel_id_rule`` and ``channel_names`` of one upstream."""
 
     def __init__(self, config: UpstreamConfig) -> None:
-        self.rules: tuple[ShareRule, ...] = config.share
+        self.rules: tuple[ShareRule, ...] = ()
+        self._up: dict[str, str] = {}
+        self._down: dict[str, str] = {}
+        self._rule: IdRule | None = None
+        self._names: dict[str, str] = {}
+        self._cache: dict[str, ShareRule | None] = {}
+        self.update(config)
+
+    def update(self, config: UpstreamConfig) -> None:
+        """Take ``config``'s rules and mappings (a reload). Updated in place, not replaced: every feature of
+        the link holds this object, so the next catalog answer, INVITE or query already follows them."""
+        self.rules = config.share
         self._up = dict(config.channel_ids)
         self._down = {upper: local for local, upper in self._up.items()}
         self._rule = config.channel_id_rule
         self._names = dict(config.channel_names)
-        self._cache: dict[str, ShareRule | None] = {}
+        self._cache = {}
 
     def rule_for(self, channel_id: str) -> ShareRule | None:
         """The first rule that shares ``channel_id`` (a device-side ID), or None when it is not shared."""

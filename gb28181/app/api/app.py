@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gbgw.gb28181.app.api import (
+    broadcast,
     channels,
     console,
     control,
@@ -20,6 +21,7 @@ from gbgw.gb28181.app.api import (
     recording,
     reports,
     sessions,
+    snapshots,
     subscriptions,
     upstreams,
     whep,
@@ -31,7 +33,7 @@ from gbgw.gb28181.observe.metrics import GatewayMetrics
 
 # recording before sessions: its /api/sessions/{playback|download-N} routes must match first.
 RESOURCES = (health, devices, diagnostics, channels, control, subscriptions, events, recording, sessions, upstreams,
-             reports, openapi, whep, console)
+             reports, openapi, whep, console, broadcast, snapshots)
 
 
 class UndeclaredRoute(RuntimeError):

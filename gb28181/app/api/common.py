@@ -318,7 +318,7 @@ def _cursor(last_id: str) -> str:
 
 def _cursor_id(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ApiError(400, f"cursor: {cursor!r} is not a cursor this API handed out") from None
 
