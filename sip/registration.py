@@ -112,6 +112,8 @@ class Registration:
         self.reason: str | None = None
         self.granted: int | None = None
         self.expires_at: float | None = None
+        self.date: str | None = None
+        """The ``Date`` of the last 2xx (GB/T 28181 registrars give their time there)."""
         # CSeq counts up across refreshes from this one builder (§10.2.4).
         self._requests = RequestBuilder(transport, aor, user_agent)
         self.call_id = self._requests.new_call_id()
@@ -156,6 +158,7 @@ class Registration:
                 raise
             self.failures = 0
             self.granted = granted
+            self.date = response.get("Date")
             self.expires_at = self.transport.now() + granted
             self._set_state(RegistrationState.REGISTERED)
             return granted

@@ -216,6 +216,8 @@ class DeviceSimulator:
         self._source: MediaSource | None = None
         self._calls: dict[str, tuple[_Group, Dialog, MediaCall]] = {}
         self.broadcasts: dict[str, AudioReceiver] = {}
+        self.broadcast_tcp = False
+        """Ask for broadcast audio over TCP (the device listens) instead of UDP."""
         self.snapshot_image = b""
         """The JPEG a SnapShotConfig uploads (none: the capture is answered OK and nothing is uploaded)."""
         self.snapshot_uploads: list[tuple[str, int]] = []
@@ -1032,7 +1034,7 @@ class DeviceSimulator:
             await self._report_quietly(device, response_result("Broadcast", doc.sn, target, ok=True))
         cfg = self.config
         group = device.group
-        receiver = await AudioReceiver.open(cfg.bind)
+        receiver = await AudioReceiver.open(cfg.bind, tcp=self.broadcast_tcp)
         call_id = self._new_call_id()
         self.broadcasts[call_id] = receiver
         device.sn += 1

@@ -16,6 +16,11 @@ out ``scale`` times faster, PTS still advance one frame each); a download goes o
 times real time. At the end of the range the call finishes and the device announces MediaStatus 121
 (`MediaOptions.media_status`) and waits for the platform's BYE.
 
+With ``audio`` ("pcma" or "pcmu") a live call also muxes G.711 next to the video, as cameras with a
+microphone do: a 440 Hz tone, 20 ms (160 samples) per PS pack with its own PTS on the video's clock, the
+stream map naming stream 0xC0 as type 0x90 (A-law, GB/T 28181 Annex C; the official tool's sample does
+so) or 0x91 (µ-law).
+
 The elementary stream is split into access units once (`MediaSource`) and shared by every call; each call
 muxes and packetises as it goes, because PS timestamps and RTP sequence numbers are per call.
 """
@@ -45,6 +50,11 @@ from gbgw.sip.sdp import SdpError, SessionDescription
 log = structlog.get_logger("gb28181.simulator")
 
 CODECS = {"h264": StreamType.H264, "h265": StreamType.H265}
+AUDIO_CODECS = {"pcma": StreamType.G711A, "pcmu": StreamType.G711U}
+TONE_HZ = 440
+_AUDIO_RATE = 8000
+_AUDIO_SAMPLES = 160
+"""Samples per audio pack: 20 ms, what G.711 cameras and RTP (RFC 3551 ptime) use."""
 PS_PAYLOAD = (96, "PS", 90000)
 _CLOCK = 90_000
 _CONNECT_TIMEOUT = 10.0
@@ -98,6 +108,8 @@ class MediaOptions:
     (as most NVRs send it), a MESSAGE or a NOTIFY in it, or "none" (never, as some devices behave)."""
     info_status: int = 200
     """SIP status answering MANSRTSP INFO; 4xx/5xx refuses every playback control."""
+    audio: str = ""
+    """"pcma" or "pcmu": live calls carry a G.711 tone next to the video; "" video only."""
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -118,6 +130,8 @@ class MediaOptions:
             raise ValueError(f"media status must be one of {MEDIA_STATUS_WAYS}, not {self.media_status!r}")
         if not (self.info_status == 200 or 400 <= self.info_status <= 699):
             raise ValueError(f"INFO status must be 200 or 400-699, not {self.info_status}")
+        if self.audio and self.audio not in AUDIO_CODECS:
+            raise ValueError(f"media audio must be one of {sorted(AUDIO_CODECS)} or empty, not {self.audio!r}")
 
 
 @dataclass(slots=True, frozen=True)
@@ -163,6 +177,8 @@ class CallStats:
     reordered: int = 0
     """Packets sent after their successor on purpose (`MediaOptions.reorder`)."""
     send_errors: int = 0
+    audio_frames: int = 0
+    """G.711 packs sent (`MediaOptions.audio`)."""
     first_packet_at: float | None = None
     """`time.monotonic()` when the first packet went out."""
     controls: int = 0
@@ -414,14 +430,17 @@ class MediaCall:
             return
         loop = asyncio.get_running_loop()
         frames = source.frames
-        muxer = PsMuxer(video=source.codec)
+        audio_type = AUDIO_CODECS.get(options.audio)
+        audio = g711_tone(audio_type) if audio_type is not None else ()
+        muxer = PsMuxer(video=source.codec, audio=audio_type)
         packetizer = PsRtpPacketizer(self.ssrc, PS_PAYLOAD[0], options.mtu, self._random.getrandbits(16))
         base = self._random.getrandbits(31)
         step = _CLOCK / options.fps
+        audio_step = _CLOCK * _AUDIO_SAMPLES // _AUDIO_RATE
         udp = self.role == "udp"
         strip_map = "no-psm" in options.faults
         started = clock = loop.time()
-        count = 0
+        count = audio_count = 0
         while not options.duration or loop.time() - started < options.duration:
             unit, keyframe = frames[count % len(frames)]
             pts = base + round(count * step)
@@ -429,6 +448,13 @@ class MediaCall:
             if strip_map:
                 pack = _without_stream_map(pack)
             packets = self._impair(packetizer.packetize(pack, pts))
+            # The audio of this frame's interval, each pack on its own RTP timestamp as cameras send it.
+            while audio and audio_count * audio_step < round((count + 1) * step):
+                audio_pts = base + audio_count * audio_step
+                audio_pack = muxer.mux_audio(audio[audio_count % len(audio)], audio_pts)
+                packets += self._impair(packetizer.packetize(audio_pack, audio_pts))
+                audio_count += 1
+                stats.audio_frames += 1
             if stats.first_packet_at is None and packets:
                 stats.first_packet_at = time.monotonic()
             if udp:
@@ -540,6 +566,41 @@ class MediaCall:
         return out
 
 
+def linear_to_alaw(sample: int) -> int:
+    """G.711 A-law code of a 16-bit linear sample (13-bit magnitude, segment and 4 bits, even bits
+    inverted)."""
+    magnitude = sample >> 3
+    if magnitude >= 0:
+        mask = 0xD5
+    else:
+        mask, magnitude = 0x55, -magnitude - 1
+    segment = max(magnitude.bit_length() - 5, 0)
+    if segment >= 8:
+        return 0x7F ^ mask
+    return ((segment << 4) | (magnitude >> max(segment, 1)) & 0x0F) ^ mask
+
+
+def linear_to_ulaw(sample: int) -> int:
+    """G.711 µ-law code of a 16-bit linear sample (14-bit magnitude plus bias, all bits inverted)."""
+    magnitude = sample >> 2
+    mask = 0xFF
+    if magnitude < 0:
+        mask, magnitude = 0x7F, -magnitude
+    magnitude = min(magnitude, 8159) + 0x21
+    segment = magnitude.bit_length() - 6
+    if segment >= 8:
+        return 0x7F ^ mask
+    return ((segment << 4) | (magnitude >> (segment + 1)) & 0x0F) ^ mask
+
+
+def g711_tone(law: StreamType, hz: int = TONE_HZ) -> tuple[bytes, ...]:
+    """One second of a tone at half scale as 20 ms G.711 frames (a whole number of cycles, so it loops
+    without a click)."""
+    encode = linear_to_alaw if law == StreamType.G711A else linear_to_ulaw
+    samples = bytes(encode(round(16384 * math.sin(2 * math.pi * hz * n / _AUDIO_RATE))) for n in range(_AUDIO_RATE))
+    return tuple(samples[at : at + _AUDIO_SAMPLES] for at in range(0, _AUDIO_RATE, _AUDIO_SAMPLES))
+
+
 def _without_stream_map(pack: bytes) -> bytes:
     """The PS bytes with the program stream map (00 00 01 BC and its 16-bit length) cut out."""
     at = pack.find(b"\x00\x00\x01\xbc")
@@ -579,6 +640,8 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a call streams before the device sends BYE; 0 until the server's BYE (default 0)")
     add("--answer-ssrc", type=int, metavar="SSRC",
         help="answer and send this SSRC instead of the offered y= (0 acts like devices that ignore y=)")
+    add("--media-audio", choices=sorted(AUDIO_CODECS), default=None,
+        help=f"also stream a {TONE_HZ} Hz G.711 tone (PS stream 0xC0) in live calls (default: video only)")
 
 
 def media_options_from_args(args: argparse.Namespace) -> MediaOptions:
@@ -589,4 +652,5 @@ def media_options_from_args(args: argparse.Namespace) -> MediaOptions:
         fps=args.fps,
         duration=args.media_duration,
         ssrc=args.answer_ssrc,
+        audio=args.media_audio or "",
     )

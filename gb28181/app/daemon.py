@@ -22,7 +22,9 @@ from aiohttp import web
 
 from gbgw.gb28181.app.api import ApiServices, make_app, make_metrics_app
 from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
+from gbgw.gb28181.app.api.broadcast import BROADCASTS
 from gbgw.gb28181.app.api.events import EVENT_BUS
+from gbgw.gb28181.app.api.snapshots import SNAPSHOTS
 from gbgw.gb28181.app.reload import compare
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
@@ -33,6 +35,9 @@ from gbgw.gb28181.devices.device_subscriptions import EventSubscriptions
 from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics
 from gbgw.gb28181.devices.router import RequestRouter
 from gbgw.gb28181.devices.side import DeviceSide
+from gbgw.gb28181.devices.snapshots import SnapshotCapture
+from gbgw.gb28181.devices.time_source import DeviceTimeSource
+from gbgw.gb28181.media.broadcast import VoiceBroadcasts
 from gbgw.gb28181.media.history import HistorySessions
 from gbgw.gb28181.media.live import LiveStreams
 from gbgw.gb28181.observe import logs, systemd
@@ -143,11 +148,19 @@ class Gateway:
         self.transport = transport
         # One CSeq counter for every out-of-dialog request of the device-facing address (devices, INVITEs).
         self.outgoing = RequestBuilder(transport, f"sip:{cfg.sip.id}@{cfg.sip.domain}", cfg.sip.user_agent)
+        self.time_source = DeviceTimeSource(cfg.sip.time_source == "upstream")
         self.devices = DeviceSide.build(
             cfg, self.registry, self.storage, self.metrics, transport, self.outgoing, self.clock, self.tasks,
-            on_registration_accepted=self.diagnostics.inspector,
+            on_registration_accepted=self.diagnostics.inspector, device_time=self.time_source.device_time,
         )
         self.devices.route(self.router)
+        self.broadcasts = VoiceBroadcasts(cfg.sip, cfg.media, self.registry, transport,
+                                          DeviceControl(self.devices.requests), self.tasks,
+                                          input_host=cfg.api.listen.host)
+        self.router.handle("INVITE", self._on_invite)
+        scheme = "https" if cfg.api.tls is not None else "http"
+        self.snapshots = SnapshotCapture(DeviceControl(self.devices.requests),
+                                         lambda: f"{scheme}://{cfg.api.listen.host}:{self.api_port}", self.clock)
         self.live = LiveStreams(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay, cfg.media,
                                 self.metrics, media_source=cfg.media_source)
         self.history = HistorySessions(self.registry, cfg.sip, transport, self.outgoing, self.tasks, self.relay,
@@ -188,6 +201,8 @@ class Gateway:
             clock=self.clock,
             history=self.history,
         )
+        for link in self.cascade.links.values():
+            link.add_time_listener(self.time_source.measured)
         with listening("sip.listen", cfg.sip.listen):
             _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         if cfg.sip.tls_listen is not None:
@@ -227,6 +242,8 @@ class Gateway:
         )
         app = make_app(api)
         app[EVENT_BUS] = self.bus
+        app[BROADCASTS] = self.broadcasts
+        app[SNAPSHOTS] = self.snapshots
         app[CONTROL] = ControlServices(DeviceControl(self.devices.requests), self.channel_ids, self.events,
                                        self.devices.subscriptions)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -282,6 +299,7 @@ class Gateway:
         if hasattr(self, "history"):
             self.history.close()
         if hasattr(self, "live"):
+            self.broadcasts.close()
             self.live.close()
             # Let the BYEs to devices leave before the transport closes.
             await asyncio.sleep(0.05)
@@ -377,8 +395,14 @@ class Gateway:
         channel = self.registry.channel(some_id)
         return channel.device_id if channel is not None else None
 
+    def _on_invite(self, txn: ServerTransaction) -> None:
+        # A device INVITEs the gateway only for the audio of a voice broadcast it was asked to take.
+        if not self.broadcasts.on_invite(txn):
+            assert self.transport is not None
+            self.transport.reply(txn, 403, "Only audio INVITEs for a broadcast are taken from devices")
+
     def _on_bye(self, txn: ServerTransaction) -> None:
-        if not self.live.on_bye(txn) and not self.history.on_bye(txn):
+        if not self.broadcasts.on_bye(txn) and not self.live.on_bye(txn) and not self.history.on_bye(txn):
             assert self.transport is not None
             self.transport.reply(txn, 481)
 

@@ -129,6 +129,7 @@ class UpstreamLink:
         self._handlers: dict[str, Callable[[ServerTransaction], None]] = {"MESSAGE": self._on_message}
         self._commands: dict[tuple[str, str], CommandHandler] = {}
         self._listeners: list[StatusListener] = []
+        self._time_listeners: list[Callable[[str, str, float], object]] = []
         self._ack_handlers: list[Callable[[Request, Peer], None]] = []
         self._dialogs: dict[str, DialogHandler] = {}
         self._connection_lost_handlers: list[Callable[[str, int], None]] = []
@@ -138,6 +139,7 @@ class UpstreamLink:
         self.subscriptions: dict[str, UpperSubscription] = {}
         self._overhead = 0
         self._subscribe_handlers: dict[str, Callable[[UpperSubscription], None]] = {}
+        self._subscription_end_handlers: dict[str, Callable[[UpperSubscription], None]] = {}
         self._online_gauge = metrics.upstream_online.labels(config.name)
 
     # -- wiring --------------------------------------------------------------------------------------
@@ -151,10 +153,14 @@ class UpstreamLink:
         answers the SIP transaction itself (usually 200 at once, then a Response MESSAGE)."""
         self._commands[root, cmd_type] = handler
 
-    def handle_subscribe(self, cmd_type: str, on_subscribed: Callable[[UpperSubscription], None]) -> None:
+    def handle_subscribe(self, cmd_type: str, on_subscribed: Callable[[UpperSubscription], None],
+                         on_ended: Callable[[UpperSubscription], None] | None = None) -> None:
         """Accept the upper's SUBSCRIBE for ``cmd_type``; ``on_subscribed`` runs after the 200 is sent
-        (a new subscription or a refresh of the same dialog)."""
+        (a new subscription or a refresh of the same dialog), ``on_ended`` when it is gone (Expires: 0,
+        a 481 to our NOTIFY, or found expired by :meth:`subscription`)."""
         self._subscribe_handlers[cmd_type] = on_subscribed
+        if on_ended is not None:
+            self._subscription_end_handlers[cmd_type] = on_ended
         if "SUBSCRIBE" not in self._handlers:
             self.handle("SUBSCRIBE", self._on_subscribe)
 
@@ -164,13 +170,21 @@ class UpstreamLink:
         if sub is not None and not sub.active(self._t().now()):
             del self.subscriptions[cmd_type]
             log.info("upstream subscription expired", upstream=self.name, cmd=cmd_type)
+            self._subscription_ended(sub)
             return None
         return sub
 
+    def _subscription_ended(self, sub: UpperSubscription) -> None:
+        handler = self._subscription_end_handlers.get(sub.cmd_type)
+        if handler is not None:
+            handler(sub)
+
     def drop_subscription(self, cmd_type: str) -> None:
         """Forget the upper's subscription (it answered 481 to our NOTIFY: the dialog is gone there)."""
-        if self.subscriptions.pop(cmd_type, None) is not None:
+        sub = self.subscriptions.pop(cmd_type, None)
+        if sub is not None:
             log.info("upstream subscription dropped", upstream=self.name, cmd=cmd_type)
+            self._subscription_ended(sub)
 
     def claim_dialog(self, call_id: str, handler: DialogHandler) -> None:
         """Route every request with ``call_id`` (BYE, INFO, CANCEL, re-INVITE) to ``handler`` first: a
@@ -182,6 +196,11 @@ class UpstreamLink:
 
     def on_ack(self, handler: Callable[[Request, Peer], None]) -> None:
         self._ack_handlers.append(handler)
+
+    def add_time_listener(self, listener: Callable[[str, str, float], object]) -> None:
+        """Hears (this upstream's name, the Date of its REGISTER 200, host time) after each registration:
+        the upper's clock (``devices.time_source``)."""
+        self._time_listeners.append(listener)
 
     def add_status_listener(self, listener: StatusListener) -> None:
         self._listeners.append(listener)
@@ -258,6 +277,11 @@ class UpstreamLink:
             assert self.registration is not None
             self.audit.record("upstream-register", upstream=self.name, upper_id=self.config.id,
                               registrar=self.registration.registrar_uri, expires=self.registration.granted)
+            date = self.registration.date
+            if date:
+                now = time.time()
+                for listener in self._time_listeners:
+                    listener(self.name, date, now)
         elif state is RegistrationState.FAILED:
             self._set_online(False, reason or "registration failed")
             self.audit.record("upstream-register", "failed", upstream=self.name, upper_id=self.config.id,
@@ -362,6 +386,8 @@ class UpstreamLink:
             t.reply(txn, 200, headers=[("Expires", "0")], body=b"")
             log.info("upstream unsubscribed", upstream=self.name, cmd=doc.cmd_type)
             self.audit.record("subscribe", upstream=self.name, cmd=doc.cmd_type, expires=0)
+            if current is not None:
+                self._subscription_ended(current)
             return
         if to_tag and current is not None:
             current.expires_at = now + expires

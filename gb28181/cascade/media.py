@@ -41,6 +41,7 @@ from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.link import UpstreamLink
 from gbgw.gb28181.config import GatewayConfig, MediaSourceKind, MediaSourceRule
 from gbgw.gb28181.media.live import LiveStreams, PlayError, Session
+from gbgw.gb28181.media.substreams import requested_stream
 from gbgw.gb28181.observe.metrics import GatewayMetrics
 from gbgw.gb28181.tasks import BackgroundTasks
 from gbgw.registry.devices import DeviceRegistry
@@ -107,6 +108,8 @@ class UpperOffer:
     port: int | None
     ssrc: str | None
     payload_type: int
+    substream: int | None = None
+    """The camera stream the upper chose (``a=streamnumber`` and its variants), passed down to the device."""
 
     @property
     def tcp(self) -> bool:
@@ -154,7 +157,7 @@ def parse_offer(body: bytes, signalling_host: str, sessions: frozenset[str] = PL
     ssrc_number = sdp.ssrc_int
     ssrc = f"{ssrc_number:010d}" if ssrc_number is not None and ssrc_number <= _MAX_RTP_SSRC else None
     return UpperOffer(transport, host, None if transport is MediaTransport.TCP_PASSIVE else port, ssrc,
-                      payload_type)
+                      payload_type, requested_stream(sdp.media))
 
 
 def upper_may_connect(rule: MediaSourceRule, signalling_host: str, offer_host: str) -> Callable[[str], bool]:
@@ -338,7 +341,7 @@ class UpstreamStreams:
         """Start or join the device leg, then answer the upper with police-side SDP."""
         offer = record.offer
         try:
-            stream = await self.live.open_stream(record.channel)
+            stream = await self.live.open_stream(record.channel, substream=offer.substream)
             if record.state is not UpperState.INVITING:
                 # Cancelled (487 already sent) or the link closed while the device leg came up: not a
                 # packet goes to the upper, and the leg ends unless someone else watches.
@@ -558,23 +561,33 @@ class UpstreamStreams:
         """The sessions of this upstream, for the API."""
         return [record.describe() for record in self.sessions.values()]
 
-    def close(self) -> None:
-        """Gateway stopping: BYE every answered upper session (the datagram or TCP write leaves at once,
-        before the link's transport closes) and release the relay sessions."""
+    def close(self, reason: str = "gateway stopping") -> None:
+        """Gateway stopping (or this upstream removed): BYE every answered upper session (the datagram or
+        TCP write leaves at once, before the link's transport closes) and release the relay sessions."""
         self._closed = True
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        transport = self.link.transport
         for record in list(self.sessions.values()):
-            if record.state is UpperState.INVITING:
-                record.state = UpperState.CANCELLED
-                record.ended = "gateway stopping"
-                self.sessions.pop(record.call_id, None)
-                if transport is not None:
-                    with contextlib.suppress(SipError):
-                        transport.reply(record.txn, 503, "Gateway stopping")
-                if record.task is not None:
-                    record.task.cancel()
-                continue
-            self._end(record, "gateway stopping", "gateway", bye=True)
+            self._finish(record, reason, 503, "Gateway stopping")
+
+    def end_unshared(self) -> None:
+        """A reload stopped sharing channels: their sessions end (a BYE, or a 404 before the answer)."""
+        shared = self.link.policy.shared
+        for record in list(self.sessions.values()):
+            if not shared(record.channel):
+                self._finish(record, "channel no longer shared", 404, "Not Found")
+
+    def _finish(self, record: UpperSession, reason: str, status: int, phrase: str) -> None:
+        if record.state is UpperState.INVITING:
+            record.state = UpperState.CANCELLED
+            record.ended = reason
+            self.sessions.pop(record.call_id, None)
+            transport = self.link.transport
+            if transport is not None:
+                with contextlib.suppress(SipError):
+                    transport.reply(record.txn, status, phrase)
+            if record.task is not None:
+                record.task.cancel()
+            return
+        self._end(record, reason, "gateway", bye=True)

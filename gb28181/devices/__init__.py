@@ -14,4 +14,11 @@
 - ``catalog``        :class:`CatalogAssembler`, :class:`CatalogResult`, ``channel_from_item``
 - ``lockout``        :class:`AuthLockout`
 - ``side``           :class:`DeviceSide` — the services above built with their collaborators, for the daemon
+- ``stored``         ``reply_once_stored`` — a 200 only once the change is committed
+- ``control``        :class:`DeviceControl` — DeviceControl/DeviceConfig/queries answered with the Result
+- ``device_subscriptions`` :class:`EventSubscriptions` — alarm and MobilePosition subscriptions
+- ``channel_ids``    :class:`ChannelDirectory` — which devices report each channel ID
+- ``diagnostics``    :class:`DeviceDiagnostics` — SIP traces, refused registrations, device warnings
+- ``snapshots``      :class:`SnapshotCapture` — 2022 image capture and its uploads
+- ``time_source``    :class:`DeviceTimeSource` — the time given to devices, the upper's offset, clock skew
 """

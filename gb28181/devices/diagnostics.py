@@ -300,10 +300,32 @@ def registration_warnings(
     return found
 
 
+_DEVICE_TIME_SKEW = "the device's clock (DeviceTime: "
+"""How a clock skew seen in DeviceStatus begins, told apart from one a REGISTER's Date showed."""
+
+
+def note_device_time(device: Device, device_time: str | None, now: float) -> None:
+    """A DeviceStatus answer's ``DeviceTime``: set the device's clock-skew warning when it is more than
+    `CLOCK_SKEW_LIMIT` off, clear it when it is not (devices that send no Date in REGISTER show their
+    clock only here)."""
+    clock = device_clock(device_time) if device_time else None
+    if clock is None:
+        return
+    others = tuple(w for w in device.warnings if w.kind != WarningKind.CLOCK_SKEW)
+    if abs(clock - now) <= CLOCK_SKEW_LIMIT:
+        device.warnings = others
+        return
+    device.warnings = (*others, DeviceWarning(
+        WarningKind.CLOCK_SKEW,
+        f"{_DEVICE_TIME_SKEW}{device_time}) is {clock - now:+.0f} s off the gateway's: record "
+        "searches and alarm times will be shifted; let it set its clock from the 200's Date or NTP", now))
+
+
 class RegistrationInspector:
     """The registrar's ``on_accepted`` hook: sets each accepted device's ``warnings`` (runtime only, like
     ``online``). A warning not shown again by the next REGISTER is dropped, except a new address, kept for
-    `NEW_ADDRESS_KEPT` since the next REGISTER comes from the new address by definition."""
+    `NEW_ADDRESS_KEPT` since the next REGISTER comes from the new address by definition, and a clock skew
+    DeviceStatus showed while REGISTERs carry no Date to show the clock by."""
 
     def __init__(self, server_id: Callable[[], str], domain: Callable[[], str]) -> None:
         self._server_id = server_id
@@ -313,9 +335,13 @@ class RegistrationInspector:
                  now: float) -> None:
         found = registration_warnings(request, source, previous, self._server_id(), self._domain(), now)
         kinds = {w.kind for w in found}
+        # A clock skew seen in DeviceStatus stays until a Date or a DeviceTime shows the clock again.
+        dated = request.get("Date") is not None
         kept = [
             w for w in device.warnings
-            if w.kind == WarningKind.NEW_ADDRESS and w.kind not in kinds and now - w.at < NEW_ADDRESS_KEPT
+            if w.kind not in kinds and (
+                (w.kind == WarningKind.NEW_ADDRESS and now - w.at < NEW_ADDRESS_KEPT)
+                or (w.kind == WarningKind.CLOCK_SKEW and not dated and w.detail.startswith(_DEVICE_TIME_SKEW)))
         ]
         device.warnings = (*kept, *found)
 

@@ -139,20 +139,19 @@ class DeviceMessages:
         - full (:meth:`on_message`): everything else, among it a keepalive from an unknown, expired or
           moved device (its 403 is counted there), and any request in a form not read here.
 
-        Measured through the daemon (tests/bench/bench_devices.py, phase 3 against 3b): see the module
-        docstring of :mod:`sip.stateless` and the README's performance section for the figures.
+        The figures: tests/bench/bench_devices.py, phase (3) against the bare responder of (3b).
         """
-        if _KEEPALIVE_RE.search(data) is None:
-            return None
+        # Measured through the daemon on a loaded 2-core machine: 19,300 keepalives per gateway CPU-second
+        # against 5,100 on the full path (the bare responder beside it: 78,000 and 42,700); of the ~31 us
+        # this costs in process, the SIP trace's tap takes 13 us and read_simple 10 us.
         simple = read_simple(data, b"MESSAGE", force_rport=self._force_rport)
         if simple is None or _KEEPALIVE_RE.search(simple.body) is None:
             return None
         match = _FROM_USER_BYTES_RE.search(simple.from_)
         if match is None:
             return None
-        device_id = match.group(1).decode("ascii", "replace")
-        device = self.registry.get(device_id)
-        if device is None or device.host != source.host or not self.registry.touch(device_id, self.clock()):
+        # A device writing from elsewhere than it registered from is refused by the full path (its 403).
+        if not self.registry.touch(match.group(1).decode("ascii", "replace"), self.clock(), source.host):
             return None
         self._message_requests.inc()
         self._keepalive_ok.inc()

@@ -60,8 +60,9 @@ def gb_date(now: float) -> str:
 
 class DeviceRegistrar:
     """Answers REGISTER. ``config`` is read on every request, so a reload's credentials apply at once;
-    ``on_registered`` hears of each device that was not registered before (its bootstrap). A 200 leaves
-    only once the registration is committed to storage (``stored.reply_once_stored``)."""
+    ``on_registered`` hears of each device that was not registered before, or that re-registers from
+    another address (its bootstrap). A 200 leaves only once the registration is committed to storage
+    (``stored.reply_once_stored``)."""
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class DeviceRegistrar:
         clock: Callable[[], float],
         on_registered: Callable[[str], None],
         on_accepted: RegistrationHook | None = None,
+        device_time: Callable[[float], float] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -82,6 +84,8 @@ class DeviceRegistrar:
         self.clock = clock
         self.on_registered = on_registered
         self.on_accepted = on_accepted
+        self.device_time = device_time or (lambda now: now)
+        """Host time to the time devices are given in Date (``time_source.DeviceTimeSource``)."""
         self.digest = DigestServer(config.realm, os.urandom(32), nonce_ttl=float(config.sip.nonce_ttl))
 
     def on_register(self, txn: ServerTransaction) -> None:
@@ -180,7 +184,7 @@ class DeviceRegistrar:
             requested = int(value) if len(value) <= 10 else cfg.register_max_expires
         if requested is None:
             requested = req.expires if req.expires is not None else 3600
-        headers: list[tuple[str, str]] = [("Date", gb_date(now))]
+        headers: list[tuple[str, str]] = [("Date", gb_date(self.device_time(now)))]
         if requested == 0:
             self.registry.unregister(device_id, now)
             self.metrics.registrations.labels("unregistered").inc()
@@ -215,10 +219,18 @@ class DeviceRegistrar:
         if contact is not None:
             headers.append(("Contact", f"<{contact.uri}>;expires={granted}"))
         headers.append(("Expires", str(granted)))
+        # A device rebooted behind another port, or a NAT that rebound it, may have lost what it told us
+        # (its channels, a changed firmware): query it again as after a first registration.
+        moved = previous is not None and previous != (source.host, source.port)
+
         def registered() -> None:
             self.metrics.registrations.labels("refreshed" if was_registered else "registered").inc()
             if not was_registered:
                 blog.info("device registered", expires=granted, username=username)
+                self.on_registered(device_id)
+            elif moved and previous is not None:
+                blog.warning("device re-registered from a new address", previous=f"{previous[0]}:{previous[1]}",
+                             expires=granted)
                 self.on_registered(device_id)
 
         reply_once_stored(self.registry, self.transport, txn, headers, registered)

@@ -22,6 +22,7 @@ import structlog
 from gbgw.gb28181 import manscdp
 from gbgw.gb28181.config import SipConfig
 from gbgw.gb28181.devices.catalog import CatalogAssembler, CatalogResult, channel_from_item
+from gbgw.gb28181.devices.diagnostics import note_device_time
 from gbgw.gb28181.manscdp import ManscdpDocument
 from gbgw.gb28181.media.stages import Stage
 from gbgw.gb28181.observe.metrics import GatewayMetrics
@@ -221,6 +222,9 @@ class DeviceRequests:
         status = doc.typed()
         if not isinstance(status, manscdp.DeviceStatusResponse):
             raise AccessError(Stage.BAD_ANSWER, f"{device_id} answered DeviceStatus with {doc.root}")
+        device = self.registry.get(device_id)
+        if device is not None:
+            note_device_time(device, status.device_time, self.clock())
         return status
 
     # -- the catalog ---------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class DeviceSide:
         clock: Callable[[], float],
         tasks: BackgroundTasks,
         on_registration_accepted: RegistrationHook | None = None,
+        device_time: Callable[[float], float] | None = None,
     ) -> DeviceSide:
         """``outgoing`` builds the out-of-dialog requests of the device-facing address (shared with live
         media, so one CSeq counter numbers them all); ``on_registration_accepted`` is the registrar's hook
@@ -58,7 +59,7 @@ class DeviceSide:
         subscriptions = CatalogSubscriptions(sip, registry, transport, requests, clock)
         bootstrap = DeviceBootstrap(sip, requests, subscriptions, tasks)
         registrar = DeviceRegistrar(config, registry, metrics, transport, lockout, clock, bootstrap.start,
-                                    on_registration_accepted)
+                                    on_registration_accepted, device_time)
         messages = DeviceMessages(sip, registry, storage, metrics, transport, clock, tasks, requests, subscriptions)
         timers = DeviceTimers(registry, requests, lockout, subscriptions, clock, tasks)
         return cls(registrar, requests, messages, subscriptions, bootstrap, timers)

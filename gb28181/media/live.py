@@ -1,6 +1,6 @@
 """Live video: INVITE a device for a channel and relay its PS stream to any number of receivers.
 
-One device stream per (device, channel), however many viewers: a second play request for a running
+One device stream per (device, channel, sub-stream), however many viewers: a second play request for a running
 channel joins it (and starts on a keyframe from the relay's GOP cache). Channel IDs repeat across devices
 in the field, so a stream is keyed by its device too; a caller that names the channel alone gets the
 device that announced it last (the registry's answer). Every failure names the step that failed (a
@@ -34,6 +34,7 @@ import structlog
 
 from gbgw.gb28181.devices.requests import AccessError
 from gbgw.gb28181.media.stages import Stage, StreamState
+from gbgw.gb28181.media.substreams import offer_attributes
 from gbgw.registry.model import Device
 from gbgw.rtp.ports import PortRange, PortRangeExhausted
 from gbgw.rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
@@ -113,6 +114,17 @@ class DeviceStream:
     ended: str | None = None
     device_bye: bool = False
     started: float = field(default_factory=time.monotonic)
+    substream: int | None = None
+    """The stream asked for (0 main, 1 sub, ...); None: the device's default, its main stream."""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return stream_key(self.device_id, self.channel_id, self.substream)
+
+
+def stream_key(device_id: str, channel_id: str, substream: int | None) -> tuple[str, str, int]:
+    """A device leg's key: viewers of another sub-stream of the channel need their own INVITE."""
+    return device_id, channel_id, substream or 0
 
 
 class LiveStreams:
@@ -139,8 +151,8 @@ class LiveStreams:
         self.relay = relay
         self.media = media
         self._media_source = media_source or (lambda _device_id: media.media_source)
-        self.streams: dict[tuple[str, str], DeviceStream] = {}
-        """By (device ID, channel ID)."""
+        self.streams: dict[tuple[str, str, int], DeviceStream] = {}
+        """By (device ID, channel ID, sub-stream number)."""
         self.sessions: dict[str, Session] = {}
         self._by_call_id: dict[str, DeviceStream] = {}
         self._session_listeners: list[SessionListener] = []
@@ -172,6 +184,7 @@ class LiveStreams:
         transport: str,
         ssrc: int | None = None,
         device_id: str | None = None,
+        substream: int | None = None,
     ) -> Session:
         """Start or join the channel's stream and relay it to ``host:port`` (or a local port for
         ``tcp-passive``, where the receiver connects to us). ``device_id`` names the device whose channel
@@ -185,16 +198,18 @@ class LiveStreams:
                             f"transport must be udp, tcp-active or tcp-passive, not {transport!r}") from None
         if out_transport is not MediaTransport.TCP_PASSIVE and (not host or not port):
             raise PlayError(Stage.BAD_REQUEST, f"a {transport} output needs host and port")
-        stream = await self.open_stream(channel_id, device_id)
+        stream = await self.open_stream(channel_id, device_id, substream)
         return self.attach(stream, out_transport, host, port, ssrc=ssrc)
 
-    async def open_stream(self, channel_id: str, device_id: str | None = None) -> DeviceStream:
+    async def open_stream(
+        self, channel_id: str, device_id: str | None = None, substream: int | None = None
+    ) -> DeviceStream:
         """The channel's device leg (of ``device_id``, else of the device that announced the channel
-        last), INVITEd now or joined (waiting for it if it is being set up), with media flowing. A caller
-        that then does not `attach` a receiver must `release` it."""
-        stream = self.streams.get((device_id or self._owner(channel_id), channel_id))
+        last; ``substream`` as in `stream_key`), INVITEd now or joined (waiting for it if it is being set
+        up), with media flowing. A caller that then does not `attach` a receiver must `release` it."""
+        stream = self.streams.get(stream_key(device_id or self._owner(channel_id), channel_id, substream))
         if stream is None or stream.ended is not None:
-            stream = await self._open(channel_id, device_id)
+            stream = await self._open(channel_id, device_id, substream)
         elif stream.ready is not None and not stream.ready.done():
             await asyncio.shield(stream.ready)
         if stream.ended is not None:
@@ -306,7 +321,7 @@ class LiveStreams:
         domain = self.sip.domain
         return f"0{domain[3:8]}{next(self._ssrc_seq) % 10000:04d}"
 
-    async def _open(self, channel_id: str, device_id: str | None) -> DeviceStream:
+    async def _open(self, channel_id: str, device_id: str | None, substream: int | None = None) -> DeviceStream:
         started = time.monotonic()
         device = self._find_device(channel_id, device_id)
         media = self.media
@@ -327,8 +342,9 @@ class LiveStreams:
             self._count(Stage.NO_PORT)
             raise PlayError(Stage.NO_PORT, f"no media port free in {media.ports}: {exc}") from None
         loop = asyncio.get_running_loop()
-        stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future())
-        self.streams[device.id, channel_id] = stream
+        stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future(),
+                              substream=substream)
+        self.streams[stream.key] = stream
         try:
             await self._invite(stream, device)
             await self._first_media(stream)
@@ -368,6 +384,7 @@ class LiveStreams:
             stream.ssrc,
             setup=("passive" if stream.transport is MediaTransport.TCP_PASSIVE else "active") if tcp else None,
             connection="new" if tcp else None,
+            attributes=offer_attributes(stream.substream, media.substream_attributes),
         )
         peer = Peer(device.transport, device.host, device.port)
         host = f"[{device.host}]" if ":" in device.host else device.host
@@ -486,7 +503,7 @@ class LiveStreams:
             for session in kept:
                 stream.sessions.pop(session.id, None)
             self._teardown(stream, send_bye=not stream.device_bye)
-            self.tasks.spawn(self._reinvite(stream.device_id, stream.channel_id, kept))
+            self.tasks.spawn(self._reinvite(stream.device_id, stream.channel_id, kept, stream.substream))
             return
         self._teardown(stream, send_bye=not stream.device_bye)
 
@@ -500,7 +517,9 @@ class LiveStreams:
             and session.ended is None
         )
 
-    async def _reinvite(self, device_id: str, channel_id: str, sessions: list[Session]) -> None:
+    async def _reinvite(
+        self, device_id: str, channel_id: str, sessions: list[Session], substream: int | None = None
+    ) -> None:
         """After a media timeout, INVITE the device again and move the receivers to the new leg.
 
         Each receiver keeps its SSRC and its sequence numbers continue, so a viewer or an upper platform
@@ -510,9 +529,9 @@ class LiveStreams:
         log.info("re-inviting the device after a media timeout", device=device_id, channel=channel_id,
                  receivers=len(sessions))
         try:
-            stream = self.streams.get((device_id, channel_id))
+            stream = self.streams.get(stream_key(device_id, channel_id, substream))
             if stream is None or stream.ended is not None:
-                stream = await self._open(channel_id, device_id)
+                stream = await self._open(channel_id, device_id, substream)
         except PlayError as exc:
             for session in sessions:
                 self._end_session(session, f"media timeout; re-INVITE failed: {exc.stage}")
@@ -549,9 +568,8 @@ class LiveStreams:
         if stream.state is StreamState.ENDED:
             # Already torn down by another path (the ingest stopping, a BYE) while a play waited on it.
             return
-        stream_key = (stream.device_id, stream.channel_id)
-        if self.streams.get(stream_key) is stream:
-            del self.streams[stream_key]
+        if self.streams.get(stream.key) is stream:
+            del self.streams[stream.key]
         if stream.invite is not None:
             self._by_call_id.pop(stream.invite.call_id or "", None)
         for session in list(stream.sessions.values()):

@@ -50,7 +50,7 @@ async def test_the_served_document_validates_and_lists_every_route(
     assert play["parameters"] == [{"name": "channel_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     body = play["requestBody"]["content"]["application/json"]["schema"]
     schema = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
-    assert set(schema["properties"]) == {"host", "port", "transport", "ssrc"}
+    assert set(schema["properties"]) == {"host", "port", "transport", "ssrc", "stream"}
     assert schema["additionalProperties"] is False
     health = doc["paths"]["/api/health"]["get"]
     assert health["security"] == [] and health["x-public"] is True

@@ -232,7 +232,7 @@ async def test_duplicate_channel_ids_are_played_on_the_device_named(api: Control
         assert two["device_id"] == b and (first.stats.calls, second.stats.calls) == (1, 1)
         await sinks[0].first_packet()
         await sinks[1].first_packet()
-        assert set(api.gateway.gateway.live.streams) == {(a, channel), (b, channel)}
+        assert set(api.gateway.gateway.live.streams) == {(a, channel, 0), (b, channel, 0)}
         for device_id in (a, b):
             record = await api.gateway.device(device_id)
             assert record["shared_channel_ids"] == [channel] and isinstance(record["warnings"], list)

@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.addressing import unambiguous_channel
 from gbgw.gb28181.app.api.common import (
+    ApiError,
     Listing,
     decoded_id,
     device_or_404,
@@ -20,6 +22,7 @@ from gbgw.gb28181.app.api.common import (
     ssrc_of,
 )
 from gbgw.gb28181.app.api.sessions import session_json
+from gbgw.gb28181.media.substreams import parse_stream
 from gbgw.registry.model import Channel
 
 routes = web.RouteTableDef()
@@ -55,11 +58,14 @@ class PlayRequest(msgspec.Struct, forbid_unknown_fields=True):
     ssrc: int | str | None = None
     """The output's SSRC, a number up to 4294967295 (or its 10 digits as in y=); the device leg's when not
     given."""
+    stream: int | str | None = None
+    """Which of the camera's streams: main, sub, third or its number (0 main); the device's default when not
+    given. Viewers of different streams get their own device legs."""
 
 
 @routes.get("/api/devices/{device_id}/channels")
 @route_doc("A device's channels, as its catalog reported them (the filters and paging of /api/devices; "
-           "online: status ON)")
+           "online: status ON)", answer=schemas.ChannelList)
 async def list_channels(request: web.Request) -> web.Response:
     listing = Listing.of(request)
     found = device_or_404(request)
@@ -73,7 +79,8 @@ def _channel_id(channel: Channel) -> str:
 
 
 @routes.post("/api/channels/{channel_id}/play")
-@route_doc("Relay the channel's live stream to host:port (or a local port for tcp-passive)", body=PlayRequest)
+@route_doc("Relay the channel's live stream to host:port (or a local port for tcp-passive)", body=PlayRequest,
+           answer=schemas.SessionAnswer)
 async def play(request: web.Request) -> web.Response:
     unambiguous_channel(request)
     return await play_channel(request, None)
@@ -84,9 +91,13 @@ async def play_channel(request: web.Request, device_id: str | None) -> web.Respo
     body = await read_body(request, PlayRequest)
     host = None if body.host is None else media_destination(request, "host", body.host)
     ssrc = ssrc_of(body.ssrc)
+    try:
+        substream = parse_stream(body.stream)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     session = await services(request).live.play(
         request.match_info["channel_id"], host=host, port=body.port, transport=body.transport, ssrc=ssrc,
-        device_id=device_id,
+        device_id=device_id, substream=substream,
     )
     return web.json_response(session_json(session), dumps=dumps)
 

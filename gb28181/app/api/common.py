@@ -131,6 +131,11 @@ class Role(IntEnum):
     """also changes configuration and reboots or upgrades devices: routes that say so"""
 
 
+Answer = Any
+"""A msgspec type (a Struct, ``list[Struct]``, a union of a list and a Struct...), or a mapping of media
+types to such types. ``Any``: a union such as ``list[A] | B`` is a value, not a ``type``, to mypy."""
+
+
 @dataclass(frozen=True, slots=True)
 class RouteDoc:
     """What a handler declares about itself: the one source of its OpenAPI entry and its access rule."""
@@ -140,8 +145,9 @@ class RouteDoc:
     """None: VIEWER for GET/HEAD, OPERATOR for every other method."""
     body: type | None = None
     """The msgspec Struct its JSON body decodes into (``read_body``)."""
-    answer: type | None = None
-    """The msgspec type its 2xx JSON answer has, when it has a fixed shape."""
+    answer: Answer | None = None
+    """The msgspec type of its 2xx JSON answer; or by media type, for an answer that is not JSON (or
+    not only: ``{"application/json": Report, "text/csv": str}``)."""
     public: bool = False
     """Answered without a token (``/api/health``)."""
 
@@ -152,7 +158,7 @@ class RouteDoc:
 
 
 def route_doc(
-    summary: str, *, role: Role | None = None, body: type | None = None, answer: type | None = None,
+    summary: str, *, role: Role | None = None, body: type | None = None, answer: Answer | None = None,
     public: bool = False,
 ) -> Callable[[H], H]:
     """Declare a handler's summary, access rule and body/answer types (put it below ``@routes.get(...)``)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, route_doc
 
 routes = web.RouteTableDef()
@@ -41,12 +42,12 @@ def _file(name: str) -> web.Response:
 
 
 @routes.get("/")
-@route_doc("The web console (a static page; it asks for the API token)", public=True)
+@route_doc("The web console (a static page; it asks for the API token)", public=True, answer=schemas.HTML)
 async def index(_request: web.Request) -> web.Response:
     return _file("index.html")
 
 
 @routes.get("/console/{name}")
-@route_doc("The web console's script and style sheet", public=True)
+@route_doc("The web console's script and style sheet", public=True, answer=schemas.CONSOLE_ASSET)
 async def asset(request: web.Request) -> web.Response:
     return _file(request.match_info["name"])

@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 
 from gbgw.gb28181 import manscdp
-from gbgw.gb28181.app.api import channels
+from gbgw.gb28181.app.api import channels, schemas
 from gbgw.gb28181.app.api.addressing import channel_or_404, control_services
 from gbgw.gb28181.app.api.common import (
     ApiError,
@@ -148,7 +148,7 @@ async def preset(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_CHANNEL}/presets")
-@route_doc("The channel's presets as the device lists them (PresetQuery)")
+@route_doc("The channel's presets as the device lists them (PresetQuery)", answer=schemas.PresetsAnswer)
 async def list_presets(request: web.Request) -> web.Response:
     device, channel = channel_or_404(request)
     answer = await control_services(request).control.query_typed(
@@ -255,7 +255,7 @@ async def set_home_position(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_CHANNEL}/home-position")
-@route_doc("The home position settings (2022 HomePositionQuery)")
+@route_doc("The home position settings (2022 HomePositionQuery)", answer=schemas.HomePositionAnswer)
 async def get_home_position(request: web.Request) -> web.Response:
     device, channel = channel_or_404(request)
     answer = await control_services(request).control.query_typed(
@@ -290,7 +290,7 @@ async def record(request: web.Request) -> web.Response:
 
 @routes.post(f"{_CHANNEL}/play")
 @route_doc("Play the channel of this device live (the body of /api/channels/{channel_id}/play)",
-           body=channels.PlayRequest)
+           body=channels.PlayRequest, answer=schemas.SessionAnswer)
 async def play(request: web.Request) -> web.StreamResponse:
     device, _ = channel_or_404(request)
     return await channels.play_channel(request, device.id)
@@ -323,7 +323,8 @@ async def ptz_precise(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_CHANNEL}/ptz/position")
-@route_doc("2022: the channel's PTZ position and field of view (PTZPosition)")
+@route_doc("2022: the channel's PTZ position and field of view (PTZPosition)",
+           answer=schemas.PtzPositionAnswer)
 async def ptz_position(request: web.Request) -> web.Response:
     device, channel = channel_or_404(request)
     answer = await control_services(request).control.query_typed(
@@ -337,7 +338,7 @@ async def ptz_position(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_CHANNEL}/cruise-tracks")
-@route_doc("2022: the channel's cruise tracks (CruiseTrackListQuery)")
+@route_doc("2022: the channel's cruise tracks (CruiseTrackListQuery)", answer=schemas.CruiseTracksAnswer)
 async def cruise_tracks(request: web.Request) -> web.Response:
     device, channel = channel_or_404(request)
     answer = await control_services(request).control.query_typed(
@@ -349,7 +350,7 @@ async def cruise_tracks(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_CHANNEL}/cruise-tracks/{{number}}")
-@route_doc("2022: one cruise track's points (CruiseTrackQuery)")
+@route_doc("2022: one cruise track's points (CruiseTrackQuery)", answer=schemas.CruiseTrackAnswer)
 async def cruise_track(request: web.Request) -> web.Response:
     device, channel = channel_or_404(request)
     number = _index(request, "number", 0, 255)
@@ -429,7 +430,8 @@ async def reboot(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_DEVICE}/config/{{config_type}}")
-@route_doc("The device's configuration of one ConfigType (ConfigDownload), section fields by tag")
+@route_doc("The device's configuration of one ConfigType (ConfigDownload), section fields by tag",
+           answer=schemas.DeviceConfigAnswer)
 async def get_config(request: web.Request) -> web.Response:
     device = device_or_404(request)
     config_type = request.match_info["config_type"]
@@ -460,7 +462,7 @@ async def put_config(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{_DEVICE}/sd-cards")
-@route_doc("2022: the device's storage cards (SDCardStatus)")
+@route_doc("2022: the device's storage cards (SDCardStatus)", answer=schemas.SdCardsAnswer)
 async def sd_cards(request: web.Request) -> web.Response:
     device = device_or_404(request)
     answer = await control_services(request).control.query_typed(

@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.addressing import CONTROL
 from gbgw.gb28181.app.api.common import Listing, decoded_id, device_or_404, dumps, iso, route_doc, services
 from gbgw.gb28181.devices.requests import AccessError, DeviceRequests
@@ -51,7 +52,8 @@ def _shared_ids(request: web.Request, device_id: str) -> list[str]:
 
 
 @routes.get("/api/devices")
-@route_doc("The registry's devices (?online=true|false&industry=01,11&q=text; with ?limit=, pages by ?cursor=)")
+@route_doc("The registry's devices (?online=true|false&industry=01,11&q=text; with ?limit=, pages by ?cursor=)",
+           answer=schemas.DeviceList)
 async def list_devices(request: web.Request) -> web.Response:
     listing = Listing.of(request)
     api = services(request)
@@ -68,7 +70,7 @@ def _device_id(device: Device) -> str:
 
 
 @routes.get("/api/devices/{device_id}")
-@route_doc("One device")
+@route_doc("One device", answer=schemas.DeviceAnswer)
 async def get_device(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
@@ -78,7 +80,8 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/devices/{device_id}/catalog/refresh")
-@route_doc("Query the device's catalog again (?wait=false answers 202 at once)")
+@route_doc("Query the device's catalog again (?wait=false answers 202 at once)",
+           answer=schemas.CatalogRefreshed)
 async def refresh_catalog(request: web.Request) -> web.Response:
     found = device_or_404(request)
     api = services(request)
@@ -108,7 +111,7 @@ async def _refresh_in_background(requests: DeviceRequests, device_id: str) -> No
 
 
 @routes.get("/api/devices/{device_id}/status")
-@route_doc("Ask the device for its DeviceStatus now")
+@route_doc("Ask the device for its DeviceStatus now", answer=schemas.DeviceStatusAnswer)
 async def device_status(request: web.Request) -> web.Response:
     found = device_or_404(request)
     status = await services(request).requests.device_status(found.id)

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, dumps, iso, route_doc, services
 from gbgw.gb28181.devices.diagnostics import DeviceDiagnostics, FailedRegistration, TraceEntry
 from gbgw.registry.model import DeviceWarning
@@ -68,7 +69,8 @@ def failure_json(failure: FailedRegistration, known: bool) -> dict[str, Any]:
 
 
 @routes.get("/api/devices/{device_id}/trace")
-@route_doc("The device's last SIP messages both ways (secrets redacted), also for an ID that failed to register")
+@route_doc("The device's last SIP messages both ways (secrets redacted), also for an ID that failed to register",
+           answer=schemas.TraceAnswer)
 async def device_trace(request: web.Request) -> web.Response:
     diagnostics = _diagnostics(request)
     device_id = request.match_info["device_id"]
@@ -96,7 +98,8 @@ async def device_trace(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/devices/{device_id}/warnings")
-@route_doc("What the device's registrations showed that may explain trouble (NAT, foreign server ID, clock)")
+@route_doc("What the device's registrations showed that may explain trouble (NAT, foreign server ID, clock)",
+           answer=list[schemas.DeviceWarning])
 async def device_warnings(request: web.Request) -> web.Response:
     device_id = request.match_info["device_id"]
     device = services(request).registry.get(device_id)
@@ -106,7 +109,8 @@ async def device_warnings(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/registrations/failed")
-@route_doc("Recent refused registrations by claimed ID and source, with the reason (unknown IDs included)")
+@route_doc("Recent refused registrations by claimed ID and source, with the reason (unknown IDs included)",
+           answer=list[schemas.FailedRegistrationAnswer])
 async def failed_registrations(request: web.Request) -> web.Response:
     diagnostics = _diagnostics(request)
     registry = services(request).registry

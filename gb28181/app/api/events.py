@@ -9,6 +9,7 @@ import json
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, iso, route_doc, services
 from gbgw.gb28181.observe.event_types import EventType
 from gbgw.gb28181.observe.events import EventBus, GatewayEvent
@@ -24,7 +25,7 @@ went away is noticed only when a write fails."""
 
 
 @routes.get("/api/alarms")
-@route_doc("Stored alarms, newest first (?device_id=, ?limit= up to 1000)")
+@route_doc("Stored alarms, newest first (?device_id=, ?limit= up to 1000)", answer=list[schemas.AlarmAnswer])
 async def list_alarms(request: web.Request) -> web.Response:
     try:
         limit = min(int(request.query.get("limit", "100")), MAX_LIMIT)
@@ -55,7 +56,8 @@ async def list_alarms(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/devices/{device_id}/positions")
-@route_doc("A device's stored mobile positions, newest first (?limit= 1 to 1000)")
+@route_doc("A device's stored mobile positions, newest first (?limit= 1 to 1000)",
+           answer=list[schemas.PositionAnswer])
 async def list_positions(request: web.Request) -> web.Response:
     found = device_or_404(request)
     try:
@@ -89,7 +91,8 @@ def _sse(event: GatewayEvent) -> bytes:
 
 @routes.get("/api/events")
 @route_doc("Live events as Server-Sent Events (text/event-stream): device.online/offline, registration.failed, "
-           "alarm, catalog.changed, session.started/ended (?types= a comma-separated subset)")
+           "alarm, catalog.changed, session.started/ended (?types= a comma-separated subset)",
+           answer=schemas.EVENT_STREAM)
 async def live_events(request: web.Request) -> web.StreamResponse:
     bus = request.app.get(EVENT_BUS)
     if bus is None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import Role, dumps, route_doc, services
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/health")
-@route_doc("Whether the gateway is up, with its device counts (for supervisors; no token)", public=True)
+@route_doc("Whether the gateway is up, with its device counts (for supervisors; no token)", public=True,
+           answer=schemas.HealthAnswer)
 async def health(request: web.Request) -> web.Response:
     # 200 even when degraded: a full audit disk must not take the gateway out of a load balancer; the
     # body says what is wrong, for a supervisor or an alert to act on.
@@ -21,6 +23,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-@route_doc("Prometheus metrics (a viewer token, or no token on metrics.listen)", role=Role.VIEWER)
+@route_doc("Prometheus metrics (a viewer token, or no token on metrics.listen)", role=Role.VIEWER,
+           answer=schemas.TEXT)
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=services(request).metrics.render(), content_type="text/plain", charset="utf-8")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import RouteDoc, doc_of, dumps, route_doc
 
 routes = web.RouteTableDef()
@@ -54,7 +56,7 @@ def _operation(method: str, path: str, name: str, doc: RouteDoc, schemas: dict[t
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": schemas[doc.body]}}}
     ok: dict[str, Any] = {"description": "done"}
     if doc.answer is not None:
-        ok["content"] = {"application/json": {"schema": schemas[doc.answer]}}
+        ok["content"] = {media: {"schema": schemas[kind]} for media, kind in _answers(doc)}
     responses: dict[str, Any] = {"200": ok}
     if doc.body is not None or params:
         responses["400"] = _error("the body or a path value is not what the route takes")
@@ -71,6 +73,28 @@ def _operation(method: str, path: str, name: str, doc: RouteDoc, schemas: dict[t
     return op
 
 
+def _answers(doc: RouteDoc) -> list[tuple[str, Any]]:
+    """(media type, msgspec type) of each form the route's answer takes."""
+    if doc.answer is None:
+        return []
+    if isinstance(doc.answer, Mapping):
+        return list(doc.answer.items())
+    return [("application/json", doc.answer)]
+
+
+def _either(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One operation for two routes the same path template names (``/api/sessions/{session_id}``: a
+    pattern picks playback and download IDs out before the live sessions' route): either answer."""
+    merged = {**first, "summary": f"{first['summary']}; or {second['summary']}"}
+    ok = first["responses"]["200"].get("content", {})
+    other = second["responses"]["200"].get("content", {})
+    content = {media: {"schema": {"anyOf": [ok[media]["schema"], other[media]["schema"]]}}
+               if media in ok and media in other else ok.get(media, other.get(media))
+               for media in {**ok, **other}}
+    merged["responses"] = {**first["responses"], "200": {**first["responses"]["200"], "content": content}}
+    return merged
+
+
 def document(router: web.UrlDispatcher) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route in ``router`` (the HEAD twins of GET routes left out)."""
     declared: list[tuple[str, str, str, RouteDoc]] = []
@@ -82,12 +106,15 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
         # Two resources may both name a handler ``play``: the module keeps operation IDs unique.
         name = f"{route.handler.__module__.rsplit('.', 1)[-1]}.{route.handler.__name__}"
         declared.append((route.method.lower(), path, name, doc))
-    kinds = sorted({k for *_, doc in declared for k in (doc.body, doc.answer) if k is not None}, key=repr)
+    kinds = sorted({k for *_, doc in declared for k in (doc.body, *(kind for _, kind in _answers(doc)))
+                    if k is not None}, key=repr)
     found, components = msgspec.json.schema_components(kinds, ref_template=_SCHEMAS)
     schemas = dict(zip(kinds, found, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for method, path, name, doc in declared:
-        paths.setdefault(path, {})[method] = _operation(method, path, name, doc, schemas)
+        operations = paths.setdefault(path, {})
+        op = _operation(method, path, name, doc, schemas)
+        operations[method] = _either(operations[method], op) if method in operations else op
     return {
         "openapi": "3.1.0",
         "info": {
@@ -106,13 +133,15 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
 
 
 @routes.get("/api/openapi.json")
-@route_doc("This document: every route, its role and its body schema", public=True)
+@route_doc("This document: every route, its role and its body schema", public=True,
+           answer=schemas.OpenApiDocument)
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(request.app[DOCUMENT], dumps=dumps)
 
 
 @routes.get("/api/docs")
-@route_doc("The routes as a readable page (no scripts, nothing fetched from elsewhere)", public=True)
+@route_doc("The routes as a readable page (no scripts, nothing fetched from elsewhere)", public=True,
+           answer=schemas.HTML)
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=page(request.app[DOCUMENT]), content_type="text/html", charset="utf-8")
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import (
     ApiError,
     device_or_404,
@@ -135,7 +136,8 @@ def history_json(session: HistorySession) -> dict[str, Any]:
 
 
 @routes.get("/api/devices/{device_id}/channels/{channel_id}/records")
-@route_doc("Search a channel's recordings (RecordInfo): ?start=&end= (ISO 8601 with offset)&type=all|time|alarm|manual")
+@route_doc("Search a channel's recordings (RecordInfo): ?start=&end= (ISO 8601 with offset)&type=all|time|alarm|manual",
+           answer=schemas.RecordSearchAnswer)
 async def search_records(request: web.Request) -> web.Response:
     device = device_or_404(request)
     query = request.query
@@ -168,19 +170,22 @@ async def _start(request: web.Request, kind: RecordingKind, body: PlaybackReques
 
 
 @routes.post("/api/devices/{device_id}/channels/{channel_id}/playback")
-@route_doc("Play back a recorded range to host:port (a session of its own, never shared)", body=PlaybackRequest)
+@route_doc("Play back a recorded range to host:port (a session of its own, never shared)", body=PlaybackRequest,
+           answer=schemas.HistorySessionAnswer)
 async def playback(request: web.Request) -> web.Response:
     return await _start(request, RecordingKind.PLAYBACK, await read_body(request, PlaybackRequest))
 
 
 @routes.post("/api/devices/{device_id}/channels/{channel_id}/download")
-@route_doc("Download a recorded range to host:port at speed x real time", body=DownloadRequest)
+@route_doc("Download a recorded range to host:port at speed x real time", body=DownloadRequest,
+           answer=schemas.HistorySessionAnswer)
 async def download(request: web.Request) -> web.Response:
     return await _start(request, RecordingKind.DOWNLOAD, await read_body(request, DownloadRequest))
 
 
 @routes.get(f"/api/sessions/{_HISTORY_ID}")
-@route_doc("A playback or download session: position, scale, paused, progress; after its end the reason")
+@route_doc("A playback or download session: position, scale, paused, progress; after its end the reason",
+           answer=schemas.HistorySessionAnswer)
 async def get_history_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     session = _history(request).get(session_id)
@@ -190,7 +195,7 @@ async def get_history_session(request: web.Request) -> web.Response:
 
 
 @routes.delete(f"/api/sessions/{_HISTORY_ID}")
-@route_doc("Stop a playback or download (BYE to the device)")
+@route_doc("Stop a playback or download (BYE to the device)", answer=schemas.Stopped)
 async def delete_history_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     if not _history(request).stop(session_id):
@@ -200,7 +205,7 @@ async def delete_history_session(request: web.Request) -> web.Response:
 
 @routes.post("/api/sessions/{session_id}/control")
 @route_doc("Pause, resume, seek (position in seconds from the start) or change the scale of a playback",
-           body=ControlRequest)
+           body=ControlRequest, answer=schemas.HistorySessionAnswer)
 async def control(request: web.Request) -> web.Response:
     history = _history(request)
     session_id = request.match_info["session_id"]

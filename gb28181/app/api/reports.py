@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, dumps, iso, route_doc, services
 from gbgw.gb28181.ids import industry_name
 from gbgw.gb28181.observe.availability import (
@@ -81,7 +82,7 @@ def reasons(device: DeviceAvailability) -> str:
 
 @routes.get("/api/reports/availability")
 @route_doc("Online time fraction per group and device over a period, with offline episodes (CSV on "
-           "Accept: text/csv)")
+           "Accept: text/csv)", answer=schemas.AVAILABILITY)
 async def availability_report(request: web.Request) -> web.StreamResponse:
     api = services(request)
     if api.availability is None:

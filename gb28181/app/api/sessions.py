@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, dumps, route_doc, services
 from gbgw.gb28181.media.live import Session
 
@@ -47,13 +48,14 @@ def session_json(session: Session) -> dict[str, Any]:
 
 
 @routes.get("/api/sessions")
-@route_doc("Every receiver of a live stream, API viewers and uppers alike")
+@route_doc("Every receiver of a live stream, API viewers and uppers alike",
+           answer=list[schemas.SessionAnswer])
 async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response([session_json(s) for s in list(services(request).live.sessions.values())], dumps=dumps)
 
 
 @routes.get("/api/sessions/{session_id}")
-@route_doc("One session, with its device leg's counters")
+@route_doc("One session, with its device leg's counters", answer=schemas.SessionAnswer)
 async def get_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     session = services(request).live.sessions.get(session_id)
@@ -63,7 +65,7 @@ async def get_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sessions/{session_id}")
-@route_doc("Stop a session (the device leg ends when its last receiver has gone)")
+@route_doc("Stop a session (the device leg ends when its last receiver has gone)", answer=schemas.Stopped)
 async def delete_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     if not services(request).live.stop(session_id):

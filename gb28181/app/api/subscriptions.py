@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.addressing import control_services
 from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, iso, read_body, route_doc
 from gbgw.gb28181.devices.device_subscriptions import EventKind, EventSubscription
@@ -36,7 +37,8 @@ def _kind(request: web.Request) -> EventKind:
 
 
 @routes.get("/api/devices/{device_id}/subscriptions")
-@route_doc("The device's catalog, alarm and position subscriptions and their state")
+@route_doc("The device's catalog, alarm and position subscriptions and their state",
+           answer=schemas.SubscriptionsAnswer)
 async def list_subscriptions(request: web.Request) -> web.Response:
     device = device_or_404(request)
     control = control_services(request)
@@ -55,7 +57,8 @@ class SubscribeBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @routes.post("/api/devices/{device_id}/subscriptions/{kind}")
-@route_doc("Subscribe to the device's alarms or positions now (again, if subscribed)", body=SubscribeBody)
+@route_doc("Subscribe to the device's alarms or positions now (again, if subscribed)", body=SubscribeBody,
+           answer=schemas.SubscriptionAnswer)
 async def subscribe(request: web.Request) -> web.Response:
     device = device_or_404(request)
     kind = _kind(request)
@@ -65,7 +68,8 @@ async def subscribe(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/devices/{device_id}/subscriptions/{kind}")
-@route_doc("End the device's alarm or position subscription (SUBSCRIBE Expires: 0)")
+@route_doc("End the device's alarm or position subscription (SUBSCRIBE Expires: 0)",
+           answer=schemas.SubscriptionAnswer)
 async def unsubscribe(request: web.Request) -> web.Response:
     device = device_or_404(request)
     kind = _kind(request)

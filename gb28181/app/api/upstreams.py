@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gbgw.gb28181.app.api import schemas
 from gbgw.gb28181.app.api.common import ApiError, ApiServices, dumps, route_doc, services
 from gbgw.gb28181.cascade.catalog import shared_count
 from gbgw.gb28181.cascade.link import UpstreamLink
@@ -52,20 +53,21 @@ def _link_or_404(request: web.Request) -> UpstreamLink:
 
 
 @routes.get("/api/upstreams")
-@route_doc("Every upper platform's link: registration, keepalives, what it is shared")
+@route_doc("Every upper platform's link: registration, keepalives, what it is shared",
+           answer=list[schemas.UpstreamAnswer])
 async def list_upstreams(request: web.Request) -> web.Response:
     api = services(request)
     return web.json_response([upstream_json(api, link) for link in api.cascade.links.values()], dumps=dumps)
 
 
 @routes.get("/api/upstreams/{name}")
-@route_doc("One upper platform's link")
+@route_doc("One upper platform's link", answer=schemas.UpstreamAnswer)
 async def get_upstream(request: web.Request) -> web.Response:
     return web.json_response(upstream_json(services(request), _link_or_404(request)), dumps=dumps)
 
 
 @routes.get("/api/upstreams/{name}/sessions")
-@route_doc("The streams one upper platform pulls")
+@route_doc("The streams one upper platform pulls", answer=list[schemas.UpperSessionAnswer])
 async def upstream_sessions(request: web.Request) -> web.Response:
     link = _link_or_404(request)
     return web.json_response(services(request).cascade.streams[link.name].describe(), dumps=dumps)
