@@ -355,6 +355,9 @@ class DeviceRegistry:
     def add_channel_listener(self, listener: ChannelListener) -> None:
         self._channel_listeners.append(listener)
 
+    def remove_channel_listener(self, listener: ChannelListener) -> None:
+        self._channel_listeners.remove(listener)
+
     def _channel_changed(self, device_id: str, event: str, channel: Channel) -> None:
         for listener in self._channel_listeners:
             try:
@@ -483,14 +486,15 @@ class DeviceRegistry:
             self._schedule(device)
         return device
 
-    def touch(self, device_id: str, now: float) -> bool:
-        """Record a keepalive; False if the device must register (unknown or expired).
+    def touch(self, device_id: str, now: float, host: str | None = None) -> bool:
+        """Record a keepalive; False if the device must register (unknown or expired), or when ``host``
+        is given and is not the address the device registered from.
 
         The hot path: one dict lookup and a few attribute writes, the heap is not touched
         (2.4 to 5 million per second on one core, see tests/bench/bench_registry.py).
         """
         device = self._devices.get(device_id)
-        if device is None or now >= device.expires_at:
+        if device is None or now >= device.expires_at or (host is not None and host != device.host):
             return False
         previous = device.last_keepalive
         device.last_keepalive = now

@@ -38,6 +38,9 @@ class EncodedFrame:
     stream_type: int | None
     """From the stream map; None until one has been seen (joined between keyframes)."""
     complete: bool = True
+    pts: int | None = None
+    """The PES's own 90 kHz PTS (33 bits), when it had one: audio packed into a video frame's RTP
+    timestamp still carries its own time here."""
 
     @property
     def video(self) -> bool:
@@ -175,5 +178,6 @@ class PsFrameAssembler:
                     unit.stream_id,
                     unit.stream_type,
                     unit.complete and not damaged,
+                    unit.pts,
                 )
             )

@@ -3,19 +3,26 @@
 It is the request path every message takes, whatever the transport: parse, validate (a readable but
 invalid request gets a 4xx whose reason names the problem), stamp ``received``/``rport`` on the top Via,
 match transactions, answer OPTIONS. What is left for the transaction user (TU) is a
-:class:`~sip.transaction.ServerTransaction` to answer, and client-side events.
+:class:`~sip.transaction.ServerTransaction` to answer, and client-side events. Before all that, a TU's
+stateless handler may answer a message from its bytes alone (:mod:`sip.stateless`): no parse, no
+transaction, for requests whose answer is idempotent.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import structlog
 
 from gbgw.sip.errors import SipError, SipParseError
 from gbgw.sip.headers import split_commas
 from gbgw.sip.message import Request, Response, make_response, new_tag, parse_message
 from gbgw.sip.transaction import ServerTransaction, Timers, TransactionLayer
+
+log = structlog.get_logger("sip.endpoint")
 
 
 class Peer(NamedTuple):
@@ -57,12 +64,20 @@ class EndpointConfig:
     """Seconds a peer refused for overload is told to wait (Retry-After of that 503)."""
 
 
+StatelessHandler = Callable[[bytes, Peer, float], bytes | None]
+"""(raw message, source, now) -> the whole answer to send back, or None to give the message to the full
+path. Sees every message before it is parsed, so it must reject what it does not serve in a few
+instructions, and must answer only requests whose answer is idempotent (see :mod:`sip.stateless`)."""
+
+
 @dataclass(slots=True)
 class EndpointCounters:
     received: int = 0
     unparseable: int = 0
     rejected: int = 0
     options: int = 0
+    stateless: int = 0
+    """Requests the stateless handler answered: no parse, no transaction."""
 
 
 class SipEndpoint:
@@ -77,9 +92,41 @@ class SipEndpoint:
         )
         self.counters = EndpointCounters()
         self.last_error: str | None = None
+        self.stateless: StatelessHandler | None = None
+        """The TU's stateless answers, tried on each message before anything else."""
 
     def receive(self, data: bytes, source: Peer, now: float) -> ServerTransaction | None:
-        """Feed one datagram or stream frame. Returns a new transaction for the TU to answer, if any."""
+        """Feed one datagram or stream frame. Returns a new transaction for the TU to answer, if any.
+
+        A message the stateless handler answers leaves only its answer in the output: no request object,
+        no transaction, nothing to expire (its retransmission is answered again the same way).
+        """
+        answer = self.answer_stateless(data, source, now)
+        if answer is not None:
+            self.transactions.send_stateless(answer, source)
+            return None
+        return self.receive_full(data, source, now)
+
+    def answer_stateless(self, data: bytes, source: Peer, now: float) -> bytes | None:
+        """The stateless handler's answer to a message (counted as received), or None: then the caller
+        must give it to :meth:`receive_full`. For an adapter that sends that answer at once itself."""
+        stateless = self.stateless
+        if stateless is None:
+            return None
+        try:
+            answer = stateless(data, source, now)
+        except Exception:
+            # A broken fast path must cost its speed, never the request: the full path answers it.
+            log.exception("stateless handler failed")
+            return None
+        if answer is not None:
+            counters = self.counters
+            counters.received += 1
+            counters.stateless += 1
+        return answer
+
+    def receive_full(self, data: bytes, source: Peer, now: float) -> ServerTransaction | None:
+        """:meth:`receive` without the stateless handler: parse, validate, match a transaction."""
         self.counters.received += 1
         try:
             msg = parse_message(data, max_size=self.config.max_message_size)

@@ -13,7 +13,9 @@ something (the TU's answer, a retransmission deadline, an ACK) are objects.
 Two more bounds keep a flood from growing the tables. A TU may answer a non-INVITE request *statelessly*
 (RFC 3261 §8.2.7, §16.11): nothing is kept, and a retransmission reaches the TU again, which suits a 401
 challenge whose nonce is an HMAC and needs no memory either. And ``max_transactions`` caps the server
-tables: over it, a new request is answered 503 with Retry-After and no state at all. An expiry entry is
+tables: over it, a new request is answered 503 with Retry-After and no state at all. (Cheaper still, the
+endpoint's stateless handler answers the bulk of idempotent requests, keepalives, before they are parsed,
+so they never reach this layer: see :mod:`sip.stateless`.) An expiry entry is
 only queued for a request the TU did not answer before the adapter took the output, so a
 request answered at once (statelessly, or over TCP) leaves nothing behind.
 """

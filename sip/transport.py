@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import structlog
 
-from gbgw.sip.endpoint import Peer, SipEndpoint
+from gbgw.sip.endpoint import Peer, SipEndpoint, StatelessHandler
 from gbgw.sip.errors import SipError, SipParseError
 from gbgw.sip.message import Request, Response, StreamFramer, make_response, new_branch
 from gbgw.sip.transaction import (
@@ -339,6 +339,11 @@ class SipTransport:
         make us keep for 64*T1 each. An INVITE is still answered statefully."""
         return self.reply(txn, status, reason, headers=headers, body=body, stateless=True)
 
+    def answer_statelessly(self, handler: StatelessHandler | None) -> None:
+        """Let ``handler`` answer messages from their bytes before any parse or transaction (one at a
+        time: a later call replaces it). See :mod:`sip.stateless` for what it may answer and why."""
+        self.endpoint.stateless = handler
+
     def via(self, transport: str = "UDP") -> str:
         """A Via value for a request we originate from this address (the TLS one for ``TLS``)."""
         if transport == "TLS" and self.tls_port:
@@ -396,7 +401,20 @@ class SipTransport:
             return
         if self.tap is not None:
             self._tap(True, data, source)
-        txn = endpoint.receive(data, source, self._loop.time())
+        now = self._loop.time()
+        if endpoint.stateless is not None:
+            answer = endpoint.answer_stateless(data, source, now)
+            if answer is not None:
+                # Nothing changed in the transaction layer: sent here, without a _flush (~3 us a keepalive).
+                if self.tap is not None:
+                    self._tap(False, answer, source)
+                if source.transport == "UDP":
+                    if self._udp is not None:
+                        self._udp.sendto(answer, (source.host, source.port))
+                else:
+                    self._send_stream(answer, source)
+                return
+        txn = endpoint.receive_full(data, source, now)
         if txn is not None:
             self._receiving = True
             try:

@@ -37,6 +37,10 @@ answers. A new subscription is told at once which shared channels are off (P.3 c
 takes everything as online. Without a subscription nothing is queued or sent: the next Catalog query
 tells the truth. Changes of organisation nodes themselves are not notified; the organisations an added
 channel hangs under are sent with it (as ADD) unless the upper has already been given them.
+
+A reload that changes the share rules or mappings (:meth:`CatalogShare.policy_changed`) is notified the
+same way: DEL for a channel no longer shared (under the ID the upper knew), ADD for a newly shared one,
+DEL and ADD for one whose upper ID changed, UPDATE for one renamed.
 """
 
 from __future__ import annotations
@@ -392,6 +396,15 @@ class _Change:
     event: str
 
 
+@dataclass(slots=True, frozen=True)
+class SharedView:
+    """How the upper sees one shared channel: its device and the upper's ID and name for it."""
+
+    device_id: str
+    upper_id: str
+    name: str
+
+
 class CatalogShare:
     """The catalog feature of one upstream link: answers Catalog queries, serves the Catalog
     subscription. ``notify_window`` is how long changes are gathered before a NOTIFY."""
@@ -417,6 +430,8 @@ class CatalogShare:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announced: set[str] = set()
         """Local IDs of organisation items the upper has been given (in an answer or a NOTIFY)."""
+        self._retired: dict[str, None] = {}
+        """Upper IDs to send DEL for that no local channel maps to any more (a reload changed the policy)."""
         self._closed = False
         link.handle_command("Query", "Catalog", self._on_query)
         link.handle_subscribe("Catalog", self._on_subscribed)
@@ -432,7 +447,9 @@ class CatalogShare:
             return
         self._closed = True
         self.registry.remove_status_listener(self._on_device)
+        self.registry.remove_channel_listener(self._on_channel)
         self._changes.clear()
+        self._retired.clear()
         for task in list(self._tasks):
             task.cancel()
 
@@ -516,6 +533,38 @@ class CatalogShare:
     def _subscribed(self) -> bool:
         return not self._closed and "Catalog" in self.link.subscriptions
 
+    # -- the policy changing under a subscription (reload) -------------------------------------------
+
+    def view(self) -> dict[str, SharedView]:
+        """What the subscribed upper sees now, by local channel ID (empty without a subscription: nothing
+        would be notified). Taken before a reload changes the policy, given to :meth:`policy_changed`."""
+        if not self._subscribed():
+            return {}
+        policy = self.link.policy
+        return {channel.id: SharedView(device.id, policy.to_upper(channel.id), policy.name_for(channel.id,
+                                                                                                channel.name))
+                for channel, device in self.catalog.exported()}
+
+    def policy_changed(self, before: dict[str, SharedView]) -> None:
+        """Notify the subscribed upper of what the new policy shares differently from ``before``."""
+        if not self._subscribed():
+            return
+        after = self.view()
+        for local, seen in before.items():
+            now = after.get(local)
+            if now is None or now.upper_id != seen.upper_id:
+                self._changes.pop(local, None)
+                self._retired[seen.upper_id] = None
+        for local, now in after.items():
+            seen = before.get(local)
+            if seen is None or seen.upper_id != now.upper_id:
+                self._retired.pop(now.upper_id, None)
+                self._record(local, now.device_id, "ADD")
+            elif seen.name != now.name:
+                self._record(local, now.device_id, "UPDATE")
+        if self._retired:
+            self._schedule()
+
     def _on_channel(self, device_id: str, event: str, channel: Channel) -> None:
         if not self._subscribed():
             return
@@ -557,9 +606,10 @@ class CatalogShare:
     async def _flush_later(self) -> None:
         try:
             await asyncio.sleep(self.notify_window)
-            while self._changes and not self._closed:
+            while (self._changes or self._retired) and not self._closed:
                 changes, self._changes = self._changes, {}
-                await self._notify(changes)
+                retired, self._retired = list(self._retired), {}
+                await self._notify(changes, retired)
         finally:
             self._flusher = None
 
@@ -591,12 +641,12 @@ class CatalogShare:
         items.append(catalog.channel_item(channel, device, event))
         return items
 
-    async def _notify(self, changes: dict[str, _Change]) -> None:
+    async def _notify(self, changes: dict[str, _Change], retired: Iterable[str] = ()) -> None:
         link = self.link
         sub = link.subscription("Catalog")
         if sub is None:
             return
-        items: list[CatalogItem] = []
+        items = [CatalogItem(upper_id, event="DEL") for upper_id in retired]
         for channel_id, change in changes.items():
             items.extend(self._change_items(channel_id, change))
         if not items:

@@ -521,18 +521,29 @@ class UpstreamRecordings:
     def describe(self) -> list[dict[str, Any]]:
         return [record.describe() for record in self.sessions.values()]
 
-    def close(self) -> None:
-        """Gateway stopping: BYE every answered session, 503 every pending one, release the device legs."""
-        transport = self.link.transport
+    def close(self, reason: str = "gateway stopping") -> None:
+        """Gateway stopping (or this upstream removed): BYE every answered session, 503 every pending one,
+        release the device legs."""
         for record in list(self.sessions.values()):
-            if record.state is UpperState.INVITING:
-                record.state = UpperState.CANCELLED
-                record.ended = "gateway stopping"
-                self._forget(record)
-                if transport is not None:
-                    with contextlib.suppress(SipError):
-                        transport.reply(record.txn, 503, "Gateway stopping")
-                if record.task is not None:
-                    record.task.cancel()
-                continue
-            self._end(record, "gateway stopping", "gateway")
+            self._finish(record, reason, 503, "Gateway stopping")
+
+    def end_unshared(self) -> None:
+        """A reload stopped sharing channels: their recordings end (a BYE, or a 404 before the answer)."""
+        shared = self.link.policy.shared
+        for record in list(self.sessions.values()):
+            if not shared(record.channel):
+                self._finish(record, "channel no longer shared", 404, "Not Found")
+
+    def _finish(self, record: UpperRecording, reason: str, status: int, phrase: str) -> None:
+        if record.state is UpperState.INVITING:
+            record.state = UpperState.CANCELLED
+            record.ended = reason
+            self._forget(record)
+            transport = self.link.transport
+            if transport is not None:
+                with contextlib.suppress(SipError):
+                    transport.reply(record.txn, status, phrase)
+            if record.task is not None:
+                record.task.cancel()
+            return
+        self._end(record, reason, "gateway")

@@ -14,12 +14,14 @@ has no H.265 packetiser): with ``console.transcode_h265`` the feed runs it throu
 (PyAV hevc + libx264, one thread per stream); without, the offer is refused with
 `WhepFailure.H265_UNSUPPORTED`, or a viewer that already joined is ended with
 `ViewerEnd.CODEC_UNSUPPORTED`. A playback viewer (``?start=&end=``) watches its own playback session's
-ingest, stamped by arrival (`EncodedVideoTrack`). Audio (G.711) is not sent yet: the assembler already
-returns its access units, but no simulated device streams audio to prove a track end to end.
+ingest, stamped by arrival (`EncodedVideoTrack`). G.711 audio passes through too: a live viewer whose
+offer receives PCMA/PCMU gets an `EncodedAudioTrack` of the camera's G.711 frames, encoded as they came
+(aiortc's G.711 encoder packs them, as the H.264 one does video), the other law by a byte table when
+the browser did not offer the camera's (`g711`); a stream without G.711 answers audio inactive.
 
 Modules, one job each: `errors` (`WhepFailure` and its HTTP status), `offer` (sans-IO offer
 checks), `ice` (host candidates on ``console.address`` only), `track` (the passthrough track),
-`feed` (one stream's frames and frame-level GOP cache), `transcode` (H.265 to H.264), `sessions` (`WhepViewers`, `WhepSession`).
+`feed` (one stream's frames and frame-level GOP cache), `g711` (law tables), `transcode` (H.265 to H.264), `sessions` (`WhepViewers`, `WhepSession`).
 Needs the ``console`` extra (aiortc, PyAV).
 """
 
@@ -37,9 +39,10 @@ from gbgw.gb28181.webrtc.sessions import (
     WhepSession,
     WhepViewers,
 )
-from gbgw.gb28181.webrtc.track import EncodedVideoTrack
+from gbgw.gb28181.webrtc.track import EncodedAudioTrack, EncodedVideoTrack
 
 __all__ = [
+    "EncodedAudioTrack",
     "EncodedVideoTrack",
     "FrameFeed",
     "OfferSummary",

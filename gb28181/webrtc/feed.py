@@ -6,6 +6,10 @@ since the last keyframe (a frame-level GOP cache, references to bytes already bu
 joining a running stream starts on a keyframe at once; the first viewer gets the relay's own GOP
 cache, replayed when the output is added. With ``transcode_h265`` an H.265 stream goes through one
 `H265Transcoder` per feed and its H.264 output is what the tracks and the GOP cache get.
+
+G.711 audio goes to the viewers' audio tracks as it comes, uncached (audio needs no keyframe). Whether a
+stream carries it is known from its stream map, so `stream_map` is set once the first one was read: an
+offer with audio waits for it (bounded) before it answers.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 
 import structlog
 
-from gbgw.gb28181.webrtc.track import EncodedVideoTrack
+from gbgw.gb28181.webrtc.track import EncodedAudioTrack, EncodedVideoTrack
 from gbgw.gb28181.webrtc.transcode import H265Transcoder
 from gbgw.rtp.elementary import StreamType
 from gbgw.rtp.psframes import EncodedFrame, PsFrameAssembler
@@ -25,6 +29,7 @@ log = structlog.get_logger("webrtc")
 
 FeedEndCallback = Callable[["FrameFeed", StopReason], None]
 CodecCallback = Callable[["FrameFeed", int], None]
+G711_TYPES = frozenset({StreamType.G711A, StreamType.G711U})
 
 
 class FrameFeed:
@@ -49,6 +54,9 @@ class FrameFeed:
         self._on_unsupported = on_unsupported
         self.assembler = PsFrameAssembler()
         self.tracks: list[EncodedVideoTrack] = []
+        self.audio_tracks: list[EncodedAudioTrack] = []
+        self.stream_map = asyncio.Event()
+        """Set once a stream map was read: `video_type` and `audio_type` are known from then on."""
         self._gop: list[EncodedFrame] = []
         self._gop_bytes = 0
         self._caching = False
@@ -62,6 +70,23 @@ class FrameFeed:
     def video_type(self) -> int | None:
         return self.assembler.video_type
 
+    @property
+    def audio_type(self) -> StreamType | None:
+        """G.711A or G.711U when the stream map names one for an audio stream (0xC0-0xDF)."""
+        for stream_id, stream_type in self.assembler.stream_types.items():
+            if 0xC0 <= stream_id <= 0xDF and stream_type in G711_TYPES:
+                return StreamType(stream_type)
+        return None
+
+    async def wait_stream_map(self, timeout: float) -> bool:
+        """False if no stream map came within ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.stream_map.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def attach(self, track: EncodedVideoTrack) -> None:
         """Start ``track`` on the cached GOP, then live."""
         for frame in self._gop:
@@ -72,9 +97,17 @@ class FrameFeed:
         if track in self.tracks:
             self.tracks.remove(track)
 
+    def attach_audio(self, track: EncodedAudioTrack) -> None:
+        self.audio_tracks.append(track)
+
+    def detach_audio(self, track: EncodedAudioTrack) -> None:
+        if track in self.audio_tracks:
+            self.audio_tracks.remove(track)
+
     def close(self) -> None:
         """Leave the ingest (its idle timer starts if we were its last output)."""
         self.tracks.clear()
+        self.audio_tracks.clear()
         self._gop.clear()
         if self.transcoder is not None:
             self.transcoder.close()
@@ -86,6 +119,11 @@ class FrameFeed:
         for frame in self.assembler.push(packet):
             if frame.video:
                 self._on_frame(frame)
+            elif frame.stream_type in G711_TYPES:
+                for audio in self.audio_tracks:
+                    audio.push(frame)
+        if not self.stream_map.is_set() and self.assembler.stream_types:
+            self.stream_map.set()
 
     def _on_frame(self, frame: EncodedFrame) -> None:
         if frame.stream_type == StreamType.H265:

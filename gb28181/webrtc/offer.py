@@ -6,6 +6,9 @@ Constrained Baseline (42e01f and its 4d/58 spellings, RFC 6184 8.1; Extended 58 
 browsers configure their H.264 decoder from the SPS in the stream, not from the SDP, so a High
 stream under a Baseline answer decodes (the profile in the SDP only bounds what the sender
 promises; the real-browser test of the console proves it for Chromium).
+
+Audio is optional: the first audio section that receives lists which G.711 laws it takes (PCMA, PCMU, by
+rtpmap or by the static payload types 8 and 0 of RFC 3551); an offer without one still gets video.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class OfferSummary:
     """Those whose profile the gateway may answer with."""
     media: list[str] = field(default_factory=list)
     """Media kinds in order of their m-lines."""
+    g711: list[str] = field(default_factory=list)
+    """"PCMA"/"PCMU" as the first receiving audio section offers them, in its order; empty without one."""
 
 
 def baseline_compatible(profile_level_id: str) -> bool:
@@ -52,13 +57,17 @@ def check_offer(sdp: str) -> OfferSummary:
     if not any(line.startswith("m=") for line in lines):
         raise WhepError(WhepFailure.MALFORMED_OFFER, "no m= line")
     summary = OfferSummary(None)
+    video_seen = False
     session_ice = any(line.startswith("a=ice-ufrag:") for line in lines[: _first_media(lines)])
     session_fingerprint = any(line.startswith("a=fingerprint:") for line in lines[: _first_media(lines)])
     for block in _media_blocks(lines):
         kind, formats, port = _media_line(block[0])
         summary.media.append(kind)
-        if kind != "video" or port == 0:
+        if kind == "audio" and port != 0 and not summary.g711:
+            summary.g711 = _g711_offered(block, formats)
+        if kind != "video" or port == 0 or video_seen:
             continue
+        video_seen = True
         if not session_ice and not any(line.startswith("a=ice-ufrag:") for line in block):
             raise WhepError(WhepFailure.MALFORMED_OFFER, "the video m= section has no a=ice-ufrag")
         if not session_fingerprint and not any(line.startswith("a=fingerprint:") for line in block):
@@ -77,13 +86,32 @@ def check_offer(sdp: str) -> OfferSummary:
             summary.h264.append((payload_type, profile))
             if baseline_compatible(profile):
                 summary.sendable.append((payload_type, profile))
-        break
-    else:
+    if not video_seen:
         raise WhepError(WhepFailure.MALFORMED_OFFER, "no active video m= section")
     if not summary.sendable:
         offered = ", ".join(profile for _, profile in summary.h264) or "none"
         raise WhepError(WhepFailure.NO_H264, f"H.264 profiles offered: {offered}")
     return summary
+
+
+_G711_STATIC = {8: "PCMA", 0: "PCMU"}
+
+
+def _g711_offered(block: list[str], formats: list[int]) -> list[str]:
+    if any(line in ("a=sendonly", "a=inactive") for line in block):
+        return []
+    rtpmap, _ = _formats(block)
+    laws: list[str] = []
+    for payload_type in formats:
+        mapped = rtpmap.get(payload_type)
+        if mapped is None:
+            name = _G711_STATIC.get(payload_type)
+        else:
+            parts = mapped.upper().split("/")
+            name = parts[0] if parts[1:2] == ["8000"] else None
+        if name in ("PCMA", "PCMU") and name not in laws:
+            laws.append(name)
+    return laws
 
 
 def _first_media(lines: list[str]) -> int:

@@ -5,6 +5,12 @@
 so the answer carries all candidates and no trickle (RFC 9725 PATCH) is needed. Candidates are host
 candidates on the configured addresses only; STUN/TURN only when configured (NAT). A session ends on
 `close` (the HTTP DELETE), when its peer connection fails or never connects, or with its stream.
+
+Audio: a live viewer whose offer receives PCMA or PCMU gets an `EncodedAudioTrack` when the stream map
+names G.711 (the offer waits up to ``audio_probe`` for the first map of a stream just started). The
+camera's law is answered when offered; otherwise the other law, each byte translated (`g711`). Without
+G.711 in the stream (or in a playback, whose scale and seeks audio cannot follow) the answer leaves the
+audio section inactive.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from aiortc import (
 
 from gbgw.gb28181.webrtc.errors import WhepError, WhepFailure
 from gbgw.gb28181.webrtc.feed import FrameFeed
+from gbgw.gb28181.webrtc.g711 import ALAW_TO_ULAW, ULAW_TO_ALAW
 from gbgw.gb28181.webrtc.ice import host_addresses
 from gbgw.gb28181.webrtc.offer import check_offer
-from gbgw.gb28181.webrtc.track import EncodedVideoTrack
+from gbgw.gb28181.webrtc.track import EncodedAudioTrack, EncodedVideoTrack
 from gbgw.rtp.elementary import StreamType
 from gbgw.rtp.relay import Ingest, StopReason
 
@@ -55,6 +62,9 @@ class WebrtcConfig:
     transcode_h265: bool = False
     """``console.transcode_h265``: H.265 streams become H.264 (PyAV, a fraction of a core each,
     `gbgw.gb28181.webrtc.transcode`); off, their viewers are refused with the reason."""
+    audio_probe: float = 2.0
+    """Seconds an offer with audio waits for a just-started stream's first stream map, which says
+    whether the stream carries G.711; a stream already flowing answers at once."""
 
 
 class ViewerState(StrEnum):
@@ -96,6 +106,9 @@ class ViewerStats:
     ended: str | None
     playback: str | None
     """The playback session (``/api/sessions/{id}``) this viewer watches; None for live."""
+    audio: str | None = None
+    """"PCMA" or "PCMU" as sent to the viewer; None without audio."""
+    audio_packets_sent: int = 0
 
 
 ViewerEnded = Callable[["WhepSession"], None]
@@ -104,8 +117,8 @@ ViewerEnded = Callable[["WhepSession"], None]
 class WhepSession:
     """One viewer: its peer connection, its track and the feed it is attached to."""
 
-    __slots__ = ("_timer", "channel", "created", "ended", "feed", "id", "on_end", "pc", "playback", "state",
-                 "track")
+    __slots__ = ("_timer", "audio", "audio_codec", "channel", "created", "ended", "feed", "id", "on_end", "pc",
+                 "playback", "state", "track")
 
     def __init__(
         self, session_id: str, channel: str, pc: RTCPeerConnection, track: EncodedVideoTrack, feed: FrameFeed,
@@ -117,6 +130,9 @@ class WhepSession:
         self.channel = channel
         self.pc = pc
         self.track = track
+        self.audio: EncodedAudioTrack | None = None
+        self.audio_codec: str | None = None
+        """"PCMA"/"PCMU" with `audio`."""
         self.feed = feed
         self.created = time.monotonic()
         self.state = ViewerState.CONNECTING
@@ -146,6 +162,8 @@ class WhepSession:
             self.start_latency,
             None if self.ended is None else self.ended.value,
             self.playback,
+            self.audio_codec,
+            0 if self.audio is None else self.audio.frames_sent,
         )
 
 
@@ -165,6 +183,13 @@ def _h264_preferences() -> list[RTCRtpCodecCapability]:
         for codec in RTCRtpSender.getCapabilities("video").codecs
         if codec.mimeType.lower() in ("video/h264", "video/rtx")
     ]
+
+
+def _audio_choice(stream: StreamType, offered: list[str]) -> tuple[str, bytes | None]:
+    """The law to answer (the camera's when offered, else the other) and the byte table to it, if any."""
+    own, other, table = (("PCMA", "PCMU", ALAW_TO_ULAW) if stream == StreamType.G711A
+                         else ("PCMU", "PCMA", ULAW_TO_ALAW))
+    return (own, None) if own in offered or other not in offered else (other, table)
 
 
 class WhepViewers:
@@ -220,8 +245,14 @@ class WhepViewers:
         # Counted before the first await, so concurrent offers cannot exceed max_viewers.
         self.sessions[session.id] = session
         try:
+            if summary.g711 and playback is None:
+                await self._add_audio(session, summary.g711)
             transceiver = pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(_h264_preferences())
+            if session.audio is not None:
+                audio = pc.addTransceiver(session.audio, direction="sendonly")
+                audio.setCodecPreferences([codec for codec in RTCRtpSender.getCapabilities("audio").codecs
+                                           if codec.mimeType.upper() == f"AUDIO/{session.audio_codec}"])
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(sdp_offer, "offer"))
             except Exception as exc:
@@ -248,14 +279,39 @@ class WhepViewers:
         pc.on("connectionstatechange", lambda: self._connection_changed(session))
         session._timer = self._loop.call_later(self.config.connect_timeout, self._connect_expired, session)
         feed.attach(track)
+        if session.audio is not None:
+            feed.attach_audio(session.audio)
         log.info(
             "webrtc viewer offered",
             session=session.id,
             channel=channel,
             ingest=ingest.id,
             profiles=[profile for _, profile in summary.sendable],
+            audio=session.audio_codec,
         )
         return WhepAnswer(session.id, answer)
+
+    async def _add_audio(self, session: WhepSession, offered: list[str]) -> None:
+        """Give ``session`` an audio track if its stream carries G.711; raises `WhepError` if the stream
+        turned out not to be sendable (H.265) or ended while its stream map was awaited."""
+        feed = session.feed
+        if not feed.stream_map.is_set():
+            await feed.wait_stream_map(self.config.audio_probe)
+            if not self.config.transcode_h265 and feed.video_type == StreamType.H265:
+                raise WhepError(WhepFailure.H265_UNSUPPORTED)
+            if session.id not in self.sessions:
+                raise WhepError(WhepFailure.STREAM_ENDED)
+        stream = feed.audio_type
+        if stream is None:
+            log.info("webrtc viewer offered audio, the stream has no G.711: video only", session=session.id,
+                     stream_types={hex(k): hex(v) for k, v in feed.assembler.stream_types.items()})
+            return
+        codec, table = _audio_choice(stream, offered)
+        if table is not None:
+            log.info("webrtc viewer takes the other G.711 law: translated byte by byte", session=session.id,
+                     stream=stream.name, sent=codec)
+        session.audio = EncodedAudioTrack(table)
+        session.audio_codec = codec
 
     async def close(self, session_id: str) -> None:
         """The client's DELETE; raises `WhepError` (UNKNOWN_SESSION)."""
@@ -287,6 +343,9 @@ class WhepViewers:
         feed = session.feed
         feed.detach(session.track)
         session.track.stop()
+        if session.audio is not None:
+            feed.detach_audio(session.audio)
+            session.audio.stop()
         totals = self.totals
         totals.viewers += 1
         totals.frames_sent += session.track.frames_sent

@@ -63,7 +63,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import cpu_seconds, load_average, pin, run_loop
+from benchkit import bare_responder_main, cpu_seconds, load_average, pin, run_loop
 
 from gbgw.conformance.simulator.config import SimulatorConfig
 from gbgw.conformance.simulator.devices import DeviceSimulator
@@ -115,8 +115,13 @@ def free_port() -> int:
 class GatewayProcess:
     """``python3 -m gb28181 run`` pinned to GATEWAY_CORE, read through its API and /proc."""
 
-    def __init__(self, workdir: Path, subscribe: bool, gc_threshold: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, subscribe: bool, gc_threshold: tuple[int, ...] | None = None,
+        tracemalloc: Path | None = None, keepalive_interval: int = GATEWAY_KEEPALIVE_INTERVAL,
+        rate_limit: int = 0,
+    ) -> None:
         self.gc_threshold = gc_threshold
+        self.tracemalloc = tracemalloc
         self.sip_port = free_port()
         self.api_port = free_port()
         self.config = workdir / "gateway.yaml"
@@ -127,8 +132,11 @@ class GatewayProcess:
             f"  id: \"{SERVER_ID}\"\n"
             f"  domain: \"{DOMAIN}\"\n"
             f"  listen: \"{HOST}:{self.sip_port}\"\n"
-            f"  keepalive_interval: {GATEWAY_KEEPALIVE_INTERVAL}\n"
+            f"  keepalive_interval: {keepalive_interval}\n"
             f"  catalog_subscribe: {'true' if subscribe else 'false'}\n"
+            # Every simulated device writes from 127.0.0.1: the per-source limit (10,000/s by default, for
+            # a NAT address of many devices) would cap the keepalive phase, not the gateway.
+            f"  rate_limit: {rate_limit}\n"
             "api:\n"
             f"  listen: \"{HOST}:{self.api_port}\"\n"
             "storage:\n"
@@ -148,13 +156,21 @@ class GatewayProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> None:
-        if self.gc_threshold is None:
-            command = [sys.executable, "-m", "gbgw.gb28181", "run", "--config", str(self.config)]
-        else:
-            # The daemon as `-m gb28181` runs it, after one call the daemon does not make.
-            code = (f"import gc, sys; gc.set_threshold(*{self.gc_threshold!r}); "
-                    "from gb28181.cli import main; sys.exit(main())")
-            command = [sys.executable, "-c", code, "run", "--config", str(self.config)]
+        # The daemon as `-m gbgw.gb28181` runs it, after a few calls the daemon does not make: the collector
+        # thresholds, and the memory probes (SIGUSR1 dumps a tracemalloc snapshot, SIGUSR2 calls
+        # malloc_trim) that --tracemalloc and the trim measurement use.
+        prelude = ["import gc, sys, signal, ctypes"]
+        if self.gc_threshold is not None:
+            prelude.append(f"gc.set_threshold(*{self.gc_threshold!r})")
+        prelude.append("signal.signal(signal.SIGUSR2, lambda *_: ctypes.CDLL('libc.so.6').malloc_trim(0))")
+        if self.tracemalloc is not None:
+            prelude += [
+                "import tracemalloc, itertools; tracemalloc.start(1); dumps = itertools.count()",
+                "signal.signal(signal.SIGUSR1, lambda *_: (gc.collect(), tracemalloc.take_snapshot()"
+                f".dump({str(self.tracemalloc)!r} + f'/snapshot-{{next(dumps)}}.tm')))",
+            ]
+        prelude.append("from gbgw.gb28181.app.cli import main; sys.exit(main())")
+        command = [sys.executable, "-c", "; ".join(prelude), "run", "--config", str(self.config)]
         if hasattr(os, "sched_setaffinity"):
             command = ["taskset", "-c", str(GATEWAY_CORE), *command]
         with open(self.log, "wb") as log:
@@ -194,6 +210,16 @@ class GatewayProcess:
 
     def memory(self) -> dict[str, int]:
         return proc_status(self.pid)
+
+    def signal(self, number: int, wait: float = 1.0) -> None:
+        """Send a probe signal (see start) and give its handler time to run."""
+        os.kill(self.pid, number)
+        time.sleep(wait)
+
+    def snapshot(self) -> None:
+        """A tracemalloc snapshot into the --tracemalloc folder, when that is on."""
+        if self.tracemalloc is not None:
+            self.signal(signal.SIGUSR1, wait=5.0)
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -301,6 +327,10 @@ async def _serve(conn: multiprocessing.connection.Connection, spec: WorkerSpec) 
             elif command == "blast":
                 assert blaster is not None
                 conn.send(blaster.run(*params))
+            elif command == "retarget":
+                assert blaster is not None
+                blaster.retarget((HOST, params[0]))
+                conn.send(None)
             elif command == "stop":
                 break
     finally:
@@ -370,6 +400,11 @@ class KeepaliveBlaster:
                 sock.close()
                 time.sleep(0.05)
         raise RuntimeError(f"cannot bind {host}:{port} again after the simulator closed it")
+
+    def retarget(self, server: tuple[str, int]) -> None:
+        """Send the same keepalives from the same sockets elsewhere (the bare responder)."""
+        for sock in self.sockets:
+            sock.connect(server)
 
     def run(self, seconds: float, window: int) -> dict[str, Any]:
         poller = select.epoll()
@@ -493,6 +528,7 @@ class Options:
     window: int
     timeout: float
     gc_threshold: tuple[int, ...] | None
+    tracemalloc: Path | None = None
 
 
 def specs_for(opts: Options, sip_port: int) -> list[WorkerSpec]:
@@ -517,11 +553,53 @@ def wait_until(what: str, ready: Callable[[], bool], timeout: float, interval: f
     return None
 
 
+def bare_comparison(workers: Workers, opts: Options, rate: float, per_cpu: float) -> list[tuple[str, str]]:
+    """(3b) The same blast from the same sockets against a bare asyncio responder on the gateway's core:
+    what the machine allows in this run, so the gateway's figure reads as a ratio despite the other load."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    bare = ctx.Process(target=bare_responder_main, args=(GATEWAY_CORE, child), daemon=True)
+    bare.start()
+    try:
+        port = parent.recv()
+        workers.ask("retarget", port)
+        for conn in workers.conns:
+            conn.send(("blast", opts.keepalive_seconds + 2.0, max(1, opts.window // len(workers.conns))))
+        time.sleep(1.0)
+        parent.send("cpu")
+        cpu0 = parent.recv()
+        t0 = time.monotonic()
+        time.sleep(opts.keepalive_seconds)
+        parent.send("cpu")
+        cpu1 = parent.recv()
+        window = time.monotonic() - t0
+        bare_rate = 0.0
+        for conn in workers.conns:
+            if conn.poll(opts.keepalive_seconds + 30):
+                answer = conn.recv()
+                bare_rate += answer["ok"] / answer["seconds"]
+    finally:
+        parent.close()
+        bare.join(5)
+        if bare.is_alive():
+            bare.kill()
+    bare_per_cpu = bare_rate * window / (cpu1 - cpu0) if cpu1 > cpu0 else float("nan")
+    return [
+        ("", ""),
+        ("(3b) the same blast against a bare asyncio responder (same core, same run)", ""),
+        ("bare responder answers/s", f"{bare_rate:,.0f}  (CPU busy {100 * (cpu1 - cpu0) / window:.0f} %)"),
+        ("bare answers per CPU-second", f"{bare_per_cpu:,.0f}"),
+        ("gateway / bare, per second", f"{rate / bare_rate:.2f}" if bare_rate else "n/a"),
+        ("gateway / bare, per CPU-second", f"{per_cpu / bare_per_cpu:.2f}  (goal >= 0.5)"
+         if bare_per_cpu == bare_per_cpu else "n/a"),
+    ]
+
+
 def run(opts: Options) -> list[tuple[str, str]]:
     n = opts.devices
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="bench-devices-") as tmp:
-        gateway = GatewayProcess(Path(tmp), opts.subscribe, opts.gc_threshold)
+        gateway = GatewayProcess(Path(tmp), opts.subscribe, opts.gc_threshold, opts.tracemalloc)
         workers: Workers | None = None
         try:
             gateway.start()
@@ -537,6 +615,7 @@ def run(opts: Options) -> list[tuple[str, str]]:
             workers.ask("start")
             online_at = wait_until("all devices online", lambda: gateway.health()["online"] >= n, opts.timeout)
             mem_online = gateway.memory()
+            gateway.snapshot()
             cpu_gw1 = gateway.cpu()
             sim = workers.stats()
             cpu_sim1 = sim["cpu"]
@@ -567,12 +646,16 @@ def run(opts: Options) -> list[tuple[str, str]]:
 
             boot_at = wait_until("bootstrap finished", bootstrapped, opts.timeout, interval=1.0)
             mem_boot = gateway.memory()
+            gateway.snapshot()
             cpu_gw2 = gateway.cpu()
             sim = workers.stats()
             boot_elapsed = (boot_at or time.monotonic()) - started
             print(f"    bootstrap done after {boot_elapsed:.1f} s; settling {opts.settle:g} s ...", flush=True)
             time.sleep(opts.settle)
             mem_settled = gateway.memory()
+            gateway.snapshot()
+            gateway.signal(signal.SIGUSR2)
+            mem_trimmed = gateway.memory()
             cpu_gw3 = gateway.cpu()
             m = gateway.metrics()
             steps = "DeviceInfo + Catalog" + (" + SUBSCRIBE" if opts.subscribe else "")
@@ -598,6 +681,8 @@ def run(opts: Options) -> list[tuple[str, str]]:
                 growth = mem["VmRSS"] - base
                 per = f"  = {growth / n:,.0f} B/device" if mem is not mem0 else ""
                 rows.append((label, f"{mem['VmRSS'] / 2**20:,.1f} MB{per}"))
+            rows.append(("settled, then malloc_trim(0)", f"{mem_trimmed['VmRSS'] / 2**20:,.1f} MB  = "
+                         f"{(mem_trimmed['VmRSS'] - base) / n:,.0f} B/device"))
             rows.append(("peak (VmHWM)", f"{mem_settled['VmHWM'] / 2**20:,.1f} MB"))
             settled_per = (mem_settled["VmRSS"] - base) / n
             rows.append(("RSS per registered device, settled", f"{settled_per:,.0f} B (goal <= {RSS_GOAL:,} B: "
@@ -654,6 +739,8 @@ def run(opts: Options) -> list[tuple[str, str]]:
             rows.append(("gateway VmRSS after the keepalives", f"{mem_after['VmRSS'] / 2**20:,.1f} MB "
                          "(completed transactions are held 32 s)"))
             events = gateway.log_summary()
+            if cpu > 0:
+                rows.extend(bare_comparison(workers, opts, ok / window, ok / cpu))
 
             # (4) restart ------------------------------------------------------------------------------
             print("(4) restarting the gateway on the same database ...", flush=True)
@@ -705,6 +792,9 @@ def main() -> None:
     parser.add_argument("--gateway-gc-threshold", metavar="G0,G1,G2", default=None,
                         help="run the gateway with gc.set_threshold(G0, G1, G2), e.g. 50000,20,100 as the "
                              "simulator's fewer_collections(), to see what the cyclic collector costs it")
+    parser.add_argument("--tracemalloc", metavar="DIR", type=Path, default=None,
+                        help="trace the gateway's allocations and dump snapshots into DIR when all are online, "
+                             "when the bootstrap finished and when settled (slows the gateway 2-3x)")
     args = parser.parse_args()
     gc_threshold = None
     if args.gateway_gc_threshold:
@@ -727,6 +817,7 @@ def main() -> None:
         window=args.window,
         timeout=args.timeout or 60.0 + 0.005 * devices,
         gc_threshold=gc_threshold,
+        tracemalloc=args.tracemalloc,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pinned = pin(LOAD_CORE)

@@ -130,3 +130,60 @@ class GatewayProcess:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+# -- the bare responder: what one core does with no SIP stack at all ------------------------------------
+
+_ECHOED = (b"via:", b"from:", b"to:", b"call-id:", b"cseq:")
+
+
+def bare_answer(data: bytes) -> bytes:
+    """A 200 OK for a request, built as cheaply as Python allows: the five headers a UAC matches on copied
+    (RFC 3261 §8.2.6.2), a To tag added, Content-Length 0. No parse, no validation: the ceiling that the
+    gateway's answer to the same request is measured against."""
+    head = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    out = [b"SIP/2.0 200 OK"]
+    for line in head[1:]:
+        lower = line[:9].lower()
+        if lower.startswith(_ECHOED):
+            out.append(line + b";tag=bare" if lower.startswith(b"to:") else line)
+    out.append(b"Content-Length: 0\r\n\r\n")
+    return b"\r\n".join(out)
+
+
+def bare_responder_main(core: int, ready: Any) -> None:
+    """A UDP responder on asyncio's DatagramProtocol (uvloop when installed) pinned to ``core``; sends its
+    port on ``ready`` (a Connection), then its CPU seconds whenever it receives anything on it."""
+    import socket as socket_module
+
+    pin(core)
+
+    class Bare(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.sendto = transport.sendto  # type: ignore[attr-defined]
+
+        def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+            self.sendto(bare_answer(data), addr)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM)
+        sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_RCVBUF, 8 << 20)
+        sock.bind(("127.0.0.1", 0))
+        await loop.create_datagram_endpoint(Bare, sock=sock)
+        done = loop.create_future()
+
+        def on_control() -> None:
+            try:
+                ready.recv()
+            except EOFError:
+                loop.remove_reader(ready.fileno())
+                done.set_result(None)
+                return
+            ready.send(cpu_seconds(os.getpid()))
+
+        loop.add_reader(ready.fileno(), on_control)
+        ready.send(sock.getsockname()[1])
+        await done
+
+    run_loop(main())

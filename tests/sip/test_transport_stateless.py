@@ -11,6 +11,7 @@ import tracemalloc
 
 from gbgw.sip.endpoint import EndpointConfig, Peer, SipEndpoint
 from gbgw.sip.message import Request, Response, parse_message
+from gbgw.sip.stateless import read_simple
 from gbgw.sip.transaction import ServerTransaction, State, Timers, TransactionLayer
 
 T1 = 0.5
@@ -171,3 +172,110 @@ def test_a_flood_of_stateless_challenges_retains_no_memory() -> None:
     assert layer.server_count == 0
     print(f"stateless 401: {retained / count:.1f} bytes retained per request")
     assert retained / count < 16
+
+
+# -- answers straight from the bytes (sip.stateless) and the endpoint's stateless handler ----------------
+
+KEEPALIVE_BODY = b"<?xml version=\"1.0\"?>\r\n<Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>\r\n"
+
+
+def message_bytes(branch: str = "z9hG4bKka1", via_host: str = "198.51.100.20", extra: str = "",
+                  body: bytes = KEEPALIVE_BODY, length: int | None = None, via_params: str = ";rport") -> bytes:
+    return (
+        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {via_host}:5060{via_params};branch={branch}\r\n"
+        "From: <sip:34020000001320000001@3402000000>;tag=f1\r\n"
+        "To: <sip:34020000002000000001@3402000000>\r\n"
+        "Call-ID: ka-1@198.51.100.20\r\nCSeq: 20 MESSAGE\r\nMax-Forwards: 70\r\n"
+        f"{extra}Content-Type: Application/MANSCDP+xml\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    ).encode() + body
+
+
+def test_a_plain_request_is_read_and_answered_with_the_headers_a_response_copies() -> None:
+    simple = read_simple(message_bytes(), b"MESSAGE")
+    assert simple is not None and simple.body == KEEPALIVE_BODY
+    raw = simple.answer(UAC, b"gw")
+    assert raw.endswith(b"\r\nContent-Length: 0\r\n\r\n")
+    answer = status_of(raw)
+    assert answer.status == 200
+    assert answer.call_id == "ka-1@198.51.100.20"
+    assert answer.cseq.seq == 20 and answer.cseq.method == "MESSAGE"
+    assert answer.to.tag == "gw" and answer.from_.tag == "f1"
+    assert answer.via.branch == "z9hG4bKka1" and answer.via.params["rport"] == "5060"
+    assert "received" not in answer.via.params  # sent-by is the source address
+
+
+def test_the_answer_is_stamped_like_the_full_path_behind_nat() -> None:
+    behind_nat = Peer("UDP", "203.0.113.7", 40123)
+    fast = status_of(read_simple(message_bytes(via_host="192.168.1.64"), b"MESSAGE").answer(behind_nat, b"gw"))  # type: ignore[union-attr]
+    endpoint = SipEndpoint(EndpointConfig(timers=Timers(t1=T1)))
+    txn = endpoint.receive(message_bytes(via_host="192.168.1.64"), behind_nat, 0.0)
+    assert txn is not None
+    full = txn.reply(200, now=0.0)
+    assert fast.get("Via") == full.get("Via")
+    assert fast.via.params["received"] == "203.0.113.7" and fast.via.params["rport"] == "40123"
+
+
+def test_anything_unusual_is_left_to_the_full_path() -> None:
+    unusual = [
+        message_bytes().replace(b"MESSAGE sip:", b"REGISTER sip:", 1),
+        message_bytes(length=3),
+        message_bytes(extra="Require: 100rel\r\n"),
+        message_bytes().replace(b"To: <sip:34020000002000000001@3402000000>", b"To: <sip:x@y>;tag=in-dialog"),
+        message_bytes().replace(b"CSeq: 20 MESSAGE", b"CSeq: 20 NOTIFY"),
+        message_bytes(extra="Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKproxy\r\n"),
+        message_bytes(extra="v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKproxy\r\n"),
+        message_bytes(branch="z9hG4bKa, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKb"),
+        message_bytes(branch="rfc2543-style"),
+        message_bytes(via_params=";rport=1234"),
+        message_bytes(via_params=";rport;received=10.0.0.9"),
+        message_bytes().replace(b"From: <sip:34020000001320000001@3402000000>;tag=f1\r\n",
+                                b"From: <sip:34020000001320000001@3402000000>\r\n ;tag=f1\r\n"),
+        message_bytes().replace(b"Call-ID:", b"i:"),
+        message_bytes().replace(b"\r\n\r\n", b"\r\n"),
+    ]
+    for data in unusual:
+        assert read_simple(data, b"MESSAGE") is None, data
+    # Without force_rport a request without rport is answered to its Via port, which only the full path does.
+    assert read_simple(message_bytes(via_params=""), b"MESSAGE", force_rport=False) is None
+    assert read_simple(message_bytes(via_params=""), b"MESSAGE") is not None
+
+
+def test_a_stateless_handler_keeps_no_transaction_and_answers_a_retransmission_again() -> None:
+    endpoint = SipEndpoint(EndpointConfig(timers=Timers(t1=T1)))
+    seen: list[bytes] = []
+
+    def keepalives(data: bytes, source: Peer, now: float) -> bytes | None:
+        simple = read_simple(data, b"MESSAGE")
+        if simple is None or b"Keepalive" not in simple.body:
+            return None
+        seen.append(data)
+        return simple.answer(source, endpoint.local_tag.encode())
+
+    endpoint.stateless = keepalives
+    layer = endpoint.transactions
+    data = message_bytes()
+    assert endpoint.receive(data, UAC, 0.0) is None
+    [(first, remote)] = layer.take_output()
+    assert endpoint.receive(data, UAC, 0.5) is None  # the retransmission, same branch
+    [(second, _)] = layer.take_output()
+    assert first == second and remote == UAC
+    assert status_of(first).to.tag == endpoint.local_tag
+    assert len(seen) == 2  # the TU saw both: refreshing liveness twice is harmless
+    assert layer.server_count == 0 and layer.absorbed == 0 and layer.next_deadline() is None
+    assert endpoint.counters.stateless == 2 and endpoint.counters.received == 2
+    # Not a keepalive: the full path, a transaction.
+    txn = endpoint.receive(message_bytes(branch="z9hG4bKother", body=b"<Query/>"), UAC, 1.0)
+    assert isinstance(txn, ServerTransaction)
+    assert endpoint.counters.stateless == 2 and endpoint.counters.received == 3
+
+
+def test_a_failing_stateless_handler_costs_only_its_speed() -> None:
+    endpoint = SipEndpoint(EndpointConfig(timers=Timers(t1=T1)))
+
+    def broken(data: bytes, source: Peer, now: float) -> bytes | None:
+        raise RuntimeError("bug")
+
+    endpoint.stateless = broken
+    assert isinstance(endpoint.receive(message_bytes(), UAC, 0.0), ServerTransaction)
