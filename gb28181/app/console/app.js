@@ -178,8 +178,13 @@ async function watch(channel, range) {
   const viewer = { pc, location: null, channel, playback: null, range };
   state.viewer = viewer;
   pc.addTransceiver("video", { direction: "recvonly" });
+  // G.711 from the camera, when it sends any; starts muted so autoplay is allowed (the controls unmute).
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  const media = new MediaStream();
+  video.muted = true;
+  video.srcObject = media;
   pc.addEventListener("track", (event) => {
-    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    media.addTrack(event.track);
     video.play().catch(() => {});
   });
   video.requestVideoFrameCallback(() => {
