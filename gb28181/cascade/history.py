@@ -42,6 +42,10 @@ from gbgw.gb28181.cascade.media import (
     OfferRefused,
     UpperOffer,
     UpperState,
+    abandon_pending,
+    answer_refresh,
+    build_answer,
+    confirm,
     parse_offer,
     upper_may_connect,
 )
@@ -135,31 +139,13 @@ def build_recording_answer(offer: UpperOffer, kind: RecordingKind, upper_channel
                            speed: int | None) -> bytes:
     """The police-side answer: our media address and port, the SSRC we send, the opposite TCP role, the
     range served, and what the device said of the file."""
-    setup = None
-    if offer.transport is MediaTransport.TCP_PASSIVE:
-        setup = "passive"
-    elif offer.transport is MediaTransport.TCP_ACTIVE:
-        setup = "active"
     attributes: list[tuple[str, str | None]] = []
     if filesize is not None:
         attributes.append(("filesize", str(filesize)))
     if kind is RecordingKind.DOWNLOAD and speed is not None:
         attributes.append(("downloadspeed", str(speed)))
-    return SessionDescription.offer(
-        kind.value,
-        origin_user,
-        media_ip,
-        port,
-        "TCP/RTP/AVP" if offer.tcp else "RTP/AVP",
-        [(offer.payload_type, "PS", 90000)],
-        ssrc,
-        setup=setup,
-        connection="new" if offer.tcp else None,
-        direction="sendonly",
-        time=window.sdp_timing(),
-        uri=f"{upper_channel}:0",
-        attributes=attributes,
-    ).serialize()
+    return build_answer(offer, origin_user, media_ip, port, ssrc, session_name=kind.value,
+                        time=window.sdp_timing(), uri=f"{upper_channel}:0", attributes=attributes)
 
 
 class UpstreamRecordings:
@@ -391,25 +377,10 @@ class UpstreamRecordings:
         if txn.request.to.tag is None:
             transport.reply(txn, 400, "Call-ID already in use")
             return
-        if record.dialog is None or not record.dialog.matches(txn.request):
-            transport.reply(txn, 481)
-            return
-        try:
-            record.dialog.receive_request(txn.request)
-        except SipError as exc:
-            transport.reply(txn, exc.status, exc.reason)
-            return
-        transport.reply(txn, 200, headers=[("Contact", self.link.contact()), ("Content-Type", SDP_TYPE)],
-                        body=record.answer)
+        answer_refresh(transport, txn, record, self.link.contact())
 
     def _on_ack(self, request: Request, peer: Peer) -> None:
-        record = self.sessions.get(request.call_id or "")
-        if record is None or record.state is not UpperState.ANSWERED:
-            return
-        record.state = UpperState.CONFIRMED
-        if record.ack_timer is not None:
-            record.ack_timer.cancel()
-            record.ack_timer = None
+        confirm(self.sessions.get(request.call_id or ""))
 
     def _no_ack(self, record: UpperRecording) -> None:
         record.ack_timer = None
@@ -536,14 +507,7 @@ class UpstreamRecordings:
 
     def _finish(self, record: UpperRecording, reason: str, status: int, phrase: str) -> None:
         if record.state is UpperState.INVITING:
-            record.state = UpperState.CANCELLED
-            record.ended = reason
             self._forget(record)
-            transport = self.link.transport
-            if transport is not None:
-                with contextlib.suppress(SipError):
-                    transport.reply(record.txn, status, phrase)
-            if record.task is not None:
-                record.task.cancel()
+            abandon_pending(record, self.link.transport, reason, status, phrase)
             return
         self._end(record, reason, "gateway")

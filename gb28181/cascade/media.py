@@ -30,10 +30,10 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -53,6 +53,9 @@ from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request
 from gbgw.sip.sdp import SdpError, SessionDescription
 from gbgw.sip.transaction import ServerTransaction
+
+if TYPE_CHECKING:
+    from gbgw.sip.transport import SipTransport
 
 log = structlog.get_logger("gb28181.cascade.media")
 
@@ -184,15 +187,18 @@ def _ps_payload(formats: list[int], rtpmap: dict[int, tuple[str, int]]) -> int |
     return None
 
 
-def build_answer(offer: UpperOffer, origin_user: str, media_ip: str, port: int, ssrc: str) -> bytes:
-    """The police-side SDP answer: our media address and port, the SSRC we send, the opposite TCP role."""
+def build_answer(offer: UpperOffer, origin_user: str, media_ip: str, port: int, ssrc: str, *,
+                 session_name: str = "Play", time: tuple[int, int] = (0, 0), uri: str | None = None,
+                 attributes: Iterable[tuple[str, str | None]] = ()) -> bytes:
+    """The police-side SDP answer: our media address and port, the SSRC we send, the opposite TCP role
+    (``time``, ``uri`` and ``attributes`` for a recording's answer)."""
     setup = None
     if offer.transport is MediaTransport.TCP_PASSIVE:
         setup = "passive"
     elif offer.transport is MediaTransport.TCP_ACTIVE:
         setup = "active"
     return SessionDescription.offer(
-        "Play",
+        session_name,
         origin_user,
         media_ip,
         port,
@@ -202,7 +208,59 @@ def build_answer(offer: UpperOffer, origin_user: str, media_ip: str, port: int, 
         setup=setup,
         connection="new" if offer.tcp else None,
         direction="sendonly",
+        time=time,
+        uri=uri,
+        attributes=attributes,
     ).serialize()
+
+
+class UpperInvite(Protocol):
+    """An upper's INVITE as the dialog steps below see it: a live stream's or a recording's."""
+
+    state: UpperState
+    ended: str | None
+    txn: ServerTransaction
+    dialog: Dialog | None
+    answer: bytes
+    ack_timer: asyncio.TimerHandle | None
+    task: asyncio.Task[None] | None
+
+
+def confirm(record: UpperInvite | None) -> None:
+    """The upper's ACK of our 200 (any other ACK changes nothing)."""
+    if record is None or record.state is not UpperState.ANSWERED:
+        return
+    record.state = UpperState.CONFIRMED
+    if record.ack_timer is not None:
+        record.ack_timer.cancel()
+        record.ack_timer = None
+
+
+def answer_refresh(transport: SipTransport, txn: ServerTransaction, record: UpperInvite | None, contact: str) -> None:
+    """A re-INVITE in the upper's dialog (a session refresh) keeps the session as it is: answered with the
+    same SDP; 481 outside a known dialog."""
+    if record is None or record.dialog is None or not record.dialog.matches(txn.request):
+        transport.reply(txn, 481)
+        return
+    try:
+        record.dialog.receive_request(txn.request)
+    except SipError as exc:
+        transport.reply(txn, exc.status, exc.reason)
+        return
+    transport.reply(txn, 200, headers=[("Contact", contact), ("Content-Type", SDP_TYPE)], body=record.answer)
+
+
+def abandon_pending(record: UpperInvite, transport: SipTransport | None, reason: str, status: int,
+                    phrase: str) -> None:
+    """End an INVITE not answered yet (gateway stopping, channel no longer shared): ``status`` to the
+    upper and its set-up task cancelled."""
+    record.state = UpperState.CANCELLED
+    record.ended = reason
+    if transport is not None:
+        with contextlib.suppress(SipError):
+            transport.reply(record.txn, status, phrase)
+    if record.task is not None:
+        record.task.cancel()
 
 
 @dataclass(slots=True, eq=False)
@@ -407,20 +465,9 @@ class UpstreamStreams:
                  status=status, reason=detail)
 
     def _on_reinvite(self, txn: ServerTransaction, call_id: str) -> None:
-        """A re-INVITE (session refresh) keeps the session as it is: answered with the same SDP."""
         transport = self.link.transport
         assert transport is not None
-        record = self.sessions.get(call_id)
-        if record is None or record.dialog is None or not record.dialog.matches(txn.request):
-            transport.reply(txn, 481)
-            return
-        try:
-            record.dialog.receive_request(txn.request)
-        except SipError as exc:
-            transport.reply(txn, exc.status, exc.reason)
-            return
-        transport.reply(txn, 200, headers=[("Contact", self.link.contact()), ("Content-Type", SDP_TYPE)],
-                        body=record.answer)
+        answer_refresh(transport, txn, self.sessions.get(call_id), self.link.contact())
 
     def _count(self, result: str) -> None:
         self.totals[result] = self.totals.get(result, 0) + 1
@@ -429,13 +476,7 @@ class UpstreamStreams:
     # -- ACK, CANCEL, BYE ----------------------------------------------------------------------------
 
     def _on_ack(self, request: Request, peer: Peer) -> None:
-        record = self.sessions.get(request.call_id or "")
-        if record is None or record.state is not UpperState.ANSWERED:
-            return
-        record.state = UpperState.CONFIRMED
-        if record.ack_timer is not None:
-            record.ack_timer.cancel()
-            record.ack_timer = None
+        confirm(self.sessions.get(request.call_id or ""))
 
     def _no_ack(self, record: UpperSession) -> None:
         record.ack_timer = None
@@ -580,14 +621,7 @@ class UpstreamStreams:
 
     def _finish(self, record: UpperSession, reason: str, status: int, phrase: str) -> None:
         if record.state is UpperState.INVITING:
-            record.state = UpperState.CANCELLED
-            record.ended = reason
             self.sessions.pop(record.call_id, None)
-            transport = self.link.transport
-            if transport is not None:
-                with contextlib.suppress(SipError):
-                    transport.reply(record.txn, status, phrase)
-            if record.task is not None:
-                record.task.cancel()
+            abandon_pending(record, self.link.transport, reason, status, phrase)
             return
         self._end(record, reason, "gateway", bye=True)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gbgw.gb28181.media.live import PlayError
+from gbgw.gb28181.media.device_leg import DeviceLegs, PlayError, offer_transport
 from gbgw.gb28181.media.stages import Stage, StreamState
 from gbgw.gb28181.recording.mansrtsp import CONTENT_TYPE, SCALES, CSeqCounter, MansrtspError, Request
 from gbgw.gb28181.recording.offer import RecordingAnswer, RecordingKind, history_ssrc, recording_offer
@@ -42,9 +42,8 @@ from gbgw.gb28181.recording.progress import PlaybackClock, download_progress
 from gbgw.gb28181.recording.times import TimeWindow
 from gbgw.registry.model import Device
 from gbgw.rtp.ports import PortRange, PortRangeExhausted
-from gbgw.rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
+from gbgw.rtp.relay import Ingest, MediaTransport, RelayEngine, RelayOutput, StopReason
 from gbgw.sip.dialog import Dialog
-from gbgw.sip.endpoint import Peer
 from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request as SipRequest
 from gbgw.sip.sdp import SdpError
@@ -188,6 +187,7 @@ class HistorySessions:
         self.media = media
         self.metrics = metrics
         self._media_source = media_source or (lambda _device_id: media.media_source)
+        self._legs = DeviceLegs(registry, sip, transport, requests, media, metrics, self._media_source)
         self.end_margin = end_margin
         self.keep_ended = keep_ended
         self.sessions: dict[str, HistorySession] = {}
@@ -234,22 +234,10 @@ class HistorySessions:
         if speed is not None and kind is RecordingKind.DOWNLOAD and not 1 <= speed <= 32:
             raise PlayError(Stage.BAD_REQUEST, "speed must be 1 to 32")
         device = self._find_device(device_id, channel_id)
-        device_transport = MediaTransport((device.stream_transport or self.media.stream_transport).lower())
+        device_transport = self._legs.transport_for(device)
         ssrc_text = history_ssrc(self.sip.domain, next(self._serial))
-        config = IngestConfig(
-            transport=device_transport,
-            device_host=device.host,
-            ssrc=int(ssrc_text),
-            check_ssrc=self.media.ssrc_check,
-            media_timeout=_INGEST_MEDIA_TIMEOUT,
-            first_packet_timeout=self.media.first_packet_timeout,
-            idle_timeout=self.media.idle_timeout,
-        )
-        try:
-            ingest = self.relay.open_ingest(config, on_stop=self._ingest_stopped)
-        except (OSError, PortRangeExhausted) as exc:
-            self._count(Stage.NO_PORT)
-            raise PlayError(Stage.NO_PORT, f"no media port free in {self.media.ports}: {exc}") from None
+        ingest = self._legs.open_ingest(self.relay, device_transport, device, ssrc_text,
+                                        media_timeout=_INGEST_MEDIA_TIMEOUT, on_stop=self._ingest_stopped)
         download_speed = (speed or 1) if kind is RecordingKind.DOWNLOAD else None
         session = HistorySession(
             id=f"{kind.api_name}-{ingest.id}",
@@ -282,7 +270,7 @@ class HistorySessions:
         except BaseException:
             self._end(session, EndReason.STOPPED, "request cancelled", send_bye=True, failed=True)
             raise
-        self._count(None)
+        self._legs.count(None)
         self.metrics.history_sessions.labels(kind.api_name).inc()
         self.metrics.history_active.labels(kind.api_name).inc()
         session.watch = asyncio.get_running_loop().create_task(self._watch(session))
@@ -293,136 +281,70 @@ class HistorySessions:
             await self.control(session.id, ControlAction.SCALE, scale=scale)
         return session
 
-    def _count(self, stage: Stage | None) -> None:
-        self.metrics.invites.labels("ok" if stage is None else stage.metric_label).inc()
-
     def _find_device(self, device_id: str, channel_id: str) -> Device:
         registry = self.registry
         device = registry.get(device_id)
         known = device is not None and (channel_id == device.id or registry.channel(channel_id, device.id))
         if device is None or not known:
-            self._count(Stage.UNKNOWN_CHANNEL)
-            raise PlayError(Stage.UNKNOWN_CHANNEL, f"device {device_id} has no channel {channel_id}")
+            raise self._legs.fail(Stage.UNKNOWN_CHANNEL, f"device {device_id} has no channel {channel_id}")
         if not device.online:
-            self._count(Stage.DEVICE_OFFLINE)
-            raise PlayError(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
+            raise self._legs.fail(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
         return device
 
     async def _invite(self, session: HistorySession, device: Device) -> None:
-        transport = self.transport
-        cfg = self.sip
-        tcp = session.device_transport is not MediaTransport.UDP
+        legs = self._legs
+        protocol, setup, connection = offer_transport(session.device_transport)
         offer = recording_offer(
             session.kind,
             session.channel_id,
             session.window,
-            cfg.id,
+            self.sip.id,
             self.media.ip,
             session.ingest.local_port,
-            "TCP/RTP/AVP" if tcp else "RTP/AVP",
+            protocol,
             session.ssrc,
-            setup=("passive" if session.device_transport is MediaTransport.TCP_PASSIVE else "active")
-            if tcp else None,
-            connection="new" if tcp else None,
+            setup=setup,
+            connection=connection,
             download_speed=session.speed,
         )
-        peer = Peer(device.transport, device.host, device.port)
-        host = f"[{device.host}]" if ":" in device.host else device.host
-        sip_host = f"[{transport.host}]" if ":" in transport.host else transport.host
-        invite = self.requests.build(
-            "INVITE",
-            f"sip:{session.channel_id}@{host}:{device.port}",
-            f"sip:{session.channel_id}@{cfg.domain}",
-            transport=device.transport,
-            headers=[
-                ("Contact", f"<sip:{cfg.id}@{sip_host}:{transport.port}>"),
-                ("Subject", f"{session.channel_id}:{session.ssrc},{cfg.id}:0"),
-                ("Content-Type", "APPLICATION/SDP"),
-            ],
-            body=offer.serialize(),
-        )
-        session.invite = invite
-        self._by_call_id[invite.call_id or ""] = session
-        try:
-            response = await transport.send_request(invite, peer)
-        except SipTimeout:
-            self._count(Stage.NO_ANSWER)
-            raise PlayError(Stage.NO_ANSWER, f"device {device.id} did not answer the INVITE") from None
-        except SipError as exc:
-            self._count(Stage.NO_ANSWER)
-            raise PlayError(Stage.NO_ANSWER, f"INVITE to {device.id} failed: {exc.reason}", exc.status) from None
-        if response.status >= 300:
-            self._count(Stage.INVITE_REJECTED)
-            raise PlayError(Stage.INVITE_REJECTED,
-                            f"device {device.id} answered {response.status} {response.reason}", response.status)
-        dialog = Dialog.from_uac(invite, response, peer)
-        session.dialog = dialog
-        transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
+
+        def sent(invite: SipRequest) -> None:
+            session.invite = invite
+            self._by_call_id[invite.call_id or ""] = session
+
+        response, session.dialog = await legs.invite(device, session.channel_id, session.ssrc, offer.serialize(),
+                                                     sent)
         port = self._read_answer(session, response.body, device)
         session.state = StreamState.CONNECTING
-        rule = self._media_source(device.id)
-        signalling = device.host
         sdp_address = session.answer.address if session.answer is not None else None
-        try:
-            await session.ingest.start(host=device.host, port=port,
-                                       accept_source=lambda ip: rule.permits(ip, signalling, sdp_address))
-        except (OSError, TimeoutError, ValueError) as exc:
-            self._count(Stage.BAD_ANSWER)
-            raise PlayError(Stage.BAD_ANSWER, f"cannot reach the device's media port: {exc}") from None
+        await legs.connect(session.ingest, device, port, sdp_address)
 
     def _read_answer(self, session: HistorySession, body: bytes, device: Device) -> int | None:
+        legs = self._legs
         if not body:
-            if session.device_transport is MediaTransport.TCP_ACTIVE:
-                self._count(Stage.BAD_ANSWER)
-                raise PlayError(Stage.BAD_ANSWER, "the 200 OK has no SDP, so there is no port to connect to")
+            legs.check_empty_answer(session.device_transport)
             return None
         try:
             answer = RecordingAnswer.parse(body)
         except SdpError as exc:
-            self._count(Stage.BAD_ANSWER)
-            raise PlayError(Stage.BAD_ANSWER, f"unusable SDP answer: {exc}") from None
+            raise legs.fail(Stage.BAD_ANSWER, f"unusable SDP answer: {exc}") from None
         session.answer = answer
-        if answer.address and answer.address not in ("0.0.0.0", "::") and answer.address != device.host:
-            # An NVR's media server on another host, or a private address behind NAT: the device's
-            # media_source rule decides which one media is taken from.
-            log.info("SDP answer address differs from the device's", session=session.id, device=device.id,
-                     sdp=answer.address, signalling=device.host, media_source=str(self._media_source(device.id)))
+        legs.note_answer(device, answer.address, session.ssrc,
+                         answer.ssrc if answer.ssrc_differs(session.ssrc) else None, session=session.id)
         if answer.timing is None:
             # Hikvision answers t=0 0: it plays what was asked.
             log.info("device answered without a range; playing the range requested", session=session.id,
                      device=device.id)
-        if answer.ssrc_differs(session.ssrc):
-            log.info("device answered another SSRC", device=device.id, offered=session.ssrc, answered=answer.ssrc)
         return answer.port or None
 
     async def _first_media(self, session: HistorySession) -> None:
-        ingest = session.ingest
-        deadline = time.monotonic() + self.media.first_packet_timeout
-        delay = 0.002
-        while time.monotonic() < deadline and not ingest.closed and not ingest.stats.packets:
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.02)
-        stats = ingest.stats
-        if stats.packets:
-            now = time.monotonic()
-            session.state = StreamState.STREAMING
-            session.streaming_since = session.resumed_at = now
-            # The range starts playing when media flows, not when the INVITE went out.
-            session.clock = PlaybackClock(session.window.seconds, now, session.clock.scale)
-            session.end_at = session.clock.end_deadline(now, self.end_margin)
-            return
-        dropped = sum(stats.dropped.values())
-        if dropped:
-            self._count(Stage.BAD_MEDIA)
-            hint = ""
-            if stats.dropped.get("foreign source") or stats.dropped.get("foreign connection"):
-                hint = f"; media_source of device {session.device_id}: {self._media_source(session.device_id)}"
-            raise PlayError(Stage.BAD_MEDIA, f"{dropped} packets arrived but none was the device's RTP "
-                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())}){hint}")
-        self._count(Stage.NO_MEDIA)
-        if session.ended is not None:
-            raise PlayError(Stage.NO_MEDIA, f"the device stream stopped before its first packet: {session.ended}")
-        raise PlayError(Stage.NO_MEDIA, f"no RTP from the device within {self.media.first_packet_timeout:g} s")
+        await self._legs.first_media(session.ingest, session.device_id, lambda: session.ended)
+        now = time.monotonic()
+        session.state = StreamState.STREAMING
+        session.streaming_since = session.resumed_at = now
+        # The range starts playing when media flows, not when the INVITE went out.
+        session.clock = PlaybackClock(session.window.seconds, now, session.clock.scale)
+        session.end_at = session.clock.end_deadline(now, self.end_margin)
 
     def _attach(self, session: HistorySession) -> None:
         try:
@@ -624,7 +546,7 @@ class HistorySessions:
             self._forget_old()
             log.info("history session ended", session=session.id, reason=reason.value, detail=detail)
         if send_bye and session.dialog is not None:
-            self.tasks.spawn(self._bye(session.dialog, session.device_id))
+            self.tasks.spawn(self._legs.bye(session.dialog, session.device_id))
         if was_streaming and session.on_end is not None:
             session.on_end(session)
 
@@ -633,19 +555,6 @@ class HistorySessions:
         ended = self._ended
         while ended and (len(ended) > _KEEP_ENDED_MAX or (next(iter(ended.values())).ended_at or 0) < horizon):
             ended.popitem(last=False)
-
-    async def _bye(self, dialog: Dialog, device_id: str) -> None:
-        device = self.registry.get(device_id)
-        if device is None:
-            return
-        bye = dialog.create_request("BYE", via=self.transport.via(device.transport))
-        try:
-            response = await self.transport.send_request(bye, dialog.peer)
-        except SipError as exc:
-            log.info("BYE to device not answered", device=device_id, reason=exc.reason)
-            return
-        if response.status >= 300:
-            log.info("device refused BYE", device=device_id, status=response.status)
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

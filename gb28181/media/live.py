@@ -32,19 +32,16 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gbgw.gb28181.devices.requests import AccessError
+from gbgw.gb28181.media.device_leg import DeviceLegs, PlayError, offer_transport
 from gbgw.gb28181.media.stages import Stage, StreamState
 from gbgw.gb28181.media.substreams import offer_attributes
 from gbgw.registry.model import Device
 from gbgw.rtp.ports import PortRange, PortRangeExhausted
-from gbgw.rtp.relay import Ingest, IngestConfig, MediaTransport, RelayEngine, RelayOutput, StopReason
+from gbgw.rtp.relay import Ingest, MediaTransport, RelayEngine, RelayOutput, StopReason
 from gbgw.sip.dialog import Dialog
-from gbgw.sip.endpoint import Peer
-from gbgw.sip.errors import SipError
 from gbgw.sip.message import Request, Response
 from gbgw.sip.sdp import SdpError, SessionDescription
 from gbgw.sip.transaction import ServerTransaction
-from gbgw.sip.transport import SipTimeout
 
 if TYPE_CHECKING:
     from gbgw.gb28181.config import MediaConfig, MediaSourceRule, SipConfig
@@ -58,15 +55,6 @@ log = structlog.get_logger("gb28181.live")
 
 # PS first, then the elementary streams devices fall back to (GB/T 28181-2016 Annex F offer order).
 OFFER_PAYLOADS = ((96, "PS", 90000), (98, "H264", 90000), (97, "MPEG4", 90000))
-
-
-class PlayError(AccessError):
-    """A play request failed at ``stage``; ``status`` is the device's SIP status where it gave one."""
-
-    stage: Stage
-
-    def __init__(self, stage: Stage, detail: str, status: int | None = None) -> None:
-        super().__init__(stage, detail, status)
 
 
 SessionEnded = Callable[["Session"], None]
@@ -151,6 +139,7 @@ class LiveStreams:
         self.relay = relay
         self.media = media
         self._media_source = media_source or (lambda _device_id: media.media_source)
+        self._legs = DeviceLegs(registry, sip, transport, requests, media, metrics, self._media_source)
         self.streams: dict[tuple[str, str, int], DeviceStream] = {}
         """By (device ID, channel ID, sub-stream number)."""
         self.sessions: dict[str, Session] = {}
@@ -288,10 +277,6 @@ class LiveStreams:
             except Exception:
                 log.exception("session end listener failed", session=session.id)
 
-    def _count(self, stage: Stage | None) -> None:
-        """One INVITE outcome: the stage that failed, None for a stream that came up."""
-        self.metrics.invites.labels("ok" if stage is None else stage.metric_label).inc()
-
     def _owner(self, channel_id: str) -> str:
         """The device a channel ID names without its device: the one that announced it last, or the
         device itself when the ID is a device's (a camera registered without a catalog)."""
@@ -304,17 +289,11 @@ class LiveStreams:
         known = owner == channel_id or registry.channel(channel_id, owner) is not None
         device = registry.get(owner) if known else None
         if device is None:
-            self._count(Stage.UNKNOWN_CHANNEL)
-            raise PlayError(Stage.UNKNOWN_CHANNEL, f"no device has channel {channel_id}" if device_id is None
-                            else f"device {device_id} has no channel {channel_id}")
+            raise self._legs.fail(Stage.UNKNOWN_CHANNEL, f"no device has channel {channel_id}" if device_id is None
+                                  else f"device {device_id} has no channel {channel_id}")
         if not device.online:
-            self._count(Stage.DEVICE_OFFLINE)
-            raise PlayError(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
+            raise self._legs.fail(Stage.DEVICE_OFFLINE, f"device {device.id} of channel {channel_id} is offline")
         return device
-
-    def _transport_for(self, device: Device) -> MediaTransport:
-        choice = (device.stream_transport or self.media.stream_transport).lower()
-        return MediaTransport(choice)
 
     def new_ssrc(self) -> str:
         """``0`` (live) + digits 4-8 of the domain + a 4-digit sequence (GB/T 28181-2016 Annex F)."""
@@ -324,23 +303,10 @@ class LiveStreams:
     async def _open(self, channel_id: str, device_id: str | None, substream: int | None = None) -> DeviceStream:
         started = time.monotonic()
         device = self._find_device(channel_id, device_id)
-        media = self.media
-        transport = self._transport_for(device)
+        transport = self._legs.transport_for(device)
         ssrc = self.new_ssrc()
-        config = IngestConfig(
-            transport=transport,
-            device_host=device.host,
-            ssrc=int(ssrc),
-            check_ssrc=media.ssrc_check,
-            media_timeout=media.media_timeout,
-            first_packet_timeout=media.first_packet_timeout,
-            idle_timeout=media.idle_timeout,
-        )
-        try:
-            ingest = self.relay.open_ingest(config, on_stop=self._ingest_stopped, on_device_bye=self._rtcp_bye)
-        except (OSError, PortRangeExhausted) as exc:
-            self._count(Stage.NO_PORT)
-            raise PlayError(Stage.NO_PORT, f"no media port free in {media.ports}: {exc}") from None
+        ingest = self._legs.open_ingest(self.relay, transport, device, ssrc, media_timeout=self.media.media_timeout,
+                                        on_stop=self._ingest_stopped, on_device_bye=self._rtcp_bye)
         loop = asyncio.get_running_loop()
         stream = DeviceStream(channel_id, device.id, ssrc, ingest, transport, ready=loop.create_future(),
                               substream=substream)
@@ -357,7 +323,7 @@ class LiveStreams:
         assert stream.ready is not None
         if not stream.ready.done():
             stream.ready.set_result(None)
-        self._count(None)
+        self._legs.count(None)
         self.metrics.play_first_packet.observe(time.monotonic() - started)
         return stream
 
@@ -369,122 +335,60 @@ class LiveStreams:
         self._teardown(stream, send_bye=stream.dialog is not None)
 
     async def _invite(self, stream: DeviceStream, device: Device) -> None:
-        transport = self.transport
-        cfg = self.sip
         media = self.media
-        ingest = stream.ingest
-        tcp = stream.transport is not MediaTransport.UDP
+        legs = self._legs
+        protocol, setup, connection = offer_transport(stream.transport)
         offer = SessionDescription.offer(
             "Play",
-            cfg.id,
+            self.sip.id,
             media.ip,
-            ingest.local_port,
-            "TCP/RTP/AVP" if tcp else "RTP/AVP",
+            stream.ingest.local_port,
+            protocol,
             OFFER_PAYLOADS,
             stream.ssrc,
-            setup=("passive" if stream.transport is MediaTransport.TCP_PASSIVE else "active") if tcp else None,
-            connection="new" if tcp else None,
+            setup=setup,
+            connection=connection,
             attributes=offer_attributes(stream.substream, media.substream_attributes),
         )
-        peer = Peer(device.transport, device.host, device.port)
-        host = f"[{device.host}]" if ":" in device.host else device.host
-        sip_host = f"[{transport.host}]" if ":" in transport.host else transport.host
-        invite = self.requests.build(
-            "INVITE",
-            f"sip:{stream.channel_id}@{host}:{device.port}",
-            f"sip:{stream.channel_id}@{cfg.domain}",
-            transport=device.transport,
-            headers=[
-                ("Contact", f"<sip:{cfg.id}@{sip_host}:{transport.port}>"),
-                ("Subject", f"{stream.channel_id}:{stream.ssrc},{cfg.id}:0"),
-                ("Content-Type", "APPLICATION/SDP"),
-            ],
-            body=offer.serialize(),
-        )
-        stream.invite = invite
-        self._by_call_id[invite.call_id or ""] = stream
-        try:
-            response = await transport.send_request(invite, peer)
-        except SipTimeout:
-            self._count(Stage.NO_ANSWER)
-            raise PlayError(Stage.NO_ANSWER, f"device {device.id} did not answer the INVITE") from None
-        except SipError as exc:
-            self._count(Stage.NO_ANSWER)
-            raise PlayError(Stage.NO_ANSWER, f"INVITE to {device.id} failed: {exc.reason}", exc.status) from None
-        if response.status >= 300:
-            self._count(Stage.INVITE_REJECTED)
-            raise PlayError(Stage.INVITE_REJECTED,
-                            f"device {device.id} answered {response.status} {response.reason}", response.status)
-        dialog = Dialog.from_uac(invite, response, peer)
-        stream.dialog = dialog
-        transport.send_ack(dialog.create_ack(invite.cseq.seq, via=transport.via(device.transport)), peer)
+
+        def sent(invite: Request) -> None:
+            stream.invite = invite
+            self._by_call_id[invite.call_id or ""] = stream
+
+        response, stream.dialog = await legs.invite(device, stream.channel_id, stream.ssrc, offer.serialize(), sent)
         answer, sdp_address = self._answer(stream, response, device)
         stream.state = StreamState.CONNECTING
-        rule = self._media_source(device.id)
-        signalling = device.host
-        try:
-            await ingest.start(host=device.host, port=answer,
-                               accept_source=lambda ip: rule.permits(ip, signalling, sdp_address))
-        except (OSError, TimeoutError, ValueError) as exc:
-            self._count(Stage.BAD_ANSWER)
-            raise PlayError(Stage.BAD_ANSWER, f"cannot reach the device's media port: {exc}") from None
+        await legs.connect(stream.ingest, device, answer, sdp_address)
 
     def _answer(self, stream: DeviceStream, response: Response, device: Device) -> tuple[int | None, str | None]:
         """Read the SDP answer liberally; return the device's media port where the relay needs it, and
         the answer's ``c=`` address (for ``media_source: sdp``)."""
+        legs = self._legs
         if not response.body:
-            if stream.transport is MediaTransport.TCP_ACTIVE:
-                self._count(Stage.BAD_ANSWER)
-                raise PlayError(Stage.BAD_ANSWER, "the 200 OK has no SDP, so there is no port to connect to")
+            legs.check_empty_answer(stream.transport)
             return None, None
         try:
             sdp = SessionDescription.parse(response.body)
         except SdpError as exc:
-            self._count(Stage.BAD_ANSWER)
-            raise PlayError(Stage.BAD_ANSWER, f"unreadable SDP answer: {exc}") from None
+            raise legs.fail(Stage.BAD_ANSWER, f"unreadable SDP answer: {exc}") from None
         video = next((m for m in sdp.media if m.kind == "video"), sdp.media[0] if sdp.media else None)
         if video is None:
-            self._count(Stage.BAD_ANSWER)
-            raise PlayError(Stage.BAD_ANSWER, "the SDP answer has no media line")
+            raise legs.fail(Stage.BAD_ANSWER, "the SDP answer has no media line")
         address = sdp.address_of(video)
-        if address and address not in ("0.0.0.0", "::") and address != device.host:
-            # Behind NAT the answer names a private address; a media server on another host names its
-            # own. Which of them media is taken from is the device's media_source rule.
-            log.info("SDP answer address differs from the device's", device=device.id, sdp=address,
-                     signalling=device.host, media_source=str(self._media_source(device.id)))
-        if sdp.ssrc and sdp.ssrc != stream.ssrc:
-            log.info("device answered another SSRC", device=device.id, offered=stream.ssrc, answered=sdp.ssrc)
+        legs.note_answer(device, address, stream.ssrc, sdp.ssrc if sdp.ssrc and sdp.ssrc != stream.ssrc else None)
         return video.port or None, address or None
 
     async def _first_media(self, stream: DeviceStream) -> None:
-        """Wait for the device's first RTP packet, so a play request that will show nothing says why."""
         ingest = stream.ingest
-        deadline = time.monotonic() + self.media.first_packet_timeout
-        delay = 0.002
-        while time.monotonic() < deadline and not ingest.closed:
-            if ingest.stats.packets:
-                stream.state = StreamState.STREAMING
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.02)
-        stats = ingest.stats
-        if stats.packets:
-            stream.state = StreamState.STREAMING
-            return
-        dropped = sum(stats.dropped.values())
-        if dropped:
-            self._count(Stage.BAD_MEDIA)
-            hint = ""
-            if stats.dropped.get("foreign source") or stats.dropped.get("foreign connection"):
-                hint = f"; media_source of device {stream.device_id}: {self._media_source(stream.device_id)}"
-            raise PlayError(Stage.BAD_MEDIA, f"{dropped} packets arrived but none was the device's RTP "
-                            f"({', '.join(f'{k}: {v}' for k, v in stats.dropped.items())}){hint}")
-        self._count(Stage.NO_MEDIA)
-        if ingest.stop_reason not in (None, StopReason.NO_MEDIA):
+
+        def stopped() -> str | None:
+            if ingest.stop_reason in (None, StopReason.NO_MEDIA):
+                return None
             # Ended early: by the relay (the device closed its connection) or by us (the device's BYE).
-            why = stream.ended if ingest.stop_reason is StopReason.CLOSED and stream.ended else ingest.stop_detail
-            raise PlayError(Stage.NO_MEDIA, f"the device stream stopped before its first packet: {why}")
-        raise PlayError(Stage.NO_MEDIA, f"no RTP from the device within {self.media.first_packet_timeout:g} s")
+            return stream.ended if ingest.stop_reason is StopReason.CLOSED and stream.ended else ingest.stop_detail
+
+        await self._legs.first_media(ingest, stream.device_id, stopped)
+        stream.state = StreamState.STREAMING
 
     # -- endings -------------------------------------------------------------------------------------
 
@@ -581,21 +485,7 @@ class LiveStreams:
         if not stream.ingest.closed:
             stream.ingest.close()
         if send_bye and stream.dialog is not None:
-            self.tasks.spawn(self._bye(stream.dialog, stream.device_id))
-
-    async def _bye(self, dialog: Dialog, device_id: str) -> None:
-        transport = self.transport
-        device = self.registry.get(device_id)
-        if device is None:
-            return
-        bye = dialog.create_request("BYE", via=transport.via(device.transport))
-        try:
-            response = await transport.send_request(bye, dialog.peer)
-        except SipError as exc:
-            log.info("BYE to device not answered", device=device_id, reason=exc.reason)
-            return
-        if response.status >= 300:
-            log.info("device refused BYE", device=device_id, status=response.status)
+            self.tasks.spawn(self._legs.bye(stream.dialog, stream.device_id))
 
     def on_bye(self, txn: ServerTransaction) -> bool:
         """A BYE from a device ends its stream; False if the BYE is not for one of ours."""

@@ -22,6 +22,7 @@ import asyncio
 import time
 from collections import deque
 from fractions import Fraction
+from typing import Generic, TypeVar
 
 import av
 from aiortc import MediaStreamTrack
@@ -31,8 +32,35 @@ from gbgw.rtp.psframes import EncodedFrame
 
 VIDEO_TIME_BASE = Fraction(1, 90000)
 
+_Item = TypeVar("_Item")
 
-class EncodedVideoTrack(MediaStreamTrack):
+
+class _QueuedTrack(MediaStreamTrack, Generic[_Item]):
+    """A track whose ``push`` (from the packet loop) only queues and whose ``recv`` waits on the queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[_Item] = deque()
+        self._ready = asyncio.Event()
+
+    async def _next(self) -> _Item:
+        """The next queued item; MediaStreamError once the track is stopped."""
+        queue = self._queue
+        while not queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        return queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+class EncodedVideoTrack(_QueuedTrack[EncodedFrame]):
     """Fed with `push` (from the packet loop, so it only queues), drained by aiortc with `recv`."""
 
     kind = "video"
@@ -41,8 +69,6 @@ class EncodedVideoTrack(MediaStreamTrack):
         super().__init__()
         self.max_queue = max_queue
         self.arrival_timing = arrival_timing
-        self._queue: deque[EncodedFrame] = deque()
-        self._ready = asyncio.Event()
         self._started = False
         self._origin: int | None = None
         self.frames_in = 0
@@ -68,15 +94,7 @@ class EncodedVideoTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.Packet:
-        queue = self._queue
-        while not queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
-        frame = queue.popleft()
+        frame = await self._next()
         if self._origin is None:
             self._origin = frame.timestamp
             self.first_frame_at = time.monotonic()
@@ -93,11 +111,6 @@ class EncodedVideoTrack(MediaStreamTrack):
             self.keyframes_sent += 1
         return packet
 
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
-
-
 AUDIO_RATE = 8000
 AUDIO_TIME_BASE = Fraction(1, AUDIO_RATE)
 AUDIO_PACKET_SAMPLES = 160
@@ -107,7 +120,7 @@ _AUDIO_GAP = 9000
 """90 kHz ticks (100 ms) the stream's audio may run ahead of what was sent before it counts as lost."""
 
 
-class EncodedAudioTrack(MediaStreamTrack):
+class EncodedAudioTrack(_QueuedTrack[tuple[int, bytes]]):
     """G.711 from the camera, sent as it came (or through ``translate``, a byte table from one law to the
     other, see `g711`): the PES payloads are cut into 20 ms packets, which aiortc's G.711 encoder packs
     one to an RTP packet.
@@ -125,8 +138,6 @@ class EncodedAudioTrack(MediaStreamTrack):
         super().__init__()
         self.translate = translate
         self.max_queue = max_queue
-        self._queue: deque[tuple[int, bytes]] = deque()
-        self._ready = asyncio.Event()
         self._samples = 0
         self._expected: int | None = None
         """The 90 kHz time the next PES should carry if nothing is lost."""
@@ -157,22 +168,10 @@ class EncodedAudioTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.Packet:
-        queue = self._queue
-        while not queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        if self.readyState != "live":
-            raise MediaStreamError
-        samples, chunk = queue.popleft()
+        samples, chunk = await self._next()
         packet = av.Packet(chunk)
         packet.pts = samples & 0xFFFFFFFF
         packet.time_base = AUDIO_TIME_BASE
         self.frames_sent += 1
         self.bytes_sent += len(chunk)
         return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
