@@ -25,7 +25,7 @@ from gbgw.gb28181.app.api.addressing import CONTROL, ControlServices
 from gbgw.gb28181.app.api.broadcast import BROADCASTS
 from gbgw.gb28181.app.api.events import EVENT_BUS
 from gbgw.gb28181.app.api.snapshots import SNAPSHOTS
-from gbgw.gb28181.app.reload import compare
+from gbgw.gb28181.app.reload import UpstreamChanges, compare
 from gbgw.gb28181.boundary.audit import AuditLog
 from gbgw.gb28181.cascade.uppers import Cascade
 from gbgw.gb28181.config import ConfigError, GatewayConfig, bind_error, load_config_file
@@ -104,6 +104,8 @@ class Gateway:
         self._metrics_runner: web.AppRunner | None = None
         self.whep: WhepViewers | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Upstream changes of successive SIGHUPs are applied one reload after the other.
+        self._upstream_reload = asyncio.Lock()
         self.health = Health()
         self.api_port = 0
         self.sip_port = 0
@@ -122,6 +124,8 @@ class Gateway:
             registered=lambda: sum(1 for d in self.registry.devices() if d.expires_at > self.clock()),
             online=lambda: self.registry.online_count,
             dropped=lambda: self.endpoint.counters.unparseable,
+            stateless=lambda: self.endpoint.counters.stateless,
+            transactions=lambda: self.endpoint.transactions.server_count,
         )
         self.registry.add_status_listener(self._on_status)
         self.availability = TransitionHistory(self.storage, self.clock, cfg.storage.history_days)
@@ -200,9 +204,9 @@ class Gateway:
             tasks=self.tasks,
             clock=self.clock,
             history=self.history,
+            events=self.events,
+            time_listener=self.time_source.measured,
         )
-        for link in self.cascade.links.values():
-            link.add_time_listener(self.time_source.measured)
         with listening("sip.listen", cfg.sip.listen):
             _, self.sip_port = await transport.start(cfg.sip.listen.host, cfg.sip.listen.port)
         if cfg.sip.tls_listen is not None:
@@ -327,11 +331,13 @@ class Gateway:
 
     def reload(self, config: GatewayConfig) -> None:
         """Apply what can change live (``reload.LIVE``: log level, credentials, allowlist, devices, media
-        destinations, the audit path, each upstream's share rules and ID/name mappings); name every other
-        changed key as needing a restart, and leave it at its running value.
+        destinations, the audit path; and every upstream key); name every other changed key as needing a
+        restart, and leave it at its running value.
 
         The running configuration is updated in place: the registrar and the API read it on every request,
-        and each upstream link's SharePolicy is updated in the object its features hold."""
+        and each upstream link's SharePolicy is updated in the object its features hold (ending what it no
+        longer shares). Upstreams added, removed or otherwise changed are started, stopped or replaced in
+        the background (their listeners open, their registrations go), each logged when done."""
         old = self.config
         change = compare(old, config)
         # First, so the debug lines of this very reload already follow a new level.
@@ -344,24 +350,41 @@ class Gateway:
         if config.audit.path != old.audit.path:
             self.audit.reopen(config.audit.path)
             old.audit.path = config.audit.path
-        incoming = {upstream.name: upstream for upstream in config.upstreams}
-        for upstream in old.upstreams:
-            new = incoming.get(upstream.name)
-            if new is None:
-                continue
+        upstreams = change.upstreams
+        running = {upstream.name: upstream for upstream in old.upstreams}
+        for new in upstreams.policy:
+            upstream = running[new.name]
             upstream.share = new.share
             upstream.channel_ids = new.channel_ids
             upstream.channel_id_rule = new.channel_id_rule
             upstream.channel_names = new.channel_names
-            link = self.cascade.links.get(upstream.name)
-            if link is not None:
-                link.policy.update(upstream)
+            self.cascade.update_policy(upstream)
+        if upstreams.removed or upstreams.replaced or upstreams.added:
+            kept = {upstream.name for upstream in upstreams.policy}
+            # In place: the cascade holds this list (its listener keys are indexes into it).
+            old.upstreams[:] = [running[u.name] if u.name in kept else u for u in config.upstreams]
+            self.tasks.spawn(self._reload_upstreams(upstreams))
         for key in change.live:
             log.debug("reload: applied", key=key)
         if change.restart:
             log.warning("reload: these settings need a restart to change", keys=change.restart)
         log.info("configuration reloaded", applied=change.live, devices=len(config.devices),
                  allowlist=config.sip.allowlist)
+
+    async def _reload_upstreams(self, changes: UpstreamChanges) -> None:
+        async with self._upstream_reload:
+            for name in changes.removed:
+                await self.cascade.remove(name)
+            for upstream in changes.replaced:
+                try:
+                    await self.cascade.replace(upstream)
+                except ConfigError as exc:
+                    log.error("reload: upstream not restarted", upstream=upstream.name, error=str(exc))
+            for upstream in changes.added:
+                try:
+                    await self.cascade.add(upstream)
+                except ConfigError as exc:
+                    log.error("reload: upstream not started", upstream=upstream.name, error=str(exc))
 
     def _browser_viewers(self) -> WhepViewers | None:
         """The console's WebRTC viewers, when the ``console`` extra (aiortc) is installed; without it the

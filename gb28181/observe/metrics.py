@@ -153,12 +153,17 @@ class GatewayMetrics:
         self.transitions.labels("online" if online else "offline", snake(reason)).inc()
 
     def bind_gauges(self, registered: Callable[[], float], online: Callable[[], float],
-                    dropped: Callable[[], float]) -> None:
+                    dropped: Callable[[], float], stateless: Callable[[], float],
+                    transactions: Callable[[], float]) -> None:
         """Values computed at scrape time, so the hot path never updates them. ``dropped`` is the
-        endpoint's lifetime count of unparseable datagrams and frames (a counter)."""
+        endpoint's lifetime count of unparseable datagrams and frames, ``stateless`` of requests answered
+        without a transaction (keepalives, challenges), both counters; ``transactions`` the server
+        transactions held now."""
         self.devices_registered.set_function(registered)
         self.devices_online.set_function(online)
-        self.registry.register(_Unparseable(dropped))
+        self.registry.register(_Unparseable(dropped, stateless))
+        Gauge("gb_sip_server_transactions", "Server transactions held (completed ones until Timer J/K)",
+              registry=self.registry).set_function(transactions)
 
     def bind_live(self, streams: Callable[[], float], sessions: Callable[[], float],
                   totals: Callable[[], dict[str, int]]) -> None:
@@ -194,12 +199,15 @@ class GatewayMetrics:
 
 
 class _Unparseable(Collector):
-    def __init__(self, dropped: Callable[[], float]) -> None:
+    def __init__(self, dropped: Callable[[], float], stateless: Callable[[], float]) -> None:
         self._dropped = dropped
+        self._stateless = stateless
 
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily("gb_sip_unparseable", "Datagrams or frames dropped as unparseable",
                                   value=float(self._dropped()))
+        yield CounterMetricFamily("gb_sip_stateless_answers", "Requests answered without a server transaction",
+                                  value=float(self._stateless()))
 
 
 # (key of LiveStreams.totals(), exported family, help): counters, so ended streams and outputs stay in.

@@ -22,10 +22,18 @@ devices per UDP socket as behind a NAT, and this script, which polls the gateway
     DeviceSimulator process sends at most ~5,000 keepalives/s and all load shares one core, so simulated
     keepalives could not reach the 20,000/s goal. Figures: gb_keepalives_total{result="ok"} growth per
     second, and per CPU-second of the gateway process (utime + stime): the "one core" figure.
+(3b) The same blast, from the same sockets, against a bare asyncio responder (benchkit.bare_answer: five
+    headers copied, no parse) pinned to the gateway's core: the gateway's figures as ratios to what the
+    machine allows in this very run, whatever else loads it.
 (4) Restart: the gateway is stopped (SIGTERM) and started on the same database; its VmRSS with the N
     devices and their channels loaded, before any traffic, is the registry's own cost without what the
     registration storm leaves behind: CPython does not give the memory of freed transactions back to the
     system while a live object shares its 1 MiB arena, so after (1) VmRSS stays near its peak.
+
+After settling, SIGUSR2 makes the gateway call malloc_trim(0) (the "then malloc_trim(0)" row: on 5,000
+devices it gave nothing back, so the daemon does not call it). --tracemalloc DIR dumps tracemalloc
+snapshots of the gateway (SIGUSR1) when all are online, when the bootstrap finished and when settled.
+The gateway runs with sip.rate_limit 0: every simulated device writes from 127.0.0.1.
 
 --gateway-gc-threshold runs the gateway with gc.set_threshold(...), as the simulator's fewer_collections()
 does, to show what the cyclic collector costs it (the daemon itself leaves the thresholds alone).

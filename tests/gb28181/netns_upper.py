@@ -101,7 +101,7 @@ class Upper:
         self.sn = 1
         self._sockets: list[socket.socket] = []
         self.canary: list[dict[str, Any]] = []
-        original = self.upper.endpoint.receive
+        original = self.upper.endpoint.receive_full
 
         def receive(data: bytes, source: Peer, now: float) -> Any:
             self.sip_log.write(json.dumps({"time": time.time(), "source": [source.host, source.port],
@@ -109,7 +109,7 @@ class Upper:
                                            "text": data.decode("utf-8", "replace")}) + "\n")
             return original(data, source, now)
 
-        self.upper.endpoint.receive = receive  # type: ignore[method-assign]
+        self.upper.endpoint.receive_full = receive  # type: ignore[method-assign]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ def families(text: str) -> dict[str, str]:
 
 def test_process_build_and_typed_families() -> None:
     metrics = GatewayMetrics(version="9.9.9")
-    metrics.bind_gauges(lambda: 0, lambda: 0, lambda: 7)
+    metrics.bind_gauges(lambda: 0, lambda: 0, lambda: 7, lambda: 11, lambda: 3)
     text = metrics.render().decode()
     types = families(text)
     samples = parse_metrics(text)
@@ -24,6 +24,8 @@ def test_process_build_and_typed_families() -> None:
         assert samples[name] > 0, name
     assert any(key.startswith("python_info{") for key in samples)
     assert types["gb_sip_unparseable_total"] == "counter" and samples["gb_sip_unparseable_total"] == 7
+    assert types["gb_sip_stateless_answers_total"] == "counter" and samples["gb_sip_stateless_answers_total"] == 11
+    assert types["gb_sip_server_transactions"] == "gauge" and samples["gb_sip_server_transactions"] == 3
     for name in ("gb_play_first_packet_seconds", "gb_catalog_assembly_seconds", "gb_device_query_seconds",
                  "gb_api_request_seconds", "gb_sip_transaction_seconds"):
         assert types[name] == "histogram", name
