@@ -12,6 +12,11 @@ NOTIFY when the upper holds an Alarm subscription (whose priority and method fil
 else as a MESSAGE. When the upper does not answer or answers as if it were down, delivery holds with
 exponential back-off and resumes at the head of the queue, which keeps the order; an alarm the upper
 refuses on its own (a 4xx) is set aside with its own back-off so it cannot block the ones behind it.
+
+Uppers come and go with a reload (:meth:`AlarmForwarding.add_link`, :meth:`AlarmForwarding.remove_link`):
+a removed upper's delivery stops and its outbox rows stay, so an upper added back under the same name
+gets what it missed. While an upper holds an Alarm subscription, the devices it covers are subscribed
+to alarms (:mod:`~gbgw.gb28181.cascade.alarm_interest`), until it ends or expires.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import structlog
 
 from gbgw.gb28181 import manscdp
 from gbgw.gb28181.boundary.audit import AuditLog
+from gbgw.gb28181.cascade.alarm_interest import AlarmInterest
 from gbgw.gb28181.cascade.link import UpperSubscription, UpstreamError, UpstreamLink
 from gbgw.gb28181.manscdp import ManscdpDocument
 from gbgw.gb28181.observe.metrics import GatewayMetrics
@@ -127,8 +133,10 @@ class AlarmDelivery:
     """
 
     def __init__(self, link: UpstreamLink, storage: Storage, clock: Callable[[], float], audit: AuditLog,
-                 metrics: GatewayMetrics) -> None:
+                 metrics: GatewayMetrics, interest: AlarmInterest | None = None) -> None:
         self.link = link
+        self.interest = interest
+        self._expiry: asyncio.TimerHandle | None = None
         self.topic = f"alarm:{link.name}"
         self.storage = storage
         self.clock = clock
@@ -141,12 +149,15 @@ class AlarmDelivery:
         self._set_aside: list[float] = []
         self._task: asyncio.Task[None] | None = None
         link.add_status_listener(self._on_link_status)
-        link.handle_subscribe("Alarm", self._on_subscribed)
+        link.handle_subscribe("Alarm", self._on_subscribed, self._on_unsubscribed)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        self._cancel_expiry()
+        if self.interest is not None:
+            self.interest.release(self.link.name)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,7 +179,35 @@ class AlarmDelivery:
         log.info("upper subscribed to alarms", upstream=self.link.name,
                  priorities=f"{sub.query.text('StartAlarmPriority')}-{sub.query.text('EndAlarmPriority')}",
                  methods=sub.query.text("AlarmMethod"))
+        if self.interest is not None:
+            self.interest.want(self.link.name, self.link.policy, sub.query.device_id)
+            # Nobody asks the link about an idle subscription: the devices' subscriptions would outlive it.
+            self._cancel_expiry()
+            self._arm_expiry(sub)
         self.wake()
+
+    def _on_unsubscribed(self, sub: UpperSubscription) -> None:
+        log.info("upper alarm subscription ended", upstream=self.link.name)
+        self._cancel_expiry()
+        if self.interest is not None:
+            self.interest.release(self.link.name)
+
+    def _check_expiry(self) -> None:
+        self._expiry = None
+        # Forgets an expired subscription, which ends it (``_on_unsubscribed``); a refreshed one re-armed us.
+        sub = self.link.subscription("Alarm")
+        if sub is not None and self._expiry is None:
+            self._arm_expiry(sub)
+
+    def _arm_expiry(self, sub: UpperSubscription) -> None:
+        loop = asyncio.get_running_loop()
+        # Subscription times are the link transport's, which is the loop's clock.
+        self._expiry = loop.call_later(max(0.0, sub.expires_at - loop.time()) + 1.0, self._check_expiry)
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` earlier failed ones (1, 2, 4... up to the
@@ -290,23 +329,49 @@ class AlarmForwarding:
         alarm_intake: Callable[[Callable[[Alarm], Awaitable[None]]], None],
         audit: AuditLog,
         metrics: GatewayMetrics,
+        interest: AlarmInterest | None = None,
     ) -> None:
         self.storage = storage
         self.clock = clock
         """Wall-clock time (outbox times must mean the same after a restart)."""
-        self.deliveries: dict[str, AlarmDelivery] = {
-            link.name: AlarmDelivery(link, storage, clock, audit, metrics) for link in links if link.config.alarms
-        }
+        self.audit = audit
+        self.metrics = metrics
+        self.interest = interest
+        self.deliveries: dict[str, AlarmDelivery] = {}
+        for link in links:
+            self._delivery_for(link)
+        self._started = False
         self._prune_task: asyncio.Task[None] | None = None
         # Registered here rather than in start(): the device side is already answering by now, and an
         # alarm accepted without this listener would never be queued upward.
         alarm_intake(self._on_alarm)
 
+    def _delivery_for(self, link: UpstreamLink) -> AlarmDelivery | None:
+        if not link.config.alarms:
+            return None
+        delivery = AlarmDelivery(link, self.storage, self.clock, self.audit, self.metrics, self.interest)
+        self.deliveries[link.name] = delivery
+        return delivery
+
     async def start(self) -> None:
+        self._started = True
         for delivery in self.deliveries.values():
             delivery.start()
-        if self.deliveries:
-            self._prune_task = asyncio.get_running_loop().create_task(self._prune())
+        # Always, not only with uppers at start: one added by a reload has acknowledged rows to prune too.
+        self._prune_task = asyncio.get_running_loop().create_task(self._prune())
+
+    def add_link(self, link: UpstreamLink) -> None:
+        """An upstream added by a reload: its alarms are queued from now on, and what its outbox still
+        holds (an upper removed and added back) is delivered."""
+        delivery = self._delivery_for(link)
+        if delivery is not None and self._started:
+            delivery.start()
+
+    async def remove_link(self, name: str) -> None:
+        """An upstream removed by a reload: nothing more is queued or sent to it; its outbox keeps its rows."""
+        delivery = self.deliveries.pop(name, None)
+        if delivery is not None:
+            await delivery.stop()
 
     async def stop(self) -> None:
         if self._prune_task is not None:
@@ -322,7 +387,7 @@ class AlarmForwarding:
         sends the alarm again, and the dedup key makes whatever was already queued a no-op."""
         now = self.clock()
         key = dedup_key(alarm)
-        for delivery in self.deliveries.values():
+        for delivery in list(self.deliveries.values()):
             policy = delivery.link.policy
             # An alarm about something the upper does not see (an alarm input, an NVR's own ID) is still
             # reported when the device is shared: under the device's ID, which the upper knows.

@@ -555,13 +555,13 @@ class CatalogShare:
             if now is None or now.upper_id != seen.upper_id:
                 self._changes.pop(local, None)
                 self._retired[seen.upper_id] = None
-        for local, now in after.items():
-            seen = before.get(local)
-            if seen is None or seen.upper_id != now.upper_id:
-                self._retired.pop(now.upper_id, None)
-                self._record(local, now.device_id, "ADD")
-            elif seen.name != now.name:
-                self._record(local, now.device_id, "UPDATE")
+        for local, shown in after.items():
+            known = before.get(local)
+            if known is None or known.upper_id != shown.upper_id:
+                self._retired.pop(shown.upper_id, None)
+                self._record(local, shown.device_id, "ADD")
+            elif known.name != shown.name:
+                self._record(local, shown.device_id, "UPDATE")
         if self._retired:
             self._schedule()
 

@@ -100,9 +100,22 @@ def test_upstreams_compared_by_name() -> None:
     new.upstreams = [_upstream("district", share=(), channel_names={ENTRANCE: "东门"}, password="new"),
                      _upstream("city", address=HostPort("10.0.0.9", 5060)), _upstream("county")]
     change = compare(old, new)
-    assert change.live == ["upstreams[district].channel_names"]
-    assert change.restart == ["upstreams[gone] (removed)", "upstreams[county] (added)",
-                              "upstreams[city].address", "upstreams[district].password"]
+    # Every upstream key is live: removed, added, replaced (address, password) or updated in place.
+    assert change.live == ["upstreams[gone] (removed)", "upstreams[county] (added)",
+                           "upstreams[city].address", "upstreams[district].password",
+                           "upstreams[district].channel_names"]
+    assert change.restart == []
+    assert change.upstreams.removed == ["gone"]
+    assert [u.name for u in change.upstreams.added] == ["county"]
+    assert [u.name for u in change.upstreams.replaced] == ["city", "district"]
+    assert change.upstreams.policy == []
+    policy_only = compare(old, GatewayConfig(upstreams=[_upstream("gone"), _upstream("city"),
+                                                        _upstream("district", channel_names={ENTRANCE: "东门"})]))
+    assert [u.name for u in policy_only.upstreams.policy] == ["district"]
+    assert not policy_only.upstreams.replaced and not policy_only.upstreams.added
+    disabled = compare(old, GatewayConfig(upstreams=[_upstream("gone"), _upstream("city"),
+                                                     _upstream("district", enabled=False)]))
+    assert disabled.upstreams.removed == ["district"] and not disabled.upstreams.replaced
     for f in dataclasses.fields(UpstreamConfig):
         if f.name == "name":
             continue

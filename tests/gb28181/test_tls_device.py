@@ -3,7 +3,9 @@
 A device of its own (``asyncio.open_connection`` with a context trusting the test CA, framing by
 Content-Length written here, digest from gwproc) registers with digest, keeps alive and answers the
 gateway's DeviceInfo and Catalog queries, which must come back over its own TLS connection; the API then
-shows it online over TLS with its channels. Plain SIP and bytes that are no ClientHello on the TLS port
+shows it online over TLS with its channels. Played through the API, it answers the gateway's INVITE on that
+connection with 200 and a UDP SDP, gets the ACK and later the BYE there, and its PS over RTP reaches the
+gateway's offered port. Plain SIP and bytes that are no ClientHello on the TLS port
 cost one closed connection, and the TLS device keeps being served. Certificates are made at test time
 with openssl.
 """
@@ -15,6 +17,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -33,9 +36,15 @@ from gwproc import (
     keepalive_body,
     manscdp_body,
     response_bytes,
+    set_content_length,
     wait_until,
 )
+from media_harness import Sink
 from wire import free_port
+
+from gbgw.rtp.elementary import StreamType
+from gbgw.rtp.packetizer import PsRtpPacketizer
+from gbgw.rtp.ps import PsMuxer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -109,8 +118,10 @@ class TlsDevice:
             self.requests.append(msg)
             self.on_request(msg)
 
-    def reply(self, request: SipMsg, status: int, reason: str = "OK") -> None:
-        self.writer.write(response_bytes(request, status, reason, "dev"))
+    def reply(self, request: SipMsg, status: int, reason: str = "OK", headers: list[tuple[str, str]] | None = None,
+              body: bytes = b"") -> None:
+        answer = response_bytes(request, status, reason, "dev", headers or [])
+        self.writer.write(set_content_length(answer + body) if body else answer)
 
     async def send(self, method: str, call_id: str, headers: list[str], body: bytes = b"") -> SipMsg:
         self._cseq += 1
@@ -173,9 +184,33 @@ def answer_queries(device: TlsDevice) -> Callable[[SipMsg], None]:
     return on_request
 
 
-async def tls_gateway(factory: Callable[..., Awaitable[RunningGateway]], pki: Pki) -> RunningGateway:
+async def tls_gateway(factory: Callable[..., Awaitable[RunningGateway]], pki: Pki,
+                      **sections: dict[str, Any]) -> RunningGateway:
     return await factory({"sip": {"tls_listen": f"127.0.0.1:{free_port()}", "tls_cert": str(pki.cert), "tls_key": str(pki.key),
-                                  "catalog_subscribe": False}})
+                                  "catalog_subscribe": False}, **sections})
+
+
+def ps_over_rtp(ssrc: int, frames: int = 10) -> list[bytes]:
+    """``frames`` H.264 access units (SPS, PPS and an IDR slice first, then P slices), muxed as PS and
+    packetized as RTP payload type 96, as a camera sends them."""
+    muxer = PsMuxer(StreamType.H264)
+    packetizer = PsRtpPacketizer(ssrc, 96, 1400)
+    idr = b"\x00\x00\x00\x01\x67\x42\xc0\x1e\xda\x02\x80\xbf\xe5\xc0\x44\x00\x00\x03\x00\x04" \
+          b"\x00\x00\x00\x01\x68\xce\x3c\x80\x00\x00\x00\x01\x65" + os.urandom(3000)
+    units = [idr] + [b"\x00\x00\x00\x01\x41" + os.urandom(800) for _ in range(frames - 1)]
+    return [packet for i, unit in enumerate(units)
+            for packet in packetizer.packetize(muxer.mux_video(unit, 3600 * i), 3600 * i)]
+
+
+def sdp_answer(offer: str, device_id: str, port: int) -> tuple[bytes, int, int]:
+    """A camera's answer to the gateway's Play offer: sendonly PS over UDP from ``port``, the offered
+    y= kept; also the offer's media port and SSRC."""
+    media_port = int(re.search(r"(?m)^m=video (\d+) RTP/AVP", offer).group(1))  # type: ignore[union-attr]
+    ssrc = re.search(r"(?m)^y=(\d+)", offer)
+    ssrc_text = ssrc.group(1) if ssrc else "0100000001"
+    body = (f"v=0\r\no={device_id} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\na=sendonly\r\ny={ssrc_text}\r\n")
+    return body.encode(), media_port, int(ssrc_text)
 
 
 async def test_a_device_registers_keeps_alive_and_reports_its_catalog_over_tls(
@@ -250,3 +285,83 @@ async def test_plain_sip_and_garbage_on_the_tls_port_are_closed_and_tls_devices_
         assert "Traceback" not in gateway.log_text
     finally:
         await device.close()
+
+
+async def test_a_tls_device_plays_its_invite_ack_and_bye_over_tls(
+    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: Pki
+) -> None:
+    gateway = await tls_gateway(gateway_factory, pki, media={"idle_timeout": 0.2})
+    device = await TlsDevice.connect(gateway.gateway.sip_tls_port, pki.ca)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    sink = await Sink.open("udp")
+    offers: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    queries = answer_queries(device)
+
+    def on_request(request: SipMsg) -> None:
+        if request.method == "INVITE":
+            body, port, ssrc = sdp_answer(request.body.decode(), DEVICE_ID, media.getsockname()[1])
+            device.reply(request, 200, headers=[
+                ("Contact", f"<sips:{DEVICE_ID}@{device.host}:{device.port};transport=tls>"),
+                ("Content-Type", "APPLICATION/SDP")], body=body)
+            offers.put_nowait((port, ssrc))
+        elif request.method in ("ACK", "BYE"):
+            if request.method == "BYE":
+                device.reply(request, 200)
+        else:
+            queries(request)
+
+    device.on_request = on_request
+    try:
+        assert (await device.register(PASSWORD)).status == 200
+        await wait_until(lambda: _has_channels(gateway), 10, "the catalog reported over TLS")
+        channel = CHANNEL_IDS[0]
+        play = asyncio.get_running_loop().create_task(
+            _post(gateway, f"/api/devices/{DEVICE_ID}/channels/{channel}/play", sink.request()))
+        port, ssrc = await asyncio.wait_for(offers.get(), 10)
+
+        async def acked() -> bool:
+            return any(r.method == "ACK" for r in device.requests)
+
+        await wait_until(acked, 5, "the ACK over TLS")
+        invite = next(r for r in device.requests if r.method == "INVITE")
+        ack = next(r for r in device.requests if r.method == "ACK")
+        for request in (invite, ack):
+            assert "SIP/2.0/TLS" in (request.get("Via") or ""), request.start
+        # The API answers once the device's media arrives: a camera starts sending after the ACK.
+        for packet in ps_over_rtp(ssrc):
+            media.sendto(packet, ("127.0.0.1", port))
+            await asyncio.sleep(0.002)
+        status, session = await asyncio.wait_for(play, 10)
+        assert status == 200, session
+
+        async def packets_in() -> dict[str, Any] | None:
+            status, body = await gateway.api(f"/api/sessions/{session['id']}")
+            return body if status == 200 and body["device"]["packets_in"] > 0 else None
+
+        shown = await wait_until(packets_in, 5, "the device's packets counted")
+        assert shown["device"]["ssrc_received"] == f"{ssrc:010d}"
+        await sink.first_packet()
+        status, _ = await gateway.api(f"/api/sessions/{session['id']}", "DELETE")
+        assert status == 200
+
+        async def bye() -> SipMsg | None:
+            return next((r for r in device.requests if r.method == "BYE"), None)
+
+        ended = await wait_until(bye, 5, "the BYE over TLS")
+        assert "SIP/2.0/TLS" in (ended.get("Via") or "") and ended.get("Call-ID") == invite.get("Call-ID")
+        assert "Traceback" not in gateway.log_text
+    finally:
+        media.close()
+        await sink.close()
+        await device.close()
+
+
+async def _has_channels(gateway: RunningGateway) -> bool:
+    status, body = await gateway.api(f"/api/devices/{DEVICE_ID}/channels")
+    return status == 200 and len(body) == len(CHANNEL_IDS)
+
+
+async def _post(gateway: RunningGateway, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async with gateway.http.post(gateway.api_url + path, json=body) as response:
+        return response.status, await response.json()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gbgw.gb28181.app.api.addressing import channel_or_404
 from gbgw.gb28181.app.api.common import ApiError, dumps, read_body, route_doc
+from gbgw.gb28181.app.api.schemas import BroadcastAnswer
 from gbgw.gb28181.media.broadcast import AudioError, VoiceBroadcasts, session_json, wav_to_alaw
 
 routes = web.RouteTableDef()
@@ -56,7 +57,7 @@ async def start_broadcast(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/broadcasts/{broadcast_id}")
-@route_doc("One voice broadcast: state, packets sent, where they go")
+@route_doc("One voice broadcast: state, packets sent, where they go", answer=BroadcastAnswer)
 async def get_broadcast(request: web.Request) -> web.Response:
     session = broadcasts(request).sessions.get(request.match_info["broadcast_id"])
     if session is None:

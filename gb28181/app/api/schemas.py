@@ -537,3 +537,35 @@ EVENT_STREAM = {"text/event-stream": str}
 """Server-Sent Events: ``id:``, ``event:`` (the event type) and ``data:`` (the event as JSON) lines."""
 AVAILABILITY = {"application/json": AvailabilityAnswer, "text/csv": str}
 """JSON, or one CSV row per device with ``Accept: text/csv``."""
+
+
+# -- voice broadcast and snapshots ------------------------------------------------------------------------
+
+
+class BroadcastAnswer(Closed):
+    """One voice broadcast (``/api/broadcasts/{id}``)."""
+
+    id: str
+    device_id: str
+    channel_id: str
+    state: str
+    ended: bool
+    seconds: float | None
+    live: bool
+    input_port: int | None
+    packets_sent: int
+    target: str | None
+    ssrc: int
+    transport: str
+
+
+class SnapshotAnswer(Closed):
+    """One image a device uploaded."""
+
+    id: str
+    device_id: str
+    channel_id: str
+    capture: str
+    at: str
+    size: int
+    url: str

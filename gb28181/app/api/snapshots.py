@@ -9,7 +9,8 @@ import msgspec
 from aiohttp import BodyPartReader, web
 
 from gbgw.gb28181.app.api.addressing import channel_or_404
-from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, read_body, route_doc
+from gbgw.gb28181.app.api.common import ApiError, device_or_404, dumps, iso, read_body, route_doc
+from gbgw.gb28181.app.api.schemas import SnapshotAnswer
 from gbgw.gb28181.devices.snapshots import MAX_IMAGE_BYTES, Snapshot, SnapshotCapture, UploadRefused
 
 routes = web.RouteTableDef()
@@ -33,7 +34,7 @@ def capture(request: web.Request) -> SnapshotCapture:
 
 def snapshot_json(image: Snapshot) -> dict[str, Any]:
     return {"id": image.id, "device_id": image.device_id, "channel_id": image.channel_id,
-            "capture": image.session, "at": image.at, "size": image.size, "url": f"/api/snapshots/{image.id}"}
+            "capture": image.session, "at": iso(image.at), "size": image.size, "url": f"/api/snapshots/{image.id}"}
 
 
 @routes.post("/api/devices/{device_id}/channels/{channel_id}/snapshots")
@@ -71,14 +72,14 @@ async def upload_snapshot(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/devices/{device_id}/snapshots")
-@route_doc("The images a device uploaded, newest first")
+@route_doc("The images a device uploaded, newest first", answer=list[SnapshotAnswer])
 async def list_snapshots(request: web.Request) -> web.Response:
     device = device_or_404(request)
     return web.json_response([snapshot_json(s) for s in capture(request).store.of_device(device.id)], dumps=dumps)
 
 
 @routes.get("/api/snapshots/{snapshot_id}")
-@route_doc("One uploaded image (image/jpeg)")
+@route_doc("One uploaded image (image/jpeg)", answer={"image/jpeg": bytes})
 async def get_snapshot(request: web.Request) -> web.Response:
     image = capture(request).store.get(request.match_info["snapshot_id"])
     if image is None:
