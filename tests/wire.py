@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,3 +105,39 @@ class SipMessage:
         via = self.get("Via") or self.get("v") or ""
         match = re.search(r";\s*branch=([^;,\s]+)", via)
         return match.group(1) if match else ""
+
+
+# -- throwaway certificates (SIP over TLS, HTTPS) ---------------------------------------------------------
+
+_EC = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
+@dataclass(frozen=True)
+class LoopbackPki:
+    """A test CA and a certificate it signed for 127.0.0.1, with that certificate's key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate (a CA) ``name.pem`` and its key ``name.key`` in ``folder``."""
+    key, pem = folder / f"{name}.key", folder / f"{name}.pem"
+    openssl("req", "-x509", *_EC, "-keyout", key, "-out", pem, "-days", "2", "-subj", f"/CN=test {name}")
+    return pem, key
+
+
+def loopback_pki(folder: Path, name: str = "server") -> LoopbackPki:
+    """A CA (``ca.pem``) and ``name.pem``/``name.key`` signed by it, valid for IP 127.0.0.1."""
+    ca, ca_key = self_signed(folder, "ca")
+    key, csr, pem = folder / f"{name}.key", folder / f"{name}.csr", folder / f"{name}.pem"
+    openssl("req", *_EC, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", pem,
+            "-days", "2", "-extfile", folder / "ext.cnf")
+    return LoopbackPki(ca, pem, key)

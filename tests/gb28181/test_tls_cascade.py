@@ -6,16 +6,14 @@ upper's Catalog query over the same connection. The certificates are made at tes
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from gwproc import merge_config
 from test_cascade_catalog import ask_catalog
 from upper_harness import FakeUpper, upstream_config
+from wire import LoopbackPki, loopback_pki
 
 from gbgw.gb28181.config import ConfigError, load_config
 from gbgw.sip.tls import server_context
@@ -23,31 +21,13 @@ from gbgw.sip.tls import server_context
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("upper-pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem", "-days", "2", "-subj", "/CN=upper ca")
-    _openssl("req", *ec, "-keyout", d / "upper.key", "-out", d / "upper.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", d / "upper.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-out", d / "upper.pem", "-days", "2", "-extfile", d / "ext.cnf")
-    return Pki(d / "ca.pem", d / "upper.pem", d / "upper.key")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LoopbackPki:
+    return loopback_pki(tmp_path_factory.mktemp("upper-pki"), "upper")
 
 
 async def test_gateway_registers_to_a_tls_upper_and_answers_its_catalog(
-    gateway_factory: Callable[..., Any], pki: Pki
+    gateway_factory: Callable[..., Any], pki: LoopbackPki
 ) -> None:
     upper = await FakeUpper().start()
     _, tls_port = await upper.transport.start_tls("127.0.0.1", 0, server_context(str(pki.cert), str(pki.key)))
@@ -70,7 +50,7 @@ async def test_gateway_registers_to_a_tls_upper_and_answers_its_catalog(
         await upper.close()
 
 
-async def test_tls_keys_need_transport_tls(pki: Pki) -> None:
+async def test_tls_keys_need_transport_tls(pki: LoopbackPki) -> None:
     upper = FakeUpper()
     upper.port = 5061
     base = {"sip": {"id": "34020000002000000001"}}

@@ -19,9 +19,7 @@ import re
 import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ from gwproc import (
     wait_until,
 )
 from media_harness import Sink
-from wire import free_port
+from wire import LoopbackPki, free_port, loopback_pki
 
 from gbgw.rtp.elementary import StreamType
 from gbgw.rtp.packetizer import PsRtpPacketizer
@@ -52,27 +50,9 @@ DEVICE_ID = "34020000001188000001"
 CHANNEL_IDS = [f"3402000000131800000{n}" for n in range(1, 4)]
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("device-pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.pem", "-days", "2", "-subj", "/CN=gw ca")
-    _openssl("req", *ec, "-keyout", d / "gw.key", "-out", d / "gw.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", d / "gw.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-out", d / "gw.pem", "-days", "2", "-extfile", d / "ext.cnf")
-    return Pki(d / "ca.pem", d / "gw.pem", d / "gw.key")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LoopbackPki:
+    return loopback_pki(tmp_path_factory.mktemp("device-pki"), "gw")
 
 
 class TlsDevice:
@@ -184,7 +164,7 @@ def answer_queries(device: TlsDevice) -> Callable[[SipMsg], None]:
     return on_request
 
 
-async def tls_gateway(factory: Callable[..., Awaitable[RunningGateway]], pki: Pki,
+async def tls_gateway(factory: Callable[..., Awaitable[RunningGateway]], pki: LoopbackPki,
                       **sections: dict[str, Any]) -> RunningGateway:
     return await factory({"sip": {"tls_listen": f"127.0.0.1:{free_port()}", "tls_cert": str(pki.cert), "tls_key": str(pki.key),
                                   "catalog_subscribe": False}, **sections})
@@ -214,7 +194,7 @@ def sdp_answer(offer: str, device_id: str, port: int) -> tuple[bytes, int, int]:
 
 
 async def test_a_device_registers_keeps_alive_and_reports_its_catalog_over_tls(
-    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: Pki
+    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: LoopbackPki
 ) -> None:
     gateway = await tls_gateway(gateway_factory, pki)
     device = await TlsDevice.connect(gateway.gateway.sip_tls_port, pki.ca)
@@ -246,7 +226,7 @@ async def test_a_device_registers_keeps_alive_and_reports_its_catalog_over_tls(
 
 
 async def test_plain_sip_and_garbage_on_the_tls_port_are_closed_and_tls_devices_served(
-    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: Pki
+    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: LoopbackPki
 ) -> None:
     gateway = await tls_gateway(gateway_factory, pki)
     transport = gateway.gateway.transport
@@ -288,7 +268,7 @@ async def test_plain_sip_and_garbage_on_the_tls_port_are_closed_and_tls_devices_
 
 
 async def test_a_tls_device_plays_its_invite_ack_and_bye_over_tls(
-    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: Pki
+    gateway_factory: Callable[..., Awaitable[RunningGateway]], pki: LoopbackPki
 ) -> None:
     gateway = await tls_gateway(gateway_factory, pki, media={"idle_timeout": 0.2})
     device = await TlsDevice.connect(gateway.gateway.sip_tls_port, pki.ca)

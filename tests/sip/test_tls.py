@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wire import loopback_pki, self_signed
 
 from gbgw.gb28181.config import ConfigError, GatewayConfig, load_config
 from gbgw.sip.endpoint import Peer, SipEndpoint
@@ -38,22 +39,12 @@ class Pki:
     foreign_ca: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("pki")
-    for name in ("ca", "foreign"):
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", d / f"{name}.key", "-out", d / f"{name}.pem", "-days", "2", "-subj", f"/CN=test {name}")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", d / "server.key", "-out", d / "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.pem", "-CAkey", d / "ca.key",
-             "-CAcreateserial", "-out", d / "server.pem", "-days", "2", "-extfile", d / "ext.cnf")
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "foreign.key", d / "foreign.pem")
+    signed = loopback_pki(d)
+    foreign_ca, foreign_key = self_signed(d, "foreign")
+    return Pki(signed.ca, signed.cert, signed.key, foreign_key, foreign_ca)
 
 
 def request_bytes(method: str, n: int, uri: str = "sips:34020000002000000001@3402000000") -> bytes:
